@@ -1,0 +1,810 @@
+"""Stage 2 of BiLAF: boundary sample selection.
+
+Implements Algorithm 1 of Lu, Xie, Yang and Yan, "Boundary Matters: A Bi-Level Active
+Finetuning Framework" (NeurIPS 2024), as specified in ``shared/spec/ALGORITHM.md``.
+Read top to bottom, the steps appear in the paper's order:
+
+1. :func:`assign_clusters`   -- every sample joins its nearest core's pseudo-class.
+2. :func:`idc_order` and :func:`denoise_cluster` -- iterative density-based clustering
+   (IDC, paper Sec. 3.2) ranks each cluster from its dense centre to its periphery and
+   drops the periphery as noise; ``density`` / ``distance`` / ``none`` are the
+   ablation denoisers of paper Table 2.
+3. :func:`allocate_budget`   -- the budget split by denoised cluster size.
+4. :class:`BoundaryScorer` (paper Eq. 7 with the opponent penalty) and
+   :class:`ClusterPicker` (iterative selection and removal, Alg. 1 lines 13-20).
+5. :func:`select_boundary`   -- the whole stage, returning a :class:`BoundaryResult`.
+
+Two variants share this code. ``paper`` follows the paper and fixes the reference
+code's defects; ``reference`` reproduces the authors' ``density_cluster.py`` index for
+index (raw features, exact float64 distances, its IDC indexing defect, a fixed
+nearest opponent per sample). Where the reference code would crash or pick a sample
+twice, the ``reference`` variant applies the ``paper`` variant's rules instead:
+
+* a cluster whose allocation would be 0 gets 1 (its core), taken from the largest
+  allocation (ties: lower cluster id);
+* a sample already selected is never picked again: the best-scoring candidate not yet
+  selected is taken (it still counts for the removal radius, as in the reference);
+* a cluster that runs out of candidates passes its unused budget on (see
+  :func:`select_boundary`);
+* a core that denoising did not keep (possible only with duplicate points) is put back
+  at the front of its cluster.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .distances import nearest_cores, pairwise_distances
+
+__all__ = [
+    "VARIANTS",
+    "DENOISERS",
+    "CRITERIA",
+    "PROCESSES",
+    "NO_OPPONENT_DISTANCE",
+    "assign_clusters",
+    "idc_order",
+    "denoise_cluster",
+    "DenoisedCluster",
+    "allocate_budget",
+    "BoundaryScorer",
+    "ClusterPicker",
+    "Pick",
+    "BoundaryResult",
+    "select_boundary",
+]
+
+VARIANTS = ("paper", "reference")
+DENOISERS = ("idc", "density", "distance", "none")
+CRITERIA = ("boundary_score", "distance")
+PROCESSES = ("iterative", "one_shot")
+
+#: The reference code's distance to "the opponent" when a sample has none (K = 1):
+#: large enough that the boundary score then ranks samples by their periphery.
+NO_OPPONENT_DISTANCE = 1e9 + 7
+
+# Clusters up to this size get their full (n x n) distance matrix in memory; larger
+# ones (degenerate pools, e.g. many identical points) compute rows on demand.
+_FULL_MATRIX_MAX = 6_000
+# How many nearest other cores each sample keeps for the exact pruned opponent search.
+_OPPONENT_CANDIDATES = 16
+_EPS = 1e-9
+
+
+# ----------------------------------------------------------------------------------
+# Step 1: assignment
+# ----------------------------------------------------------------------------------
+def assign_clusters(features: np.ndarray, cores: np.ndarray, *, exact: bool = False, n_neighbors: int = 1):
+    """Assign every sample to its nearest core (paper Alg. 1 line 2).
+
+    Parameters
+    ----------
+    features : (N, d) float32
+    cores : (K,) int64
+        Pool indices of the cores; a core's position in this array is its cluster id.
+    exact : bool
+        float64 ``cdist`` distances (``reference`` variant) instead of the fast path.
+    n_neighbors : int
+        Also return this many nearest cores per sample (for opponent search).
+
+    Returns
+    -------
+    NearestCores
+        ``labels`` (N,) cluster id per sample (ties: lower core id). Each core is put in
+        its own cluster even if a duplicate point makes another core equally near.
+    """
+    result = nearest_cores(features, features[cores], n_neighbors=n_neighbors, exact=exact)
+    result.labels[cores] = np.arange(cores.size)
+    return result
+
+
+# ----------------------------------------------------------------------------------
+# Step 2: denoising
+# ----------------------------------------------------------------------------------
+class _LocalDistances:
+    """Distances among one cluster's samples: a cached matrix, or rows on demand."""
+
+    def __init__(self, features: np.ndarray, *, exact: bool):
+        self.features = features
+        self.exact = exact
+        self.n = features.shape[0]
+        self.matrix = pairwise_distances(features, features, exact=exact) if self.n <= _FULL_MATRIX_MAX else None
+        if self.matrix is not None and not exact:
+            np.fill_diagonal(self.matrix, 0.0)
+
+    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        if self.matrix is not None:
+            return self.matrix[np.ix_(rows, cols)]
+        return pairwise_distances(self.features[rows], self.features[cols], exact=self.exact)
+
+    def row(self, row: int, cols: np.ndarray) -> np.ndarray:
+        if self.matrix is not None:
+            return self.matrix[row, cols]
+        return pairwise_distances(self.features[row : row + 1], self.features[cols], exact=self.exact)[0]
+
+    def row_means(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Mean distance of each of ``rows`` to all of ``cols``, in row chunks."""
+        out = np.empty(rows.size, dtype=np.float64)
+        step = max(1, 4_000_000 // max(cols.size, 1))
+        for start in range(0, rows.size, step):
+            out[start : start + step] = self.block(rows[start : start + step], cols).mean(axis=1)
+        return out
+
+
+def _row_chunks(n_rows: int, n_cols: int) -> range:
+    step = max(1, 4_000_000 // max(n_cols, 1))
+    return range(0, n_rows, step), step
+
+
+def _first_round(dist: _LocalDistances, core: int, m: int, *, core_first: bool) -> np.ndarray:
+    """The m samples nearest the core, ties by local index (Alg. 1 line 5)."""
+    positions = np.arange(dist.n)
+    order = np.lexsort((positions, dist.row(core, positions)))
+    if core_first:
+        order = np.concatenate(([core], order[order != core]))
+    return order[:m]
+
+
+def idc_order(
+    dist: _LocalDistances, core: int, *, k_neighbors: int, include_ratio: float, reference: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Iterative density-based clustering of one cluster (paper Sec. 3.2, Alg. 1 l. 4-9).
+
+    Parameters
+    ----------
+    dist : distances among the cluster's n samples (local index = rank of the pool
+        index in the cluster's ascending member list).
+    core : local index of the core.
+    k_neighbors, include_ratio : k and P_in of the paper.
+    reference : reproduce the reference code (leftover samples dropped, indexing
+        defect in the density distance) instead of the paper's definition.
+
+    Returns
+    -------
+    order : (n_included,) int64
+        Local indices in inclusion order, dense centre first. ``paper``: all n.
+        ``reference``: m * floor(n / m) of them.
+    rounds : (n_included,) int64
+        The IDC round (1-based) in which each entry of ``order`` was included.
+    """
+    n = dist.n
+    m = int(n * include_ratio) if reference else math.floor(n * include_ratio + _EPS)
+    m = max(1, m)
+    first = _first_round(dist, core, m, core_first=not reference)
+    included = np.zeros(n, dtype=bool)
+    included[first] = True
+    order = [first]
+    rounds = [np.ones(first.size, dtype=np.int64)]
+    last_round = n // m if reference else n  # the reference stops after floor(n/m) rounds
+    members = first
+    # paper: each candidate keeps its k smallest distances to the included set U, updated
+    # incrementally with every round's new members instead of recomputed against all of U.
+    candidates = np.flatnonzero(~included)
+    nearest = _merge_smallest(np.empty((candidates.size, 0)), dist, candidates, first, k_neighbors) if not reference else None
+    round_no = 1
+    while candidates.size and round_no < last_round:
+        round_no += 1
+        if reference:
+            density = _reference_density_distance(dist, candidates, members, k_neighbors)
+        else:
+            density = nearest.sum(axis=1) / nearest.shape[1]
+        take = np.lexsort((candidates, density))[:m]
+        new = candidates[take]
+        keep = np.ones(candidates.size, dtype=bool)
+        keep[take] = False
+        candidates = candidates[keep]
+        members = np.concatenate((members, new))
+        order.append(new)
+        rounds.append(np.full(new.size, round_no, dtype=np.int64))
+        if not reference and candidates.size:
+            nearest = _merge_smallest(nearest[keep], dist, candidates, new, k_neighbors)
+    return np.concatenate(order), np.concatenate(rounds)
+
+
+def _merge_smallest(current: np.ndarray, dist: _LocalDistances, rows: np.ndarray, new_cols: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k smallest among its ``current`` distances and those to ``new_cols``."""
+    width = min(k, current.shape[1] + new_cols.size)
+    out = np.empty((rows.size, width), dtype=np.float64)
+    chunks, step = _row_chunks(rows.size, current.shape[1] + new_cols.size)
+    for start in chunks:
+        merged = np.concatenate((current[start : start + step], dist.block(rows[start : start + step], new_cols)), axis=1)
+        if merged.shape[1] > width:
+            merged = np.partition(merged, width - 1, axis=1)[:, :width]
+        out[start : start + step] = merged
+    return out
+
+
+def _reference_density_distance(dist: _LocalDistances, candidates: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
+    """The reference code's density distance, defect included.
+
+    It finds the *positions* (within the included list) of a candidate's k nearest
+    members, then averages the candidate's distances to the samples whose *local
+    index* equals those positions.
+    """
+    out = np.empty(candidates.size, dtype=np.float64)
+    chunks, step = _row_chunks(candidates.size, members.size)
+    for start in chunks:
+        rows = candidates[start : start + step]
+        positions = np.argsort(dist.block(rows, members), axis=1)[:, :k]
+        out[start : start + step] = np.mean(dist.block(rows, np.arange(dist.n))[np.arange(rows.size)[:, None], positions], axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class DenoisedCluster:
+    """One cluster after denoising; all arrays hold *local* indices.
+
+    Attributes
+    ----------
+    order : (n_ranked,) int64
+        Samples ranked from the dense centre to the periphery (IDC inclusion order,
+        or the denoiser's own ranking); the core comes first.
+    rounds : (n_ranked,) int64
+        IDC round per entry of ``order`` (1 for every sample with other denoisers).
+    n_kept : int
+        ``order[:n_kept]`` is the denoised set U; ``order[n_kept:]`` was removed.
+    dropped : (n_dropped,) int64
+        Samples never ranked (``reference`` IDC's leftovers); they count as removed.
+    """
+
+    order: np.ndarray
+    rounds: np.ndarray
+    n_kept: int
+    dropped: np.ndarray
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.order[: self.n_kept]
+
+    @property
+    def removed(self) -> np.ndarray:
+        return np.concatenate((self.order[self.n_kept :], self.dropped))
+
+
+def denoise_cluster(
+    dist: _LocalDistances,
+    core: int,
+    *,
+    method: str,
+    k_neighbors: int,
+    include_ratio: float,
+    removal_ratio: float,
+    reference: bool,
+) -> DenoisedCluster:
+    """Rank one cluster and remove its periphery (paper Sec. 3.2; Table 2 ablations).
+
+    ``idc``: keep the first floor(n * (1 - P_rm)) samples in IDC inclusion order.
+    ``density``: remove the floor(n * P_rm) samples with the largest mean distance to
+    their k nearest neighbours inside the cluster. ``distance``: remove the
+    floor(n * P_rm) samples farthest from the core. ``none``: remove nothing.
+    The core is never removed. With ``reference``, IDC reproduces the reference code,
+    which leaves clusters of fewer than 10 samples untouched in ascending index order.
+    """
+    n = dist.n
+    everyone = np.arange(n)
+    nothing = np.empty(0, dtype=np.int64)
+    if method == "idc" and reference and n < 10:
+        return DenoisedCluster(everyone, np.ones(n, dtype=np.int64), n, nothing)
+    if method == "idc":
+        order, rounds = idc_order(dist, core, k_neighbors=k_neighbors, include_ratio=include_ratio, reference=reference)
+        n_ranked = order.size
+        n_kept = int(n_ranked * (1 - removal_ratio)) if reference else math.floor(n * (1 - removal_ratio) + _EPS)
+        dropped = np.setdiff1d(everyone, order) if reference else nothing
+        if core not in order[:n_kept]:  # only with a duplicate of the core: put it back in front
+            at = np.flatnonzero(order == core)
+            rounds = np.concatenate(([1], np.delete(rounds, at)))
+            order = _core_first(order, core)
+            dropped = dropped[dropped != core]
+        return DenoisedCluster(order, rounds, max(1, n_kept), dropped)
+    if method == "none":
+        return DenoisedCluster(_core_first(everyone, core), np.ones(n, dtype=np.int64), n, nothing)
+    if method == "density":
+        keys = _knn_density_distance(dist, k_neighbors)
+    elif method == "distance":
+        keys = dist.row(core, everyone).astype(np.float64)
+    else:
+        raise ValueError(f"denoise must be one of {DENOISERS}, got {method!r}")
+    order = _core_first(np.lexsort((everyone, keys)), core)
+    n_removed = math.floor(n * removal_ratio + _EPS)
+    return DenoisedCluster(order, np.ones(n, dtype=np.int64), max(1, n - n_removed), nothing)
+
+
+def _core_first(order: np.ndarray, core: int) -> np.ndarray:
+    return np.concatenate(([core], order[order != core])).astype(np.int64)
+
+
+def _knn_density_distance(dist: _LocalDistances, k: int) -> np.ndarray:
+    """Mean distance of each sample to its k nearest other samples in the cluster."""
+    n = dist.n
+    if n == 1:
+        return np.zeros(1)
+    k = min(k, n - 1)
+    out = np.empty(n, dtype=np.float64)
+    everyone = np.arange(n)
+    chunks, step = _row_chunks(n, n)
+    for start in chunks:
+        rows = everyone[start : start + step]
+        block = dist.block(rows, everyone).astype(np.float64)
+        block[np.arange(rows.size), rows] = np.inf  # exclude the sample itself
+        out[start : start + step] = np.partition(block, k - 1, axis=1)[:, :k].mean(axis=1)
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# Step 3: budget allocation
+# ----------------------------------------------------------------------------------
+def allocate_budget(budget: int, sizes: np.ndarray, *, reference: bool = False) -> np.ndarray:
+    """Split ``budget`` over clusters in proportion to their denoised sizes (Alg. 1 l. 10).
+
+    Each cluster first gets floor(B * p_i); leftover units go one at a time to the
+    cluster whose current allocation is smallest (ties: larger proportion, then lower
+    id). Then every cluster with 0 gets 1 (its core), taken from the largest allocation
+    (ties: lower id). ``reference`` computes the floors in floating point, as the
+    reference code does; otherwise in exact integer arithmetic.
+
+    Parameters
+    ----------
+    budget : int, at least the number of clusters K.
+    sizes : (K,) int, positive.
+
+    Returns
+    -------
+    (K,) int64 allocations summing to ``budget``.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    if reference:
+        proportions = sizes / total
+        allocation = np.floor(proportions * budget).astype(np.int64)
+        priority = -proportions
+    else:
+        allocation = (sizes * budget) // total
+        priority = -sizes  # same order as the proportions, without rounding
+    heap = [(int(a), float(p), i) for i, (a, p) in enumerate(zip(allocation, priority))]
+    heapq.heapify(heap)
+    for _ in range(budget - int(allocation.sum())):
+        units, prio, i = heapq.heappop(heap)
+        allocation[i] += 1
+        heapq.heappush(heap, (units + 1, prio, i))
+    for i in np.flatnonzero(allocation == 0):
+        donor = int(np.argmax(allocation))  # first maximum: the lower id
+        allocation[donor] -= 1
+        allocation[i] += 1
+    return allocation
+
+
+# ----------------------------------------------------------------------------------
+# Step 4: boundary scores and the iterative picker
+# ----------------------------------------------------------------------------------
+class BoundaryScorer:
+    """Boundary score of the members of one denoised cluster (paper Eq. 7).
+
+    BS(x) = min over other cores l of (delta^{t_l} D(x, c_l) - d_intra(x)) / max(D(x, c_l), d_intra(x)),
+    where d_intra(x) is the mean distance from x to the denoised set (x included) and
+    t_l counts earlier picks whose score the opponent l attained. Lower means nearer a
+    boundary. The penalty factor delta^{t_l} is kept as a running product, as in the
+    reference code, so both variants round identically.
+
+    Parameters
+    ----------
+    d_intra : (n,) float64
+    opponents : (n, M) int64
+        Nearest other cores of each member, nearest first (M >= 1; -1 = none).
+    opponent_distances : (n, M) float64
+    n_cores : int
+    penalty : float
+        delta >= 1; 1 switches the penalty off.
+    dynamic : bool
+        ``paper``: the opponent is whichever l minimises the penalised term, searched
+        exactly with pruning (the term grows with D(x, c_l), so once the unpenalised
+        term of the next-nearest core reaches the best penalised one, no farther core
+        can win). ``reference``: each member's opponent is fixed as its nearest other core.
+    all_opponent_distances : callable, optional
+        ``f(member_positions) -> (len, K)`` distances to every core (own core = inf),
+        used when the pruning cannot certify a member's minimum among its M candidates.
+    """
+
+    def __init__(
+        self,
+        d_intra: np.ndarray,
+        opponents: np.ndarray,
+        opponent_distances: np.ndarray,
+        *,
+        n_cores: int,
+        penalty: float,
+        dynamic: bool,
+        all_opponent_distances: Callable[[np.ndarray], np.ndarray] | None = None,
+    ):
+        self.d_intra = d_intra
+        self.opponents = opponents if dynamic else opponents[:, :1]
+        self.opponent_distances = opponent_distances if dynamic else opponent_distances[:, :1]
+        self.complete = self.opponents.shape[1] >= n_cores - 1  # every other core listed
+        self.penalty = penalty
+        self.dynamic = dynamic
+        self.all_opponent_distances = all_opponent_distances
+        self.factor = np.ones(max(n_cores, 1), dtype=np.float64)
+
+    @staticmethod
+    def _term(distance: np.ndarray, factor: np.ndarray, d_intra: np.ndarray) -> np.ndarray:
+        denominator = np.maximum(distance, d_intra)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            term = (distance * factor - d_intra) / denominator
+        # x on its own core and on the opponent at once: as ambiguous as it gets.
+        return np.where(denominator > 0, term, 0.0)
+
+    def scores(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and attaining opponents of the members at ``positions``."""
+        opp = self.opponents[positions]
+        dist = self.opponent_distances[positions]
+        d_intra = self.d_intra[positions][:, None]
+        factor = np.where(opp >= 0, self.factor[np.maximum(opp, 0)], 1.0)
+        terms = self._term(dist, factor, d_intra)
+        best = np.argmin(terms, axis=1)
+        rows = np.arange(positions.size)
+        score = terms[rows, best]
+        opponent = opp[rows, best]
+        if self.dynamic and not self.complete and self.all_opponent_distances is not None:
+            # Any unlisted core is at least as far as the last listed one, so its term is
+            # at least the unpenalised term there; members below that bound are exact.
+            bound = self._term(dist[:, -1], 1.0, d_intra[:, 0])
+            unsure = np.flatnonzero(score > bound)
+            if unsure.size:
+                full = self.all_opponent_distances(positions[unsure])
+                full_terms = self._term(full, self.factor[None, : full.shape[1]], self.d_intra[positions[unsure]][:, None])
+                full_best = np.argmin(full_terms, axis=1)
+                score[unsure] = full_terms[np.arange(unsure.size), full_best]
+                opponent[unsure] = full_best
+        return score, opponent
+
+    def record_pick(self, opponent: int) -> None:
+        """Apply the opponent penalty after a pick whose score ``opponent`` attained."""
+        if opponent >= 0:
+            self.factor[opponent] *= self.penalty
+
+
+class DistanceScorer:
+    """Ablation criterion BD: prefer members far from their own core (score = -D(x, c_i))."""
+
+    def __init__(self, core_distance: np.ndarray, nearest_opponent: np.ndarray):
+        self.core_distance = core_distance
+        self.nearest_opponent = nearest_opponent
+
+    def scores(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return -self.core_distance[positions], self.nearest_opponent[positions]
+
+    def record_pick(self, opponent: int) -> None:
+        """BD has no opponent penalty."""
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One pick of the iterative selection, for traces and the app's teaching page.
+
+    ``position`` is the member's position in the denoised set; ``dropped`` the
+    positions the removal radius of the *previous* pick took out of the candidates
+    just before this pick was made.
+    """
+
+    position: int
+    score: float
+    opponent: int
+    dropped: np.ndarray
+
+
+class ClusterPicker:
+    """Iterative selection and removal inside one denoised cluster (Alg. 1 l. 13-20).
+
+    selected = [core]; candidates = U; r = floor(|U| / B_i). Each step drops from the
+    candidates the r nearest to the last pick (the pick itself, at distance 0, among
+    them), then picks the candidate with the lowest score (ties: nearest to the last
+    pick, then lower position). A sample already selected is never picked again.
+    ``one_shot`` (ablation OS) skips the removal and the penalty, so the picks are
+    simply the lowest scores.
+
+    Parameters
+    ----------
+    dist : distances among the members of U, in U's order.
+    scorer : BoundaryScorer or DistanceScorer
+    core : int
+        Position of the core in U (first, except in clusters the reference code leaves
+        in index order).
+    budget : int
+        B_i, which sets the removal radius r.
+    iterative : bool
+    keep_trace : bool
+        Record a :class:`Pick` per step in ``trace``.
+    """
+
+    def __init__(self, dist: _LocalDistances, scorer, *, core: int, budget: int, iterative: bool, keep_trace: bool = False):
+        self.dist = dist
+        self.scorer = scorer
+        self.core = core
+        self.radius = dist.n // budget if iterative else 0
+        self.iterative = iterative
+        self.candidates = np.arange(dist.n)
+        self.selected = np.zeros(dist.n, dtype=bool)
+        self.selected[core] = True
+        self.penalty_pending = False  # the last pick's opponent penalty is not applied yet
+        self.picks: list[int] = [core]
+        self.scores: list[float] = [np.nan]
+        self.opponents: list[int] = [-1]
+        self.trace: list[Pick] | None = [] if keep_trace else None
+
+    @property
+    def n_open(self) -> int:
+        """Candidates that could still be picked (before the next removal)."""
+        return int((~self.selected[self.candidates]).sum())
+
+    def step(self) -> bool:
+        """Make one pick; return False (and pick nothing) when no candidate is left."""
+        last = self.picks[-1]
+        dropped = np.empty(0, dtype=np.int64)
+        if self.iterative:
+            order = np.lexsort((self.candidates, self.dist.row(last, self.candidates)))
+            ranked = self.candidates[order]
+            dropped, self.candidates = ranked[: self.radius], ranked[self.radius :]
+            if self.penalty_pending:
+                self.scorer.record_pick(self.opponents[-1])
+                self.penalty_pending = False
+        open_positions = np.flatnonzero(~self.selected[self.candidates])
+        if open_positions.size == 0:
+            return False
+        scores, opponents = self.scorer.scores(self.candidates[open_positions])
+        best = int(np.argmin(scores))  # first minimum: nearest to the last pick
+        position = int(self.candidates[open_positions[best]])
+        self.selected[position] = True
+        self.picks.append(position)
+        self.scores.append(float(scores[best]))
+        self.opponents.append(int(opponents[best]))
+        self.penalty_pending = True
+        if self.trace is not None:
+            self.trace.append(Pick(position, float(scores[best]), int(opponents[best]), dropped))
+        return True
+
+    def reopen(self) -> None:
+        """Make every member not yet selected a candidate again (budget fallback)."""
+        self.candidates = np.flatnonzero(~self.selected)
+
+
+# ----------------------------------------------------------------------------------
+# The whole stage
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClusterTrace:
+    """What stage 2 did inside one cluster, in pool indices (see :class:`Pick`)."""
+
+    core: int
+    members: np.ndarray  # all samples assigned to the cluster, ascending
+    inclusion_order: np.ndarray  # ranked by the denoiser, dense centre first
+    inclusion_round: np.ndarray
+    kept: np.ndarray
+    removed: np.ndarray
+    budget: int
+    radius: int
+    picks: list[Pick] = field(default_factory=list)  # positions index ``kept``
+
+
+@dataclass(frozen=True)
+class BoundaryResult:
+    """Output of :func:`select_boundary`.
+
+    Attributes
+    ----------
+    indices : (B,) int64
+        Selected pool indices: clusters in core order, each starting with its core.
+    cluster_of_selected : (B,) int64
+    scores : (B,) float64
+        Boundary score at the time of the pick (NaN for cores and fallback picks).
+    opponents : (B,) int64
+        Cluster id of the opponent that attained the score (-1 for cores / none).
+    labels : (N,) int64
+        Cluster id of every pool sample.
+    removed : (n_removed,) int64
+        Pool indices removed by denoising and not selected.
+    allocation : (K,) int64
+        Planned per-cluster budgets.
+    traces : list of ClusterTrace or None
+    """
+
+    indices: np.ndarray
+    cluster_of_selected: np.ndarray
+    scores: np.ndarray
+    opponents: np.ndarray
+    labels: np.ndarray
+    removed: np.ndarray
+    allocation: np.ndarray
+    traces: list[ClusterTrace] | None = None
+
+
+def select_boundary(
+    features: np.ndarray,
+    cores: np.ndarray,
+    budget: int,
+    *,
+    variant: str = "paper",
+    k_neighbors: int = 10,
+    include_ratio: float = 0.1,
+    removal_ratio: float = 0.1,
+    opponent_penalty: float = 1.1,
+    denoise: str = "idc",
+    criterion: str = "boundary_score",
+    process: str = "iterative",
+    keep_trace: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+) -> BoundaryResult:
+    """Stage 2 of BiLAF on given cores (paper Alg. 1). Inputs are trusted (validated by
+    :func:`bilaf_core.select`); features are used as given (normalise beforehand).
+
+    Parameters
+    ----------
+    features : (N, d) float32
+    cores : (K,) int64, distinct pool indices; position = cluster id.
+    budget : int, K <= B <= N.
+
+    Budget fallback, so that exactly B distinct samples come back: a cluster that runs
+    out of candidates passes its remaining units, one at a time, to the cluster with
+    the most open candidates (ties: lower id); when no cluster has any, every cluster
+    reopens all its unselected denoised members as candidates; when those are used up
+    too, removed samples are taken, cluster by cluster, least noisy first.
+    """
+    reference = variant == "reference"
+    n_cores = cores.size
+    nearest = assign_clusters(features, cores, exact=reference, n_neighbors=_OPPONENT_CANDIDATES + 1)
+    labels = nearest.labels
+    members_of = _group(labels, n_cores)
+    core_features = features[cores]
+
+    # Step 2: denoise each cluster.
+    local_distances, denoised = [], []
+    for cluster_id, members in enumerate(members_of):
+        dist = _LocalDistances(features[members], exact=reference)
+        core_local = int(np.searchsorted(members, cores[cluster_id]))
+        local_distances.append(dist)
+        denoised.append(
+            denoise_cluster(
+                dist, core_local, method=denoise, k_neighbors=k_neighbors,
+                include_ratio=include_ratio, removal_ratio=removal_ratio, reference=reference,
+            )
+        )
+        if progress is not None and cluster_id % 64 == 0:
+            progress(0.5 * cluster_id / n_cores, "denoising clusters")
+
+    # Step 3: allocate.
+    allocation = allocate_budget(budget, np.array([d.n_kept for d in denoised]), reference=reference)
+
+    # Step 4: one picker per cluster.
+    pickers = []
+    for cluster_id, (members, dist, den) in enumerate(zip(members_of, local_distances, denoised)):
+        kept_dist = _SubsetDistances(dist, den.kept)
+        kept_pool = members[den.kept]
+        core_position = int(np.flatnonzero(kept_pool == cores[cluster_id])[0])
+        scorer = _make_scorer(
+            criterion, kept_dist, kept_pool, core_position, nearest, features, core_features, cluster_id,
+            penalty=opponent_penalty if process == "iterative" else 1.0, dynamic=not reference,
+        )
+        pickers.append(ClusterPicker(kept_dist, scorer, core=core_position, budget=int(allocation[cluster_id]),
+                                     iterative=process == "iterative", keep_trace=keep_trace))
+        if progress is not None and cluster_id % 64 == 0:
+            progress(0.5 + 0.5 * cluster_id / n_cores, "selecting boundary samples")
+
+    extra_picks = _run_pickers(pickers, allocation, denoised, members_of, budget)
+
+    # Assemble in core order.
+    indices, cluster_ids, scores, opponents = [], [], [], []
+    selected_removed = set()
+    for cluster_id, (picker, members, den) in enumerate(zip(pickers, members_of, denoised)):
+        pool = members[den.kept][picker.picks]
+        fallback = extra_picks[cluster_id]
+        selected_removed.update(fallback)
+        indices.append(np.concatenate((pool, np.asarray(fallback, dtype=np.int64))))
+        cluster_ids.append(np.full(pool.size + len(fallback), cluster_id, dtype=np.int64))
+        scores.append(np.concatenate((picker.scores, np.full(len(fallback), np.nan))))
+        opponents.append(np.concatenate((picker.opponents, np.full(len(fallback), -1))).astype(np.int64))
+    removed = np.sort(np.concatenate([members[d.removed] for members, d in zip(members_of, denoised)]))
+    removed = removed[~np.isin(removed, list(selected_removed))]
+
+    traces = None
+    if keep_trace:
+        traces = [
+            ClusterTrace(
+                core=int(cores[c]), members=members, inclusion_order=members[den.order],
+                inclusion_round=den.rounds, kept=members[den.kept], removed=members[den.removed],
+                budget=int(allocation[c]), radius=picker.radius, picks=picker.trace,
+            )
+            for c, (members, den, picker) in enumerate(zip(members_of, denoised, pickers))
+        ]
+    if progress is not None:
+        progress(1.0, "stage 2 done")
+    return BoundaryResult(
+        indices=np.concatenate(indices).astype(np.int64),
+        cluster_of_selected=np.concatenate(cluster_ids),
+        scores=np.concatenate(scores).astype(np.float64),
+        opponents=np.concatenate(opponents),
+        labels=labels,
+        removed=removed.astype(np.int64),
+        allocation=allocation,
+        traces=traces,
+    )
+
+
+def _group(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """Members of each cluster, ascending pool index."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(n_groups + 1))
+    return [order[bounds[i] : bounds[i + 1]] for i in range(n_groups)]
+
+
+class _SubsetDistances(_LocalDistances):
+    """View of a cluster's distances restricted to (and re-indexed by) a subset."""
+
+    def __init__(self, parent: _LocalDistances, subset: np.ndarray):
+        self.parent = parent
+        self.subset = subset
+        self.n = subset.size
+        self.matrix = parent.matrix[np.ix_(subset, subset)] if parent.matrix is not None else None
+        self.features = parent.features[subset]
+        self.exact = parent.exact
+
+
+def _make_scorer(criterion, kept_dist, kept_pool, core_position, nearest, features, core_features, cluster_id, *, penalty, dynamic):
+    n_cores = core_features.shape[0]
+    others = nearest.neighbors[kept_pool]
+    other_d = nearest.distances[kept_pool]
+    is_own = others == cluster_id
+    # Drop the own core from each row's neighbour list (keeping the row width fixed).
+    width = max(1, others.shape[1] - 1)
+    order = np.argsort(is_own, axis=1, kind="stable")[:, :width]
+    opponents = np.take_along_axis(others, order, axis=1)
+    opponent_d = np.take_along_axis(other_d, order, axis=1)
+    if n_cores == 1:
+        opponents = np.full((kept_pool.size, 1), -1, dtype=np.int64)
+        opponent_d = np.full((kept_pool.size, 1), NO_OPPONENT_DISTANCE)
+    everyone = np.arange(kept_dist.n)
+    if criterion == "distance":
+        return DistanceScorer(kept_dist.row(core_position, everyone).astype(np.float64), opponents[:, 0])
+    # d_intra: mean distance to all of U, x itself included (divide by |U|).
+    d_intra = kept_dist.row_means(everyone, everyone)
+
+    def all_opponent_distances(positions: np.ndarray) -> np.ndarray:
+        full = pairwise_distances(features[kept_pool[positions]], core_features, exact=kept_dist.exact).astype(np.float64)
+        full[:, cluster_id] = np.inf
+        return full
+
+    return BoundaryScorer(d_intra, opponents, opponent_d, n_cores=n_cores, penalty=penalty,
+                          dynamic=dynamic, all_opponent_distances=all_opponent_distances)
+
+
+def _run_pickers(pickers, allocation, denoised, members_of, budget) -> list[list[int]]:
+    """Run every picker to its budget, then the fallback of :func:`select_boundary`.
+
+    Returns, per cluster, the removed samples taken in the last fallback phase.
+    """
+    deficit = 0
+    for picker, units in zip(pickers, allocation):
+        while len(picker.picks) < units:
+            if not picker.step():
+                deficit += units - len(picker.picks)
+                break
+    for reopened in (False, True):
+        if reopened and deficit:
+            for picker in pickers:
+                picker.reopen()
+        open_counts = np.array([p.n_open for p in pickers])
+        while deficit and open_counts.max(initial=0) > 0:
+            c = int(np.argmax(open_counts))
+            if pickers[c].step():
+                deficit -= 1
+            open_counts[c] = pickers[c].n_open
+    extra: list[list[int]] = [[] for _ in pickers]
+    for cluster_id, (members, den) in enumerate(zip(members_of, denoised)):
+        for sample in members[den.removed]:
+            if deficit == 0:
+                break
+            extra[cluster_id].append(int(sample))
+            deficit -= 1
+    return extra
