@@ -1,0 +1,238 @@
+"""Stage 1: core samples (pseudo-class centres).
+
+* :func:`activeft_cores` -- ActiveFT (Xie et al., CVPR 2023, Eq. 9-13 as written in the
+  authors' code): K parametric centres optimised by Adam against a contrastive
+  objective, then mapped to distinct samples.
+* :func:`kmeans_cores` -- faiss K-Means, then the nearest untaken sample per centroid.
+* :func:`fds_cores` -- farthest point sampling (k-center greedy).
+* :func:`random_cores` -- uniform without replacement.
+
+All take L2-normalised (N, d) float32 features (ActiveFT requires them, the others
+work on whatever they are given), return K distinct pool indices sorted ascending
+(a core's position in that array is its pseudo-class id) and accept ``random_state``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = [
+    "CORE_METHODS",
+    "ACTIVEFT_TEMPERATURE",
+    "activeft_cores",
+    "activeft_loss_and_grad",
+    "kmeans_cores",
+    "fds_cores",
+    "random_cores",
+    "select_cores",
+    "greedy_unique_nearest",
+    "l2_normalize",
+]
+
+CORE_METHODS = ("activeft", "kmeans", "fds", "random")
+ACTIVEFT_TEMPERATURE = 0.07
+
+Progress = Callable[[float, str], None]
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), float32."""
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def _torch():
+    import torch  # imported lazily: stage 2 and the CLI's help work without it
+
+    return torch
+
+
+def greedy_unique_nearest(features: np.ndarray, centers: np.ndarray, *, chunk: int = 256, shortlist: int = 8) -> np.ndarray:
+    """Map centres to distinct samples: centre j (in order) takes its nearest sample that
+    no earlier centre has taken (the ActiveFT reference mapping).
+
+    "Nearest" is Euclidean, ranked by ``f.c - |f|^2 / 2``; for unit-norm features that is
+    the cosine similarity the reference code sorts by.
+
+    Parameters
+    ----------
+    features : (N, d) float32
+    centers : (K, d) float32, K <= N
+
+    Returns
+    -------
+    (K,) int64, the sample taken by each centre, in centre order.
+    """
+    torch = _torch()
+    f = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    c = torch.from_numpy(np.ascontiguousarray(centers, dtype=np.float32))
+    half_sq = 0.5 * (f * f).sum(dim=1)
+    n, k = f.shape[0], c.shape[0]
+    width = min(n, shortlist)
+    taken = np.zeros(n, dtype=bool)
+    out = np.empty(k, dtype=np.int64)
+    for start in range(0, k, chunk):
+        scores = c[start : start + chunk] @ f.T - half_sq
+        top = torch.topk(scores, width, dim=1).indices.numpy()
+        for row in range(top.shape[0]):
+            choice = next((int(i) for i in top[row] if not taken[i]), None)
+            if choice is None:  # every shortlisted sample was taken: rank the whole row
+                full = torch.argsort(scores[row], descending=True).numpy()
+                choice = int(full[~taken[full]][0])
+            taken[choice] = True
+            out[start + row] = choice
+    return out
+
+
+def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPERATURE, *, buffer=None):
+    """ActiveFT's loss and its gradient with respect to the raw parameters theta.
+
+    With u_j = theta_j / |theta_j|, s_ij = f_i . u_j / tau, m_i = max_j s_ij, c_i = argmax_j,
+    R_j = log sum_k exp(u_k . u_j / tau) (u_k detached, k = j included):
+    loss = mean_i log(1 + exp(R_{c_i} - m_i)). The gradient is written out by hand so
+    that a step costs one (N x K) product and a scatter-add, not N x K exponentials.
+
+    Parameters
+    ----------
+    features : (N, d) torch float32 tensor, unit rows.
+    theta : (K, d) torch float32 tensor.
+    buffer : optional (N, K) tensor reused for the similarity product (saves an
+        allocation of N x K floats per step).
+
+    Returns
+    -------
+    loss : float
+    grad : (K, d) tensor
+    """
+    torch = _torch()
+    norms = theta.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    u = theta / norms
+    n, k = features.shape[0], u.shape[0]
+    products = torch.mm(features, u.T, out=buffer) if buffer is not None else features @ u.T
+    top, assigned = products.max(dim=1)  # one N x K product, one pass over it
+    m = top / temperature
+    cent = (u @ u.T) / temperature
+    r = torch.logsumexp(cent, dim=0)
+    z = r[assigned] - m
+    loss = torch.nn.functional.softplus(z).mean()
+    weight = torch.sigmoid(z) / n
+    # d loss / d u from the m_i term: only the winning centre of each sample gets it, a
+    # scatter-add written as a sparse (K x N) product to avoid an N x d temporary.
+    scatter = torch.sparse_coo_tensor(
+        torch.stack((assigned, torch.arange(n, device=features.device))), weight, (k, n), is_coalesced=False, check_invariants=False
+    )
+    grad_u = torch.sparse.mm(scatter, features) * (-1.0 / temperature)
+    # ... and from the R_j term, through the non-detached side u_j.
+    per_center = torch.bincount(assigned, weights=weight, minlength=k).to(u.dtype)
+    softmax = torch.softmax(cent, dim=0)
+    grad_u += (per_center[:, None] / temperature) * (softmax.T @ u)
+    # Back through the normalisation u = theta / |theta|.
+    grad = (grad_u - (grad_u * u).sum(dim=1, keepdim=True) * u) / norms
+    return float(loss), grad
+
+
+def activeft_cores(
+    features: np.ndarray,
+    n_cores: int,
+    *,
+    n_iter: int = 300,
+    lr: float = 1e-3,
+    temperature: float = ACTIVEFT_TEMPERATURE,
+    batch_size: int = 100_000,
+    random_state: int | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """ActiveFT core selection (Xie et al., CVPR 2023; the authors' loss, see
+    :func:`activeft_loss_and_grad`).
+
+    Parameters
+    ----------
+    features : (N, d) float32, unit rows.
+    n_cores : int, K <= N.
+    n_iter, lr : Adam steps (no schedule) and learning rate; the paper's 300 and 1e-3.
+    batch_size : pools larger than this draw a fresh random mini-batch of this many
+        samples every step, as the reference's ImageNet script does.
+    device : "cpu", "cuda", or None for CUDA when available.
+
+    Returns
+    -------
+    (K,) int64 distinct pool indices, ascending.
+    """
+    torch = _torch()
+    rng = np.random.default_rng(random_state)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    n = features.shape[0]
+    pool = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
+    init = rng.choice(n, size=n_cores, replace=False)
+    theta = torch.nn.Parameter(pool[torch.from_numpy(init).to(device)].clone())
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    batch_gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**31)))
+    buffer = torch.empty((min(n, batch_size), n_cores), dtype=torch.float32, device=device)
+    for step in range(n_iter):
+        batch = pool
+        if n > batch_size:
+            batch = pool[torch.randperm(n, generator=batch_gen)[:batch_size].to(device)]
+        _, grad = activeft_loss_and_grad(batch, theta.detach(), temperature, buffer=buffer)
+        theta.grad = grad
+        optimizer.step()
+        if progress is not None and (step % 10 == 0 or step == n_iter - 1):
+            progress((step + 1) / n_iter, f"ActiveFT step {step + 1}/{n_iter}")
+    centers = torch.nn.functional.normalize(theta.detach(), dim=1).cpu().numpy()
+    return np.sort(greedy_unique_nearest(features, centers))
+
+
+def kmeans_cores(features: np.ndarray, n_cores: int, *, n_iter: int = 20, random_state: int | None = None) -> np.ndarray:
+    """K-Means (faiss) on the features; each centroid, in order, takes its nearest
+    sample not taken by an earlier one. Returns (K,) ascending int64."""
+    import faiss
+
+    seed = 1234 if random_state is None else int(random_state)
+    data = np.ascontiguousarray(features, dtype=np.float32)
+    kmeans = faiss.Kmeans(data.shape[1], n_cores, niter=n_iter, seed=seed, max_points_per_centroid=10_000_000, verbose=False)
+    kmeans.train(data)
+    return np.sort(greedy_unique_nearest(data, kmeans.centroids))
+
+
+def fds_cores(features: np.ndarray, n_cores: int, *, random_state: int | None = None) -> np.ndarray:
+    """Farthest point sampling / k-center greedy: a seeded random first point, then
+    repeatedly the sample farthest from the chosen set. Returns (K,) ascending int64."""
+    rng = np.random.default_rng(random_state)
+    data = np.ascontiguousarray(features, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", data, data)
+    chosen = np.empty(n_cores, dtype=np.int64)
+    chosen[0] = rng.integers(data.shape[0])
+    nearest_sq = np.full(data.shape[0], np.inf, dtype=np.float32)
+    for i in range(1, n_cores):
+        latest = chosen[i - 1]
+        np.minimum(nearest_sq, sq + sq[latest] - 2.0 * (data @ data[latest]), out=nearest_sq)
+        nearest_sq[chosen[:i]] = -1.0  # chosen samples can never be farthest again
+        chosen[i] = int(np.argmax(nearest_sq))
+    return np.sort(chosen)
+
+
+def random_cores(n_samples: int, n_cores: int, *, random_state: int | None = None) -> np.ndarray:
+    """K distinct indices drawn uniformly. Returns (K,) ascending int64."""
+    return np.sort(np.random.default_rng(random_state).choice(n_samples, size=n_cores, replace=False)).astype(np.int64)
+
+
+def select_cores(
+    features: np.ndarray,
+    n_cores: int,
+    *,
+    method: str = "activeft",
+    random_state: int | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Dispatch to one stage-1 method. Returns (K,) ascending int64 pool indices."""
+    if method == "activeft":
+        return activeft_cores(features, n_cores, random_state=random_state, progress=progress)
+    if method == "kmeans":
+        return kmeans_cores(features, n_cores, random_state=random_state)
+    if method == "fds":
+        return fds_cores(features, n_cores, random_state=random_state)
+    if method == "random":
+        return random_cores(features.shape[0], n_cores, random_state=random_state)
+    raise ValueError(f"core_method must be one of {CORE_METHODS}, got {method!r}")
