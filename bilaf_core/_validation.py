@@ -74,6 +74,10 @@ def check_n_cores(n_cores: object, budget: int, n_samples: int) -> int:
     if not _is_int(n_cores):
         raise ValueError(f"n_cores must be an integer, got {n_cores!r}")
     n_cores = int(n_cores)
+    if n_cores > budget:
+        raise ValueError(
+            f"budget must be at least n_cores: got budget {budget} < n_cores {n_cores}; raise the budget or lower n_cores"
+        )
     upper = min(budget, n_samples)
     if not 1 <= n_cores <= upper:
         raise ValueError(

@@ -17,6 +17,7 @@ import math
 import numpy as np
 from scipy import sparse
 
+from .core import faiss_kmeans
 from .distances import pairwise_distances
 
 __all__ = ["typiclust", "probcover", "estimate_probcover_delta"]
@@ -30,12 +31,8 @@ PROBCOVER_MAX_EDGES = 60_000_000
 
 
 def _kmeans_labels(features: np.ndarray, n_clusters: int, random_state: int | None) -> np.ndarray:
-    import faiss
-
     data = np.ascontiguousarray(features, dtype=np.float32)
-    kmeans = faiss.Kmeans(data.shape[1], n_clusters, niter=20, seed=1234 if random_state is None else int(random_state),
-                          max_points_per_centroid=10_000_000, verbose=False)
-    kmeans.train(data)
+    kmeans = faiss_kmeans(data, n_clusters, seed=1234 if random_state is None else int(random_state))
     _, labels = kmeans.index.search(data, 1)
     return labels[:, 0].astype(np.int64)
 

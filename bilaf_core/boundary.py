@@ -434,8 +434,9 @@ class BoundaryScorer:
         denominator = np.maximum(distance, d_intra)
         with np.errstate(invalid="ignore", divide="ignore"):
             term = (distance * factor - d_intra) / denominator
-        # x on its own core and on the opponent at once: as ambiguous as it gets.
-        return np.where(denominator > 0, term, 0.0)
+        # x on its own core and on the opponent at once: as ambiguous as it gets;
+        # an infinite distance marks a core that is no opponent (the sample's own).
+        return np.where(np.isfinite(distance), np.where(denominator > 0, term, 0.0), np.inf)
 
     def scores(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and attaining opponents of the members at ``positions``."""

@@ -24,6 +24,7 @@ __all__ = [
     "activeft_cores",
     "activeft_loss_and_grad",
     "kmeans_cores",
+    "faiss_kmeans",
     "fds_cores",
     "random_cores",
     "select_cores",
@@ -185,15 +186,21 @@ def activeft_cores(
 
 
 def kmeans_cores(features: np.ndarray, n_cores: int, *, n_iter: int = 20, random_state: int | None = None) -> np.ndarray:
-    """K-Means (faiss) on the features; each centroid, in order, takes its nearest
-    sample not taken by an earlier one. Returns (K,) ascending int64."""
-    import faiss
-
+    """K-Means (faiss, k-means++ init) on the features; each centroid, in order, takes its
+    nearest sample not taken by an earlier one. Returns (K,) ascending int64."""
     seed = 1234 if random_state is None else int(random_state)
     data = np.ascontiguousarray(features, dtype=np.float32)
-    kmeans = faiss.Kmeans(data.shape[1], n_cores, niter=n_iter, seed=seed, max_points_per_centroid=10_000_000, verbose=False)
+    return np.sort(greedy_unique_nearest(data, faiss_kmeans(data, n_cores, n_iter=n_iter, seed=seed).centroids))
+
+
+def faiss_kmeans(data: np.ndarray, n_clusters: int, *, n_iter: int = 20, seed: int = 1234):
+    """A trained faiss K-Means (k-means++ initialisation, every point used)."""
+    import faiss
+
+    kmeans = faiss.Kmeans(data.shape[1], n_clusters, niter=n_iter, seed=seed, max_points_per_centroid=10_000_000,
+                          init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS, verbose=False)
     kmeans.train(data)
-    return np.sort(greedy_unique_nearest(data, kmeans.centroids))
+    return kmeans
 
 
 def fds_cores(features: np.ndarray, n_cores: int, *, random_state: int | None = None) -> np.ndarray:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -111,7 +112,7 @@ class Selection:
             document = json.loads(json_path.read_text(encoding="utf-8"))
             with np.load(json_path.with_suffix(".npz"), allow_pickle=False) as arrays:
                 data = {name: arrays[name] for name in cls._ARRAYS}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read selection {json_path}: {exc}") from None
         return cls(**data, params=document.get("params", {}), timings=document.get("timings", {}))
 

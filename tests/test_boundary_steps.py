@@ -1,0 +1,182 @@
+"""Hand-checked small cases for every step of stage 2 (boundary.py)."""
+
+import numpy as np
+import pytest
+
+from bilaf_core.boundary import (
+    BoundaryScorer,
+    ClusterPicker,
+    DistanceScorer,
+    _LocalDistances,
+    allocate_budget,
+    assign_clusters,
+    denoise_cluster,
+    idc_order,
+    select_boundary,
+)
+
+# A 1-D cluster whose IDC order is worked out by hand in test_idc_order_by_hand.
+CLUSTER_1D = np.array([0.0, 0.1, 0.2, 0.3, 5.0, 5.1, 0.35, 9.0, 0.15, 0.25], dtype=np.float32)[:, None]
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_assignment_nearest_core_ties_to_lower_id(exact):
+    features = np.array([[0.0], [10.0], [5.0], [2.0], [8.0]], dtype=np.float32)
+    labels = assign_clusters(features, np.array([0, 1]), exact=exact).labels
+    np.testing.assert_array_equal(labels, [0, 1, 0, 0, 1])  # 5.0 is equidistant: lower id
+
+
+def test_assignment_keeps_duplicate_cores_in_their_own_clusters():
+    features = np.zeros((4, 3), dtype=np.float32)
+    labels = assign_clusters(features, np.array([1, 3])).labels
+    assert labels[1] == 0 and labels[3] == 1
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_idc_order_by_hand(exact):
+    # m = 2 per round, k = 2. Round 1: core 0 and its nearest, 1 (0.1).
+    # Round 2: mean distance to {0, 0.1}: 8 (0.15) -> 0.10, 2 (0.2) -> 0.15.
+    # Round 3: two nearest of {0, .1, .15, .2}: 9 (.25) -> .075, 3 (.3) -> .125.
+    # Round 4: 6 (.35) -> .075, 4 (5.0) -> 4.725. Round 5: 5 and 7.
+    order, rounds = idc_order(_LocalDistances(CLUSTER_1D, exact=exact), 0, k_neighbors=2, include_ratio=0.2, reference=False)
+    np.testing.assert_array_equal(order, [0, 1, 8, 2, 9, 3, 6, 4, 5, 7])
+    np.testing.assert_array_equal(rounds, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5])
+
+
+def test_idc_removal_keeps_floor_n_times_one_minus_ratio():
+    den = denoise_cluster(_LocalDistances(CLUSTER_1D, exact=False), 0, method="idc", k_neighbors=2,
+                          include_ratio=0.2, removal_ratio=0.2, reference=False)
+    np.testing.assert_array_equal(den.kept, [0, 1, 8, 2, 9, 3, 6, 4])
+    np.testing.assert_array_equal(np.sort(den.removed), [5, 7])
+
+
+def test_reference_idc_drops_leftovers_and_skips_small_clusters():
+    points = np.arange(13, dtype=np.float32)[:, None]
+    # n = 13, m = int(1.3) = 1: 13 rounds, nothing left over; with P_in = 0.3, m = 3:
+    # only 3 * floor(13 / 3) = 12 samples are ever included, one is dropped.
+    den = denoise_cluster(_LocalDistances(points, exact=True), 0, method="idc", k_neighbors=10,
+                          include_ratio=0.3, removal_ratio=0.0, reference=True)
+    assert den.order.size == 12 and den.dropped.size == 1
+    small = denoise_cluster(_LocalDistances(points[:9], exact=True), 4, method="idc", k_neighbors=10,
+                            include_ratio=0.1, removal_ratio=0.5, reference=True)
+    np.testing.assert_array_equal(small.kept, np.arange(9))  # untouched, index order
+
+
+@pytest.mark.parametrize("method,expected_removed", [("distance", [7, 5]), ("density", [7, 4]), ("none", [])])
+def test_other_denoisers_by_hand(method, expected_removed):
+    # distance: 9.0 and 5.1 are farthest from the core at 0. density (k = 2): 9.0 ->
+    # (3.9 + 4.0) / 2 = 3.95 and 5.0 -> (0.1 + 4.0) / 2 = 2.05 are the loosest.
+    den = denoise_cluster(_LocalDistances(CLUSTER_1D, exact=False), 0, method=method, k_neighbors=2,
+                          include_ratio=0.1, removal_ratio=0.2, reference=False)
+    assert sorted(den.removed.tolist()) == sorted(expected_removed)
+    assert den.kept[0] == 0
+
+
+def test_allocation_by_hand():
+    # floors [2, 1, 0]; one leftover unit to the smallest allocation (cluster 2)
+    np.testing.assert_array_equal(allocate_budget(4, np.array([5, 3, 2])), [2, 1, 1])
+    # floors [2, 0, 0], leftover to cluster 1 (tie on size: lower id), then cluster 2
+    # still has 0 and takes a unit from the largest allocation
+    np.testing.assert_array_equal(allocate_budget(3, np.array([100, 1, 1])), [1, 1, 1])
+    # ties among equal allocations go to the larger proportion
+    np.testing.assert_array_equal(allocate_budget(3, np.array([1, 2, 1])), [1, 1, 1])
+    np.testing.assert_array_equal(allocate_budget(5, np.array([3, 4, 3])), [2, 2, 1])
+
+
+def test_allocation_reference_floors_in_floating_point():
+    # 0.29 * 100 = 28.999999999999996 in floating point: the reference floors it to 28
+    # and hands the unit back through the leftover rule; exact arithmetic gives 29.
+    np.testing.assert_array_equal(allocate_budget(100, np.array([29, 71]), reference=False), [29, 71])
+    np.testing.assert_array_equal(allocate_budget(100, np.array([29, 71]), reference=True), [29, 71])
+    np.testing.assert_array_equal(allocate_budget(10, np.array([29, 71]), reference=True), [3, 7])
+
+
+def _scorer(dynamic):
+    d_intra = np.array([1.0, 1.0])
+    opponents = np.array([[1, 2], [2, 1]])
+    distances = np.array([[2.0, 3.0], [0.5, 4.0]])
+    return BoundaryScorer(d_intra, opponents, distances, n_cores=3, penalty=1.1, dynamic=dynamic)
+
+
+def test_boundary_score_eq7_by_hand():
+    scores, opponents = _scorer(True).scores(np.array([0, 1]))
+    np.testing.assert_allclose(scores, [(2 - 1) / 2, (0.5 - 1) / 1])
+    np.testing.assert_array_equal(opponents, [1, 2])
+
+
+def test_opponent_penalty_switches_the_opponent():
+    scorer = _scorer(True)
+    scorer.record_pick(1)
+    np.testing.assert_allclose(scorer.scores(np.array([0]))[0], [(2.2 - 1) / 2])
+    scorer.record_pick(1)
+    scorer.record_pick(1)  # factor 1.331: (2.662 - 1) / 2 = 0.831 > (3 - 1) / 3
+    score, opponent = scorer.scores(np.array([0]))
+    np.testing.assert_allclose(score, [2 / 3])
+    assert opponent[0] == 2
+    fixed = _scorer(False)  # the reference keeps the nearest opponent whatever the penalty
+    for _ in range(3):
+        fixed.record_pick(1)
+    score, opponent = fixed.scores(np.array([0]))
+    np.testing.assert_allclose(score, [(2 * 1.1 * 1.1 * 1.1 - 1) / 2])
+    assert opponent[0] == 1
+
+
+def test_pruned_opponent_search_equals_brute_force():
+    rng = np.random.default_rng(3)
+    n, k, listed = 300, 40, 5
+    dist_all = rng.uniform(0.5, 3.0, size=(n, k))
+    dist_all[:, 0] = np.inf  # own core
+    order = np.argsort(dist_all, axis=1)[:, :listed]
+    d_intra = rng.uniform(0.5, 2.0, size=n)
+    scorer = BoundaryScorer(d_intra, order, np.take_along_axis(dist_all, order, axis=1), n_cores=k, penalty=1.5,
+                            dynamic=True, all_opponent_distances=lambda pos: dist_all[pos])
+    for opponent in rng.integers(1, k, size=60):
+        scorer.record_pick(int(opponent))
+    scores, opponents = scorer.scores(np.arange(n))
+    with np.errstate(invalid="ignore"):
+        brute = (dist_all * scorer.factor[None, :] - d_intra[:, None]) / np.maximum(dist_all, d_intra[:, None])
+    brute[:, 0] = np.inf  # the own core is no opponent
+    np.testing.assert_allclose(scores, brute.min(axis=1))
+    np.testing.assert_array_equal(opponents, brute.argmin(axis=1))
+
+
+def test_removal_radius_and_iterative_picks_by_hand():
+    points = np.arange(10, dtype=np.float32)[:, None]  # core at position 0, x = 0
+    dist = _LocalDistances(points, exact=True)
+    scorer = DistanceScorer(np.arange(10, dtype=np.float64), np.full(10, -1))
+    picker = ClusterPicker(dist, scorer, core=0, budget=3, iterative=True, keep_trace=True)
+    assert picker.radius == 3  # floor(10 / 3)
+    assert picker.step() and picker.step()
+    # step 1 drops {0, 1, 2} (nearest the core) and takes the farthest, 9;
+    # step 2 drops {9, 8, 7} and takes the farthest left, 6.
+    assert picker.picks == [0, 9, 6]
+    np.testing.assert_array_equal(picker.trace[0].dropped, [0, 1, 2])
+    np.testing.assert_array_equal(picker.trace[1].dropped, [9, 8, 7])
+
+
+def test_one_shot_takes_the_lowest_scores_without_removal():
+    points = np.arange(10, dtype=np.float32)[:, None]
+    scorer = DistanceScorer(np.arange(10, dtype=np.float64), np.full(10, -1))
+    picker = ClusterPicker(_LocalDistances(points, exact=True), scorer, core=0, budget=3, iterative=False)
+    picker.step()
+    picker.step()
+    assert picker.picks == [0, 9, 8]
+
+
+def test_exhausted_cluster_passes_budget_on(blobs):
+    # Tiny removal radius cannot serve a budget larger than a cluster: the rest must
+    # come from the other clusters, still distinct, still exactly B.
+    cores = np.array([0, 60, 120])
+    result = select_boundary(blobs, cores, 150, removal_ratio=0.0)
+    assert result.indices.size == 150 and np.unique(result.indices).size == 150
+    everything = select_boundary(blobs, cores, blobs.shape[0], removal_ratio=0.3)  # uses removed samples too
+    assert np.unique(everything.indices).size == blobs.shape[0]
+
+
+def test_output_order_clusters_in_core_order_each_starting_with_its_core(blobs):
+    cores = np.array([5, 70, 130])
+    result = select_boundary(blobs, cores, 12)
+    starts = np.flatnonzero(np.diff(np.r_[-1, result.cluster_of_selected]))
+    np.testing.assert_array_equal(result.indices[starts], cores)
+    assert np.all(np.diff(result.cluster_of_selected) >= 0)
+    assert np.isnan(result.scores[starts]).all() and not np.isnan(np.delete(result.scores, starts)).any()
