@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .distances import nearest_cores, pairwise_distances
 
@@ -71,6 +74,9 @@ NO_OPPONENT_DISTANCE = 1e9 + 7
 # Clusters up to this size get their full (n x n) distance matrix in memory; larger
 # ones (degenerate pools, e.g. many identical points) compute rows on demand.
 _FULL_MATRIX_MAX = 6_000
+# Threads only pay off when clusters are large enough for numpy's GIL-free kernels
+# to outweigh the per-cluster Python work (measured: K=50 on 50k gains, K=250 loses).
+_PARALLEL_MIN_CLUSTER_SIZE = 400
 # How many nearest other cores each sample keeps for the exact pruned opponent search.
 _OPPONENT_CANDIDATES = 16
 _EPS = 1e-9
@@ -119,7 +125,11 @@ class _LocalDistances:
 
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         if self.matrix is not None:
-            return self.matrix[np.ix_(rows, cols)]
+            # Gathering whole rows is much faster than gathering columns, and distances
+            # are symmetric: gather the smaller index set as rows first.
+            if cols.size < rows.size:
+                return self.matrix.take(cols, axis=0).take(rows, axis=1).T
+            return self.matrix.take(rows, axis=0).take(cols, axis=1)
         return pairwise_distances(self.features[rows], self.features[cols], exact=self.exact)
 
     def row(self, row: int, cols: np.ndarray) -> np.ndarray:
@@ -129,6 +139,8 @@ class _LocalDistances:
 
     def row_means(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Mean distance of each of ``rows`` to all of ``cols``, in row chunks."""
+        if self.matrix is not None and rows.size == cols.size == self.n:  # everyone to everyone
+            return self.matrix.mean(axis=1, dtype=np.float64)
         out = np.empty(rows.size, dtype=np.float64)
         step = max(1, 4_000_000 // max(cols.size, 1))
         for start in range(0, rows.size, step):
@@ -403,7 +415,8 @@ class BoundaryScorer:
         ``paper``: the opponent is whichever l minimises the penalised term, searched
         exactly with pruning (the term grows with D(x, c_l), so once the unpenalised
         term of the next-nearest core reaches the best penalised one, no farther core
-        can win). ``reference``: each member's opponent is fixed as its nearest other core.
+        can win). ``reference``: each member's opponent is fixed as its nearest other
+        core, and the term is evaluated with the reference code's exact arithmetic.
     all_opponent_distances : callable, optional
         ``f(member_positions) -> (len, K)`` distances to every core (own core = inf),
         used when the pruning cannot certify a member's minimum among its M candidates.
@@ -423,40 +436,55 @@ class BoundaryScorer:
         self.d_intra = d_intra
         self.opponents = opponents if dynamic else opponents[:, :1]
         self.opponent_distances = opponent_distances if dynamic else opponent_distances[:, :1]
-        self.complete = self.opponents.shape[1] >= n_cores - 1  # every other core listed
         self.penalty = penalty
         self.dynamic = dynamic
         self.all_opponent_distances = all_opponent_distances
-        self.factor = np.ones(max(n_cores, 1), dtype=np.float64)
+        # One factor per core, plus a last slot that stays 1.0 for "no opponent" (-1).
+        self.factor = np.ones(n_cores + 1, dtype=np.float64)
+        self.factor_index = np.where(self.opponents >= 0, self.opponents, n_cores)
+        if dynamic:
+            # term = factor * ratio - offset; ratio and offset do not change between picks.
+            self.ratio, self.offset = self._ratio_offset(self.opponent_distances, d_intra[:, None])
+            complete = self.opponents.shape[1] >= n_cores - 1  # every other core is listed
+            # Any unlisted core is at least as far as the last listed one, so its term is
+            # at least the unpenalised term there; a member whose best listed term is
+            # below that bound is exact.
+            self.bound = None if complete or all_opponent_distances is None else (
+                self.ratio[:, -1] - self.offset[:, -1])
 
     @staticmethod
-    def _term(distance: np.ndarray, factor: np.ndarray, d_intra: np.ndarray) -> np.ndarray:
+    def _ratio_offset(distance: np.ndarray, d_intra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """D / max(D, a) and a / max(D, a); both 0 when D = a = 0 (x on its own core and
+        on the opponent: as ambiguous as it gets); an infinite D (a sample's own core in
+        the full search) gives an infinite term."""
         denominator = np.maximum(distance, d_intra)
         with np.errstate(invalid="ignore", divide="ignore"):
-            term = (distance * factor - d_intra) / denominator
-        # x on its own core and on the opponent at once: as ambiguous as it gets;
-        # an infinite distance marks a core that is no opponent (the sample's own).
-        return np.where(np.isfinite(distance), np.where(denominator > 0, term, 0.0), np.inf)
+            ratio = np.where(denominator > 0, distance / denominator, 0.0)
+            offset = np.where(denominator > 0, d_intra / denominator, 0.0)
+        infinite = ~np.isfinite(distance)
+        return np.where(infinite, np.inf, ratio), np.where(infinite, 0.0, offset)
 
     def scores(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and attaining opponents of the members at ``positions``."""
         opp = self.opponents[positions]
-        dist = self.opponent_distances[positions]
-        d_intra = self.d_intra[positions][:, None]
-        factor = np.where(opp >= 0, self.factor[np.maximum(opp, 0)], 1.0)
-        terms = self._term(dist, factor, d_intra)
+        factor = self.factor[self.factor_index[positions]]
+        if not self.dynamic:  # the reference's own expression, for bit-identical scores
+            distance = self.opponent_distances[positions, 0]
+            d_intra = self.d_intra[positions]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                score = (distance * factor[:, 0] - d_intra) / np.maximum(distance, d_intra)
+            return np.where(np.isnan(score), 0.0, score), opp[:, 0]
+        terms = factor * self.ratio[positions] - self.offset[positions]
         best = np.argmin(terms, axis=1)
         rows = np.arange(positions.size)
         score = terms[rows, best]
         opponent = opp[rows, best]
-        if self.dynamic and not self.complete and self.all_opponent_distances is not None:
-            # Any unlisted core is at least as far as the last listed one, so its term is
-            # at least the unpenalised term there; members below that bound are exact.
-            bound = self._term(dist[:, -1], 1.0, d_intra[:, 0])
-            unsure = np.flatnonzero(score > bound)
+        if self.bound is not None:
+            unsure = np.flatnonzero(score > self.bound[positions])
             if unsure.size:
-                full = self.all_opponent_distances(positions[unsure])
-                full_terms = self._term(full, self.factor[None, : full.shape[1]], self.d_intra[positions[unsure]][:, None])
+                members = positions[unsure]
+                ratio, offset = self._ratio_offset(self.all_opponent_distances(members), self.d_intra[members][:, None])
+                full_terms = self.factor[None, :-1] * ratio - offset
                 full_best = np.argmin(full_terms, axis=1)
                 score[unsure] = full_terms[np.arange(unsure.size), full_best]
                 opponent[unsure] = full_best
@@ -567,6 +595,11 @@ class ClusterPicker:
             self.trace.append(Pick(position, float(scores[best]), int(opponents[best]), dropped))
         return True
 
+    def run_to(self, n_picks: int) -> None:
+        """Step until ``n_picks`` are selected (core included) or candidates run out."""
+        while len(self.picks) < n_picks and self.step():
+            pass
+
     def reopen(self) -> None:
         """Make every member not yet selected a candidate again (budget fallback)."""
         self.candidates = np.flatnonzero(~self.selected)
@@ -660,38 +693,56 @@ def select_boundary(
     members_of = _group(labels, n_cores)
     core_features = features[cores]
 
+    # Clusters are independent until the budget fallback, and numpy releases the GIL in
+    # its heavy kernels, so their work is spread over a small thread pool; results are
+    # collected in cluster order, hence identical to a sequential run.
+    big_clusters = features.shape[0] >= _PARALLEL_MIN_CLUSTER_SIZE * n_cores
+    n_workers = min(4, os.cpu_count() or 1) if big_clusters else 1
+    workers = ThreadPoolExecutor(max_workers=n_workers) if n_workers > 1 else None
+    run = workers.map if workers is not None else map
+    blas_limit = threadpool_limits(limits=1, user_api="blas") if workers is not None else None  # no oversubscription
+
     # Step 2: denoise each cluster.
-    local_distances, denoised = [], []
-    for cluster_id, members in enumerate(members_of):
+    def denoise_one(cluster_id: int):
+        members = members_of[cluster_id]
         dist = _LocalDistances(features[members], exact=reference)
         core_local = int(np.searchsorted(members, cores[cluster_id]))
+        return dist, denoise_cluster(dist, core_local, method=denoise, k_neighbors=k_neighbors,
+                                     include_ratio=include_ratio, removal_ratio=removal_ratio, reference=reference)
+
+    local_distances, denoised = [], []
+    for cluster_id, (dist, den) in enumerate(run(denoise_one, range(n_cores))):
         local_distances.append(dist)
-        denoised.append(
-            denoise_cluster(
-                dist, core_local, method=denoise, k_neighbors=k_neighbors,
-                include_ratio=include_ratio, removal_ratio=removal_ratio, reference=reference,
-            )
-        )
+        denoised.append(den)
         if progress is not None and cluster_id % 64 == 0:
             progress(0.5 * cluster_id / n_cores, "denoising clusters")
 
     # Step 3: allocate.
     allocation = allocate_budget(budget, np.array([d.n_kept for d in denoised]), reference=reference)
 
-    # Step 4: one picker per cluster.
-    pickers = []
-    for cluster_id, (members, dist, den) in enumerate(zip(members_of, local_distances, denoised)):
-        kept_dist = _SubsetDistances(dist, den.kept)
-        kept_pool = members[den.kept]
+    # Step 4: one picker per cluster, each run to its own budget.
+    def pick_one(cluster_id: int) -> ClusterPicker:
+        kept = denoised[cluster_id].kept
+        kept_dist = _SubsetDistances(local_distances[cluster_id], kept)
+        kept_pool = members_of[cluster_id][kept]
         core_position = int(np.flatnonzero(kept_pool == cores[cluster_id])[0])
         scorer = _make_scorer(
             criterion, kept_dist, kept_pool, core_position, nearest, features, core_features, cluster_id,
             penalty=opponent_penalty if process == "iterative" else 1.0, dynamic=not reference,
         )
-        pickers.append(ClusterPicker(kept_dist, scorer, core=core_position, budget=int(allocation[cluster_id]),
-                                     iterative=process == "iterative", keep_trace=keep_trace))
+        picker = ClusterPicker(kept_dist, scorer, core=core_position, budget=int(allocation[cluster_id]),
+                               iterative=process == "iterative", keep_trace=keep_trace)
+        picker.run_to(int(allocation[cluster_id]))
+        return picker
+
+    pickers = []
+    for cluster_id, picker in enumerate(run(pick_one, range(n_cores))):
+        pickers.append(picker)
         if progress is not None and cluster_id % 64 == 0:
             progress(0.5 + 0.5 * cluster_id / n_cores, "selecting boundary samples")
+    if workers is not None:
+        workers.shutdown()
+        blas_limit.restore_original_limits()
 
     extra_picks = _run_pickers(pickers, allocation, denoised, members_of, budget)
 
@@ -741,15 +792,30 @@ def _group(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:
 
 
 class _SubsetDistances(_LocalDistances):
-    """View of a cluster's distances restricted to (and re-indexed by) a subset."""
+    """A cluster's distances restricted to, and re-indexed by, a subset (no copy)."""
 
     def __init__(self, parent: _LocalDistances, subset: np.ndarray):
         self.parent = parent
         self.subset = subset
         self.n = subset.size
-        self.matrix = parent.matrix[np.ix_(subset, subset)] if parent.matrix is not None else None
-        self.features = parent.features[subset]
         self.exact = parent.exact
+        self.matrix = None  # never materialised; see block()
+
+    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return self.parent.block(self.subset[rows], self.subset[cols])
+
+    def row(self, row: int, cols: np.ndarray) -> np.ndarray:
+        return self.parent.row(int(self.subset[row]), self.subset[cols])
+
+    def row_means(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        matrix = self.parent.matrix
+        if matrix is not None and not self.exact and rows.size == cols.size == self.n:
+            # one matrix-vector product over the parent instead of copying the subset;
+            # the exact (reference) path keeps the reference's summation order instead
+            weights = np.zeros(self.parent.n, dtype=matrix.dtype)
+            weights[self.subset] = 1.0 / self.n
+            return (matrix @ weights)[self.subset].astype(np.float64)
+        return super().row_means(rows, cols)
 
 
 def _make_scorer(criterion, kept_dist, kept_pool, core_position, nearest, features, core_features, cluster_id, *, penalty, dynamic):
@@ -781,16 +847,11 @@ def _make_scorer(criterion, kept_dist, kept_pool, core_position, nearest, featur
 
 
 def _run_pickers(pickers, allocation, denoised, members_of, budget) -> list[list[int]]:
-    """Run every picker to its budget, then the fallback of :func:`select_boundary`.
+    """The budget fallback of :func:`select_boundary`, after every picker ran to its budget.
 
     Returns, per cluster, the removed samples taken in the last fallback phase.
     """
-    deficit = 0
-    for picker, units in zip(pickers, allocation):
-        while len(picker.picks) < units:
-            if not picker.step():
-                deficit += units - len(picker.picks)
-                break
+    deficit = sum(max(0, int(units) - len(picker.picks)) for picker, units in zip(pickers, allocation))
     for reopened in (False, True):
         if reopened and deficit:
             for picker in pickers:

@@ -34,8 +34,10 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray, *, exact: bool) -> np.ndarr
         return cdist(a, b, "euclidean")
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
-    sq = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :]
-    sq -= 2.0 * (a @ b.T)
+    sq = a @ b.T  # in-place from here on: no N x M temporaries
+    sq *= -2.0
+    sq += np.einsum("ij,ij->i", a, a)[:, None]
+    sq += np.einsum("ij,ij->i", b, b)[None, :]
     np.maximum(sq, 0.0, out=sq)
     return np.sqrt(sq, out=sq)
 
@@ -78,9 +80,12 @@ def nearest_cores(features: np.ndarray, core_features: np.ndarray, *, n_neighbor
     neighbors = np.empty((n_samples, m), dtype=np.int64)
     distances = np.empty((n_samples, m), dtype=np.float64)
     chunk = max(1, _CHUNK_ELEMENTS // max(n_cores, 1))
+    if not exact:
+        _nearest_cores_torch(features, core_features, chunk, labels, neighbors, distances)
+        return NearestCores(labels=labels, neighbors=neighbors, distances=distances)
     for start in range(0, n_samples, chunk):
         stop = min(start + chunk, n_samples)
-        block = pairwise_distances(features[start:stop], core_features, exact=exact)
+        block = pairwise_distances(features[start:stop], core_features, exact=True)
         # argmin returns the first minimum, so ties go to the lower core id.
         labels[start:stop] = np.argmin(block, axis=1)
         if m < n_cores:
@@ -88,7 +93,27 @@ def nearest_cores(features: np.ndarray, core_features: np.ndarray, *, n_neighbor
         else:
             part = np.broadcast_to(np.arange(n_cores), block.shape)
         part_d = np.take_along_axis(block, part, axis=1)
-        order = np.lexsort((part, part_d), axis=1) if part.shape[0] else part
+        order = np.lexsort((part, part_d), axis=1)  # exact: ties to the lower core id
         neighbors[start:stop] = np.take_along_axis(part, order, axis=1)
         distances[start:stop] = np.take_along_axis(part_d, order, axis=1)
     return NearestCores(labels=labels, neighbors=neighbors, distances=distances)
+
+
+def _nearest_cores_torch(features, core_features, chunk, labels, neighbors, distances) -> None:
+    """The fast path of :func:`nearest_cores`: torch's multi-threaded elementwise ops
+    and ``topk`` (much faster than numpy's single-threaded ones and ``argpartition``)."""
+    import torch
+
+    cores = torch.from_numpy(np.ascontiguousarray(core_features, dtype=np.float32))
+    core_sq = (cores * cores).sum(dim=1)
+    m = neighbors.shape[1]
+    for start in range(0, features.shape[0], chunk):
+        block = torch.from_numpy(np.ascontiguousarray(features[start : start + chunk], dtype=np.float32))
+        sq = torch.addmm(core_sq[None, :], block, cores.T, alpha=-2.0)
+        sq += (block * block).sum(dim=1, keepdim=True)
+        sq.clamp_(min=0.0)
+        # argmin returns the first minimum, so ties go to the lower core id.
+        labels[start : start + chunk] = torch.argmin(sq, dim=1).numpy()
+        top = torch.topk(sq, m, dim=1, largest=False, sorted=True)
+        neighbors[start : start + chunk] = top.indices.numpy()
+        distances[start : start + chunk] = top.values.sqrt().numpy()

@@ -134,7 +134,7 @@ def test_pruned_opponent_search_equals_brute_force():
         scorer.record_pick(int(opponent))
     scores, opponents = scorer.scores(np.arange(n))
     with np.errstate(invalid="ignore"):
-        brute = (dist_all * scorer.factor[None, :] - d_intra[:, None]) / np.maximum(dist_all, d_intra[:, None])
+        brute = (dist_all * scorer.factor[None, :k] - d_intra[:, None]) / np.maximum(dist_all, d_intra[:, None])
     brute[:, 0] = np.inf  # the own core is no opponent
     np.testing.assert_allclose(scores, brute.min(axis=1))
     np.testing.assert_array_equal(opponents, brute.argmin(axis=1))
