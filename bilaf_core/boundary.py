@@ -601,8 +601,10 @@ class ClusterPicker:
             pass
 
     def reopen(self) -> None:
-        """Make every member not yet selected a candidate again (budget fallback)."""
+        """Make every member not yet selected a candidate again (budget fallback); from
+        now on no removal radius applies, or it could drop them all before a pick."""
         self.candidates = np.flatnonzero(~self.selected)
+        self.radius = 0
 
 
 # ----------------------------------------------------------------------------------

@@ -180,3 +180,14 @@ def test_output_order_clusters_in_core_order_each_starting_with_its_core(blobs):
     np.testing.assert_array_equal(result.indices[starts], cores)
     assert np.all(np.diff(result.cluster_of_selected) >= 0)
     assert np.isnan(result.scores[starts]).all() and not np.isnan(np.delete(result.scores, starts)).any()
+
+
+def test_reopened_candidates_are_not_dropped_by_the_removal_radius():
+    # Regression (found by hypothesis): three 1-D points, one core, B = N = 3. The second
+    # pick's radius exhausts the candidates; the fallback reopened the last sample, but
+    # the radius dropped it again and the selection came back one short.
+    features = np.array([[2.0], [1.0], [1.0]], dtype=np.float32)
+    for variant in ("reference", "paper"):
+        result = select_boundary(features, np.array([2]), 3, variant=variant, k_neighbors=1,
+                                 include_ratio=0.05, removal_ratio=0.0, opponent_penalty=1.0)
+        assert sorted(result.indices.tolist()) == [0, 1, 2]
