@@ -1,0 +1,1 @@
+"""App-side helpers for BiLAF Studio (Streamlit); all computation is in bilaf_core."""
