@@ -1,4 +1,5 @@
-"""BiLAF Studio: the router and frame. Pages live in pages/, computation in bilaf_core."""
+"""BiLAF Studio: the router and frame. Pages live in views/ (wired here by st.navigation,
+not auto-discovered), computation in bilaf_core."""
 
 import streamlit as st
 
@@ -15,5 +16,5 @@ with st.sidebar:
     pool = state.pool(st.session_state.dataset)
     st.markdown(f"**Data** {pool.name} · {len(pool):,} images  \n**Features** {st.session_state.backbone}")
 
-page = st.navigation([st.Page("pages/select.py", title="Select", icon=":material/scatter_plot:", default=True)])
+page = st.navigation([st.Page("views/select.py", title="Select", icon=":material/scatter_plot:", default=True)])
 page.run()

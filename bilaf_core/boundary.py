@@ -116,12 +116,14 @@ class _LocalDistances:
     """Distances among one cluster's samples: a cached matrix, or rows on demand."""
 
     def __init__(self, features: np.ndarray, *, exact: bool):
-        self.features = features
         self.exact = exact
         self.n = features.shape[0]
         self.matrix = pairwise_distances(features, features, exact=exact) if self.n <= _FULL_MATRIX_MAX else None
         if self.matrix is not None and not exact:
             np.fill_diagonal(self.matrix, 0.0)
+        # The features are only needed to compute rows on demand; every cluster's object
+        # lives until picking ends, so keeping a copy would double the pool in memory.
+        self.features = features if self.matrix is None else None
 
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         if self.matrix is not None:
