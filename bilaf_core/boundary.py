@@ -212,7 +212,8 @@ def idc_order(
         keep = np.ones(candidates.size, dtype=bool)
         keep[take] = False
         candidates = candidates[keep]
-        members = np.concatenate((members, new))
+        if reference:  # only the reference's density distance looks at all of U
+            members = np.concatenate((members, new))
         order.append(new)
         rounds.append(np.full(new.size, round_no, dtype=np.int64))
         if not reference and candidates.size:
@@ -695,6 +696,7 @@ def select_boundary(
     nearest = assign_clusters(features, cores, exact=reference, n_neighbors=_OPPONENT_CANDIDATES + 1)
     labels = nearest.labels
     members_of = _group(labels, n_cores)
+    others = _other_cores(nearest, labels, n_cores)
     core_features = features[cores]
 
     # Clusters are independent until the budget fallback, and numpy releases the GIL in
@@ -731,7 +733,7 @@ def select_boundary(
         kept_pool = members_of[cluster_id][kept]
         core_position = int(np.flatnonzero(kept_pool == cores[cluster_id])[0])
         scorer = _make_scorer(
-            criterion, kept_dist, kept_pool, core_position, nearest, features, core_features, cluster_id,
+            criterion, kept_dist, kept_pool, core_position, others, features, core_features, cluster_id,
             penalty=opponent_penalty if process == "iterative" else 1.0, dynamic=not reference,
         )
         picker = ClusterPicker(kept_dist, scorer, core=core_position, budget=int(allocation[cluster_id]),
@@ -822,19 +824,22 @@ class _SubsetDistances(_LocalDistances):
         return super().row_means(rows, cols)
 
 
-def _make_scorer(criterion, kept_dist, kept_pool, core_position, nearest, features, core_features, cluster_id, *, penalty, dynamic):
-    n_cores = core_features.shape[0]
-    others = nearest.neighbors[kept_pool]
-    other_d = nearest.distances[kept_pool]
-    is_own = others == cluster_id
-    # Drop the own core from each row's neighbour list (keeping the row width fixed).
-    width = max(1, others.shape[1] - 1)
-    order = np.argsort(is_own, axis=1, kind="stable")[:, :width]
-    opponents = np.take_along_axis(others, order, axis=1)
-    opponent_d = np.take_along_axis(other_d, order, axis=1)
+def _other_cores(nearest, labels: np.ndarray, n_cores: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's nearest cores other than its own, nearest first, (N, M-1) ids and
+    distances; one column of -1 / :data:`NO_OPPONENT_DISTANCE` when K = 1."""
+    n = labels.size
     if n_cores == 1:
-        opponents = np.full((kept_pool.size, 1), -1, dtype=np.int64)
-        opponent_d = np.full((kept_pool.size, 1), NO_OPPONENT_DISTANCE)
+        return np.full((n, 1), -1, dtype=np.int64), np.full((n, 1), NO_OPPONENT_DISTANCE)
+    is_own = nearest.neighbors == labels[:, None]
+    # Drop the own core from each row (the last column if the row lacks it: ties).
+    width = nearest.neighbors.shape[1] - 1
+    order = np.argsort(is_own, axis=1, kind="stable")[:, :width]
+    return np.take_along_axis(nearest.neighbors, order, axis=1), np.take_along_axis(nearest.distances, order, axis=1)
+
+
+def _make_scorer(criterion, kept_dist, kept_pool, core_position, others, features, core_features, cluster_id, *, penalty, dynamic):
+    n_cores = core_features.shape[0]
+    opponents, opponent_d = others[0][kept_pool], others[1][kept_pool]
     everyone = np.arange(kept_dist.n)
     if criterion == "distance":
         return DistanceScorer(kept_dist.row(core_position, everyone).astype(np.float64), opponents[:, 0])

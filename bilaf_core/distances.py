@@ -109,11 +109,16 @@ def _nearest_cores_torch(features, core_features, chunk, labels, neighbors, dist
     m = neighbors.shape[1]
     for start in range(0, features.shape[0], chunk):
         block = torch.from_numpy(np.ascontiguousarray(features[start : start + chunk], dtype=np.float32))
-        sq = torch.addmm(core_sq[None, :], block, cores.T, alpha=-2.0)
-        sq += (block * block).sum(dim=1, keepdim=True)
-        sq.clamp_(min=0.0)
-        # argmin returns the first minimum, so ties go to the lower core id.
-        labels[start : start + chunk] = torch.argmin(sq, dim=1).numpy()
-        top = torch.topk(sq, m, dim=1, largest=False, sorted=True)
+        # |x - c|^2 = |x|^2 + (|c|^2 - 2 x.c): a row's own |x|^2 does not change its ranking,
+        # so rank on the bracket and add |x|^2 back to the m kept values only.
+        partial = torch.addmm(core_sq[None, :], block, cores.T, alpha=-2.0)
+        top = torch.topk(partial, m, dim=1, largest=False, sorted=True)
+        nearest = top.indices[:, 0].clone()
+        if m > 1:  # topk orders exact ties arbitrarily: give tied rows the lower core id
+            tied = torch.nonzero(top.values[:, 0] == top.values[:, 1]).flatten()
+            if tied.numel():
+                nearest[tied] = torch.argmin(partial[tied], dim=1)
+        labels[start : start + chunk] = nearest.numpy()
         neighbors[start : start + chunk] = top.indices.numpy()
-        distances[start : start + chunk] = top.values.sqrt().numpy()
+        row_sq = (block * block).sum(dim=1, keepdim=True)
+        distances[start : start + chunk] = (top.values + row_sq).clamp_(min=0.0).sqrt_().numpy()
