@@ -1,4 +1,4 @@
-"""Command line: ``python -m bilaf_core select ...``.
+"""Command line: ``python -m bilaf_core select ...`` and ``python -m bilaf_core features ...``.
 
 Results go to files, progress to stderr, nothing else to stdout. Invalid input prints
 one line, ``error: <what is wrong and what to do>``, to stderr and exits with status 2.
@@ -83,6 +83,36 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_features(args: argparse.Namespace) -> int:
+    from ._io import atomic_open
+    from .data import load_pool
+    from .features import extract_features, load_backbone
+
+    pool = load_pool(args.dataset, root=args.root)
+    backbone = load_backbone(args.backbone, weights=args.weights, pooling=args.pooling, allow_fallback=args.fallback,
+                             notify=lambda message: print(f"note: {message}", file=sys.stderr))
+    print(f"{pool.name}: {len(pool):,} images; backbone {backbone.name} ({backbone.weights_source})", file=sys.stderr)
+    report = _ProgressBar()
+    try:
+        result = extract_features(pool, backbone, batch_size=args.batch_size, num_workers=args.workers, progress=report)
+    finally:
+        report.close()
+    arrays = {"features": np.asarray(result.features, dtype=np.float32), "ids": result.ids}
+    if result.labels is not None:
+        arrays["labels"] = result.labels
+    with atomic_open(args.out, "wb") as handle:
+        np.savez(handle, **arrays)
+    source = "from cache" if result.from_cache else "extracted"
+    print(f"{arrays['features'].shape[0]:,} x {arrays['features'].shape[1]} features {source} -> {args.out}", file=sys.stderr)
+    if result.failed:
+        print(f"skipped {len(result.failed)} unreadable image(s):", file=sys.stderr)
+        for sample_id, reason in result.failed[:50]:
+            print(f"  {sample_id!r}: {reason}", file=sys.stderr)
+        if len(result.failed) > 50:
+            print(f"  ... and {len(result.failed) - 50} more", file=sys.stderr)
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
     from .core import CORE_METHODS
@@ -108,6 +138,23 @@ def _build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--process", default="iterative", choices=PROCESSES)
     sel.add_argument("--seed", type=int, default=None, help="random seed (same seed, same selection)")
     sel.set_defaults(handler=_cmd_select)
+
+    from .data import DATASETS
+    from .features import DEFAULT_BACKBONE, POOLINGS
+
+    feat = commands.add_parser("features", help="extract (and cache) features of an image pool")
+    feat.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    feat.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                      help=f"timm model name, or 'pixels' (default {DEFAULT_BACKBONE})")
+    feat.add_argument("--weights", help="local checkpoint (.pth / .safetensors), e.g. dino_deitsmall16_pretrain.pth")
+    feat.add_argument("--root", help="data folder (for --dataset folder: the image directory)")
+    feat.add_argument("--pooling", default="auto", choices=POOLINGS)
+    feat.add_argument("--batch-size", type=int, default=64)
+    feat.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1)")
+    feat.add_argument("--no-fallback", dest="fallback", action="store_false",
+                      help="fail instead of falling back to the bundled EfficientNet-Lite0 when weights are unavailable")
+    feat.add_argument("--out", required=True, help="output .npz with features, ids and labels")
+    feat.set_defaults(handler=_cmd_features)
     return parser
 
 

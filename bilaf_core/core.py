@@ -87,6 +87,29 @@ def greedy_unique_nearest(features: np.ndarray, centers: np.ndarray, *, chunk: i
     return out
 
 
+def _similarity_block_rows(n_centers: int) -> int:
+    """Rows per block so that a (rows x K) float32 block (~2 MB) stays in cache."""
+    return max(256, (1 << 19) // max(n_centers, 1))
+
+
+def _max_similarity(features, centers, buffer=None):
+    """Max and argmax over centres of f_i . u_j, block by block: each block's product is
+    reduced while it is still in cache, which is faster than one N x K product alone."""
+    torch = _torch()
+    n, k = features.shape[0], centers.shape[0]
+    rows = _similarity_block_rows(k)
+    if buffer is None or buffer.shape[0] < min(rows, n):
+        buffer = torch.empty((min(rows, n), k), dtype=features.dtype, device=features.device)
+    top = torch.empty(n, dtype=features.dtype, device=features.device)
+    assigned = torch.empty(n, dtype=torch.long, device=features.device)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        block = buffer[: stop - start]
+        torch.mm(features[start:stop], centers.T, out=block)
+        torch.max(block, dim=1, out=(top[start:stop], assigned[start:stop]))
+    return top, assigned
+
+
 def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPERATURE, *, buffer=None):
     """ActiveFT's loss and its gradient with respect to the raw parameters theta.
 
@@ -99,8 +122,8 @@ def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPER
     ----------
     features : (N, d) torch float32 tensor, unit rows.
     theta : (K, d) torch float32 tensor.
-    buffer : optional (N, K) tensor reused for the similarity product (saves an
-        allocation of N x K floats per step).
+    buffer : optional (rows, K) tensor reused for the similarity blocks (see
+        :func:`_max_similarity`).
 
     Returns
     -------
@@ -111,8 +134,7 @@ def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPER
     norms = theta.norm(dim=1, keepdim=True).clamp_min(1e-12)
     u = theta / norms
     n, k = features.shape[0], u.shape[0]
-    products = torch.mm(features, u.T, out=buffer) if buffer is not None else features @ u.T
-    top, assigned = products.max(dim=1)  # one N x K product, one pass over it
+    top, assigned = _max_similarity(features, u, buffer)
     m = top / temperature
     cent = (u @ u.T) / temperature
     r = torch.logsumexp(cent, dim=0)
@@ -171,7 +193,8 @@ def activeft_cores(
     theta = torch.nn.Parameter(pool[torch.from_numpy(init).to(device)].clone())
     optimizer = torch.optim.Adam([theta], lr=lr)
     batch_gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**31)))
-    buffer = torch.empty((min(n, batch_size), n_cores), dtype=torch.float32, device=device)
+    buffer = torch.empty((min(n, batch_size, _similarity_block_rows(n_cores)), n_cores), dtype=torch.float32,
+                         device=device)
     for step in range(n_iter):
         batch = pool
         if n > batch_size:

