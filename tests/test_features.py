@@ -271,3 +271,26 @@ def test_features_cli_writes_npz_and_serves_the_second_call_from_cache(tmp_path,
     assert "from cache" in capsys.readouterr().err
     assert main(["features", "--dataset", "folder", "--root", str(tmp_path / "none"), "--out", str(out)]) == 2
     assert "image folder not found" in capsys.readouterr().err
+
+
+def test_vit_poolings_and_a_dino_layout_checkpoint(tmp_path):
+    import timm
+    import torch
+
+    # The official dino_deitsmall16_pretrain.pth stores the backbone under timm's names
+    # (cls_token, pos_embed, patch_embed.proj.*, blocks.*, norm.*), without a head.
+    vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path / "dino_deitsmall16_pretrain.pth"
+    torch.save(vit.state_dict(), path)
+    pool = load_pool("digits")
+    from bilaf_core.data import Pool
+
+    few = Pool("few", pool.ids[:4], pool.labels[:4], pool.class_names, "few-digits", pool.load_image)
+    dims = {}
+    for pooling in ("cls", "mean", "cls+mean"):
+        backbone = load_backbone("vit_small_patch16_224.dino", weights=path, pooling=pooling, device="cpu")
+        assert backbone.weights_source == "file dino_deitsmall16_pretrain.pth"
+        dims[pooling] = extract_features(few, backbone, cache_dir=tmp_path / "c", num_workers=0).features.shape[1]
+    assert dims == {"cls": 384, "mean": 384, "cls+mean": 768}
+    with pytest.raises(ValueError, match="pooling 'avg' does not apply"):
+        load_backbone("vit_small_patch16_224.dino", weights=path, pooling="avg")
