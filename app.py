@@ -7,14 +7,21 @@ from studio import state
 
 st.set_page_config(page_title="BiLAF Studio", page_icon=":material/target:", layout="wide")
 
+pages = [
+    st.Page("views/data.py", title="Data", icon=":material/database:"),
+    st.Page("views/select.py", title="Select", icon=":material/scatter_plot:", default=True),
+    st.Page("views/inspect.py", title="Inspect", icon=":material/photo_library:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+]
+page = st.navigation(pages)
+
 with st.sidebar:
     st.markdown("### BiLAF Studio")
     st.caption("Choose which images to label before finetuning.")
-    dataset, backbone = state.DEFAULT_DATASET, state.DEFAULT_BACKBONE
-    st.session_state.setdefault("dataset", dataset)
-    st.session_state.setdefault("backbone", backbone)
-    pool = state.pool(st.session_state.dataset)
-    st.markdown(f"**Data** {pool.name} · {len(pool):,} images  \n**Features** {st.session_state.backbone}")
-
-page = st.navigation([st.Page("views/select.py", title="Select", icon=":material/scatter_plot:", default=True)])
+    source = state.current_source()
+    st.markdown(f"**Data** {source.label}  \n**Features** {source.backbone if not source.feature_file else 'from file'}")
+    run = st.session_state.get("selection")
+    if run is not None:
+        st.markdown(f"**Run** {run.params['method']} · B = {run.budget:,}"
+                    + (f" · K = {run.params['n_cores']}" if run.params["method"] == "bilaf" else ""))
 page.run()

@@ -644,7 +644,8 @@ class BoundaryResult:
     labels : (N,) int64
         Cluster id of every pool sample.
     removed : (n_removed,) int64
-        Pool indices removed by denoising and not selected.
+        Pool indices removed by denoising and not selected, cluster by cluster, each
+        least noisy first (the denoiser's order).
     allocation : (K,) int64
         Planned per-cluster budgets.
     traces : list of ClusterTrace or None
@@ -763,7 +764,8 @@ def select_boundary(
         cluster_ids.append(np.full(pool.size + len(fallback), cluster_id, dtype=np.int64))
         scores.append(np.concatenate((picker.scores, np.full(len(fallback), np.nan))))
         opponents.append(np.concatenate((picker.opponents, np.full(len(fallback), -1))).astype(np.int64))
-    removed = np.sort(np.concatenate([members[d.removed] for members, d in zip(members_of, denoised)]))
+    # In the algorithm's order: cluster by cluster, least noisy first.
+    removed = np.concatenate([members[d.removed] for members, d in zip(members_of, denoised)])
     removed = removed[~np.isin(removed, list(selected_removed))]
 
     traces = None

@@ -1,20 +1,81 @@
-"""2-D maps of a feature set for display: PCA (fast, exact) now; UMAP / t-SNE later."""
+"""2-D maps of a feature set for display: PCA, UMAP or t-SNE, seeded and disk-cached.
+
+UMAP and t-SNE first reduce the features to 50 dimensions with PCA (their usual
+practice, and much faster). Results are cached under the feature cache directory,
+keyed by a hash of the features, the method and the seed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["project_2d"]
+from ._io import atomic_open
+
+__all__ = ["PROJECTIONS", "project_2d", "features_digest"]
+
+PROJECTIONS = ("umap", "tsne", "pca")
 
 
-def project_2d(features: np.ndarray, *, method: str = "pca", random_state: int = 0) -> np.ndarray:
-    """Project (N, d) features to (N, 2) float32 for plotting."""
-    if method != "pca":
-        raise ValueError(f"projection method must be 'pca' (UMAP and t-SNE are not available yet), got {method!r}")
-    from sklearn.decomposition import PCA
+def features_digest(features: np.ndarray) -> str:
+    """A short content hash of a feature matrix (reads it once, block by block)."""
+    digest = hashlib.sha256(f"{features.shape}{features.dtype}".encode())
+    step = max(1, 8_000_000 // max(features.shape[1], 1))
+    for start in range(0, features.shape[0], step):
+        digest.update(np.ascontiguousarray(features[start : start + step]).tobytes())
+    return digest.hexdigest()[:20]
 
-    n_components = min(2, features.shape[0], features.shape[1])
-    coords = PCA(n_components=n_components, random_state=random_state).fit_transform(features)
-    if coords.shape[1] < 2:  # d = 1 or N = 1: pad so there is always an x and a y
-        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-    return coords.astype(np.float32)
+
+def _cache_path(features: np.ndarray, method: str, random_state: int, cache_dir) -> Path:
+    from .features import default_cache_dir
+
+    folder = Path(cache_dir or default_cache_dir())
+    return folder / f"projection_{features_digest(features)}_{method}_{random_state}.npy"
+
+
+def project_2d(features: np.ndarray, *, method: str = "umap", random_state: int = 0,
+               cache_dir: str | os.PathLike | None = None, use_cache: bool = True) -> np.ndarray:
+    """Project (N, d) features to (N, 2) float32 for plotting.
+
+    Parameters
+    ----------
+    method : "umap" (default), "tsne" or "pca".
+    random_state : the seed; the same features and seed give the same map.
+    """
+    if method not in PROJECTIONS:
+        raise ValueError(f"projection method must be one of {', '.join(PROJECTIONS)}, got {method!r}")
+    path = _cache_path(features, method, random_state, cache_dir) if use_cache else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    data = np.asarray(features, dtype=np.float32)
+    n = data.shape[0]
+    if n < 3 or data.shape[1] < 2:  # nothing to embed: lay the points out on a line
+        coords = np.zeros((n, 2), dtype=np.float32)
+        coords[:, 0] = data[:, 0] if data.shape[1] else 0.0
+    else:
+        from sklearn.decomposition import PCA
+
+        reduced = PCA(n_components=min(50 if method != "pca" else 2, n, data.shape[1]),
+                      random_state=random_state).fit_transform(data)
+        if method == "pca":
+            coords = reduced
+        elif method == "tsne":
+            from sklearn.manifold import TSNE
+
+            coords = TSNE(n_components=2, init="pca", perplexity=min(30.0, (n - 1) / 3),
+                          random_state=random_state).fit_transform(reduced)
+        else:
+            import umap
+
+            coords = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=random_state,
+                               n_jobs=1).fit_transform(reduced)
+        if coords.shape[1] < 2:
+            coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    coords = np.asarray(coords, dtype=np.float32)
+    if path is not None:
+        with atomic_open(path, "wb") as handle:
+            np.save(handle, coords)
+    return coords

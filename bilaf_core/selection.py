@@ -47,7 +47,8 @@ class Selection:
     cores : (K,) int64
         Core indices, ascending (a core's position is its pseudo-class id).
     removed : (n_removed,) int64
-        Indices that denoising removed (BiLAF only; empty otherwise).
+        Indices that denoising removed (BiLAF only; empty otherwise), cluster by cluster,
+        each least noisy first.
     cluster : (N,) int64
         Pseudo-class id of every pool sample (-1 where the method has none).
     role : (N,) str

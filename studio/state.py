@@ -1,10 +1,18 @@
-"""Cached data access for the pages: the pool, its features, cores, selections, maps.
+"""The app's state: the active data source, and cached access to its pool, features,
+thumbnails, cores, selections and 2-D maps. All computation is in bilaf_core.
 
-``st.cache_data`` keys on cheap values (names, parameters), never on arrays, so a rerun
-with the same widgets is instant and a stage-2 slider never recomputes stage 1.
+Caching: ``st.cache_resource`` for objects shared read-only across sessions (pools,
+feature sets, background projection jobs); ``st.cache_data`` keyed on cheap values
+(source tuples, parameter tuples) for selections, so a stage-2 slider change reuses the
+cached stage-1 cores.
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -12,45 +20,136 @@ import streamlit as st
 from bilaf_core import select
 from bilaf_core.core import l2_normalize, select_cores
 from bilaf_core.data import load_pool
-from bilaf_core.features import extract_features, load_backbone
+from bilaf_core.features import FeatureSet, extract_features, load_backbone, load_feature_file, thumbnails
 from bilaf_core.projection import project_2d
 
-DEFAULT_DATASET = "digits"
-DEFAULT_BACKBONE = "pixels"
+#: Pools above this size are projected with UMAP / t-SNE only when asked (a button).
+AUTO_PROJECTION_MAX = 20_000
+BACKBONE_CHOICES = {
+    "DINO ViT-S/16 (paper)": "vit_small_patch16_224.dino",
+    "EfficientNet-Lite0 (bundled ImageNet weights, offline)": "tf_efficientnet_lite0",
+    "Pixels (tiny demos)": "pixels",
+    "Other timm model": "",
+}
 
 
-@st.cache_resource(show_spinner="Loading the image pool ...")
-def pool(dataset: str):
-    return load_pool(dataset)
+@dataclass(frozen=True)
+class Source:
+    """What the user chose on the Data page; hashable, so it keys the caches."""
+
+    dataset: str = "digits"
+    root: str = ""
+    backbone: str = "pixels"
+    weights: str = ""
+    feature_file: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.feature_file:
+            return f"feature file {Path(self.feature_file).name}"
+        return f"{self.dataset}{f' ({self.root})' if self.root else ''}"
 
 
-@st.cache_data(show_spinner="Computing features ...")
-def features(dataset: str, backbone: str) -> np.ndarray:
-    """(N, d) features of the pool (disk-cached by bilaf_core as well)."""
-    return np.asarray(extract_features(pool(dataset), load_backbone(backbone)).features)
+def current_source() -> Source:
+    return st.session_state.setdefault("source", Source())
 
 
-@st.cache_data(show_spinner="Stage 1: selecting core samples ...")
-def cores(dataset: str, backbone: str, n_cores: int, core_method: str, seed: int) -> np.ndarray:
-    return select_cores(l2_normalize(features(dataset, backbone)), n_cores, method=core_method, random_state=seed)
+def allowed_roots() -> list[Path]:
+    """Folders the app may read from: home, the data directory, the working directory,
+    the project's sibling shared/ folder, plus BILAF_ALLOWED_ROOTS (os.pathsep-separated)."""
+    roots = [Path.home(), Path(os.environ.get("BILAF_DATA_DIR", Path.home() / ".cache" / "bilaf-studio")), Path.cwd()]
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    if shared.is_dir():
+        roots.append(shared)
+    roots += [Path(p) for p in os.environ.get("BILAF_ALLOWED_ROOTS", "").split(os.pathsep) if p]
+    return [r.resolve() for r in roots]
 
 
-@st.cache_data(show_spinner="Selecting ...")
-def selection(dataset: str, backbone: str, budget: int, params: tuple):
-    """Run the selection; BiLAF reuses the cached stage-1 cores."""
+def check_allowed(path: str) -> str:
+    """Resolve a user-typed folder; refuse it outside the allowed roots."""
+    resolved = Path(path).expanduser().resolve()
+    if not any(resolved == root or resolved.is_relative_to(root) for root in allowed_roots()):
+        raise ValueError(f"{resolved} is outside the folders this app may read ({', '.join(map(str, allowed_roots()))}); "
+                         "add it to BILAF_ALLOWED_ROOTS to allow it")
+    return str(resolved)
+
+
+@st.cache_resource(show_spinner="Loading the image pool ...", max_entries=4)
+def pool(dataset: str, root: str):
+    return load_pool(dataset, root=root or None)
+
+
+def feature_set(source: Source, *, progress=None, notify=None) -> FeatureSet:
+    """The source's features; extracted (with progress) or served from the caches."""
+    key = (source, "features")
+    cached = _feature_sets()
+    if key not in cached:
+        if source.feature_file:
+            cached[key] = load_feature_file(source.feature_file)
+        else:
+            backbone = load_backbone(source.backbone, weights=source.weights or None, allow_fallback=True,
+                                     notify=notify or (lambda message: None))
+            cached[key] = extract_features(pool(source.dataset, source.root), backbone, progress=progress)
+    return cached[key]
+
+
+@st.cache_resource
+def _feature_sets() -> dict:
+    return {}
+
+
+def features(source: Source) -> np.ndarray:
+    return np.asarray(feature_set(source).features, dtype=np.float32)
+
+
+def thumbs(source: Source):
+    """(N', s, s, 3) thumbnails aligned with the feature rows, or None (feature files)."""
+    if source.feature_file:
+        return None
+    fs = feature_set(source)
+    return _thumbs(source.dataset, source.root)[fs.kept]
+
+
+@st.cache_resource(show_spinner="Making thumbnails ...", max_entries=4)
+def _thumbs(dataset: str, root: str):
+    return thumbnails(pool(dataset, root), size=64)
+
+
+@st.cache_data(show_spinner="Stage 1: selecting core samples ...", max_entries=64)
+def cores(source: Source, n_cores: int, core_method: str, seed: int) -> np.ndarray:
+    return select_cores(l2_normalize(features(source)), n_cores, method=core_method, random_state=seed)
+
+
+@st.cache_data(show_spinner="Selecting ...", max_entries=64)
+def selection(source: Source, budget: int, params: tuple):
+    """Run the selection; BiLAF reuses the cached stage-1 cores of the same (K, method, seed)."""
     options = dict(params)
-    data = features(dataset, backbone)
-    if options["method"] == "bilaf":
-        n_cores = options.pop("n_cores")
-        if n_cores > budget:  # let select() phrase the error
-            return select(data, budget, n_cores=n_cores, **options)
-        options["cores"] = cores(dataset, backbone, n_cores, options.pop("core_method"), options["random_state"])
-    else:
-        options.pop("n_cores")
-        options.pop("core_method")
+    data = features(source)
+    n_cores, core_method = options.pop("n_cores"), options.pop("core_method")
+    if options["method"] == "bilaf" and n_cores <= budget:
+        options["cores"] = cores(source, n_cores, core_method, options["random_state"])
+    elif options["method"] == "bilaf":  # let select() phrase the error
+        options["n_cores"] = n_cores
     return select(data, budget, **options)
 
 
-@st.cache_data(show_spinner="Projecting to 2-D ...")
-def projection(dataset: str, backbone: str, method: str = "pca") -> np.ndarray:
-    return project_2d(features(dataset, backbone), method=method)
+@st.cache_resource
+def _projection_jobs() -> tuple[ThreadPoolExecutor, dict]:
+    return ThreadPoolExecutor(max_workers=1), {}
+
+
+def projection(source: Source, method: str, seed: int = 0, *, start: bool = True) -> np.ndarray | None:
+    """The 2-D map, or None while a background job computes it (PCA is immediate)."""
+    if method == "pca":
+        return project_2d(features(source), method="pca", random_state=seed)
+    executor, jobs = _projection_jobs()
+    key = (source, method, seed)
+    job: Future | None = jobs.get(key)
+    if job is None:
+        if not start:
+            return None
+        data = features(source)
+        jobs[key] = job = executor.submit(project_2d, data, method=method, random_state=seed)
+    if not job.done():
+        return None
+    return job.result()  # re-raises a failed job's error for the page to show

@@ -1,42 +1,110 @@
-"""Page-level tests of the app with streamlit.testing.v1.AppTest (offline default)."""
+"""Page-level tests of every page with streamlit.testing.v1.AppTest, on the offline default."""
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
-def _run():
-    return AppTest.from_file(APP, default_timeout=120).run()
+def _app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    return at
+
+
+def _no_failure(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
 
 
 def test_select_page_runs_on_the_default_and_selects_the_budget():
-    at = _run()
-    assert not at.exception
+    at = _app()
+    _no_failure(at)
     assert not at.error
     selection = at.session_state["selection"]
     assert selection.indices.size == at.number_input(key="budget").value
     assert np.unique(selection.indices).size == selection.indices.size
+    assert [b.label for b in at.get("download_button")][:2] == ["CSV", "JSON"]
 
 
 def test_stage2_slider_change_updates_the_selection():
-    at = _run()
+    at = _app()
     before = at.session_state["selection"]
     at.slider(key="removal_ratio").set_value(0.4)
     at.button[0].click().run()  # the form's submit button
+    _no_failure(at)
     after = at.session_state["selection"]
-    assert not at.exception
     assert after.params["removal_ratio"] == 0.4
     assert after.removed.size > before.removed.size
     np.testing.assert_array_equal(after.cores, before.cores)  # stage 1 reused
 
 
 def test_budget_below_k_shows_an_error_not_a_traceback():
-    at = _run()
+    at = _app()
     at.number_input(key="budget").set_value(5)
     at.slider(key="n_cores").set_value(20)
     at.button[0].click().run()
-    assert not at.exception
+    _no_failure(at)
     assert any("budget must be at least n_cores" in e.value for e in at.error)
+
+
+def test_data_page_runs_and_bad_folders_give_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("BILAF_ALLOWED_ROOTS", str(tmp_path))
+    at = _app("views/data.py")
+    _no_failure(at)
+    assert at.metric[0].value == "1,797"
+    at.selectbox(key="source_choice").set_value("Image folder")
+    at.text_input(key="source_root").set_value(str(tmp_path / "missing"))
+    at.button[0].click().run()
+    _no_failure(at)
+    assert any("image folder not found" in e.value for e in at.error)
+    (tmp_path / "empty").mkdir()
+    at.text_input(key="source_root").set_value(str(tmp_path / "empty"))
+    at.button[0].click().run()
+    assert any("no images found" in e.value for e in at.error)
+    at.text_input(key="source_root").set_value("/etc")
+    at.button[0].click().run()
+    assert any("outside the folders this app may read" in e.value for e in at.error)
+    assert at.metric[0].value == "1,797"  # the rest of the app keeps working on the old source
+
+
+def test_data_page_loads_an_image_folder(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("BILAF_ALLOWED_ROOTS", str(tmp_path))
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path / "cache"))
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (10, 10), (40 * i, 100 if cls == "a" else 200, 0)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    at = _app("views/data.py")
+    at.selectbox(key="source_choice").set_value("Image folder")
+    at.text_input(key="source_root").set_value(str(tmp_path / "imgs"))
+    at.selectbox(key="backbone_choice").set_value("Pixels (tiny demos)")
+    at.button[0].click().run()
+    _no_failure(at)
+    assert not at.error
+    assert at.metric[0].value == "12" and at.metric[2].value == "2"
+
+
+def test_inspect_page_before_and_after_a_selection():
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page("views/inspect.py").run()
+    _no_failure(at)
+    assert any("Run a selection" in i.value for i in at.info)
+    at = _app()
+    at.switch_page("views/inspect.py").run()
+    _no_failure(at)
+    assert at.selectbox(key="cluster_view") is not None
+
+
+def test_compare_page_shows_a_table_of_diagnostics():
+    at = _app()
+    at.switch_page("views/compare.py").run()
+    _no_failure(at)
+    table = at.dataframe[-1].value  # [0] is the settings editor
+    assert list(table["setting"])[0].startswith("bilaf") and len(table) == 4

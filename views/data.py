@@ -1,0 +1,93 @@
+"""Data page: choose the image pool and the backbone, extract features with progress."""
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from bilaf_core._io import atomic_open
+from bilaf_core.features import default_cache_dir
+from studio import state
+
+st.title("Data")
+SOURCES = {"Built-in digits (offline)": "digits", "CIFAR-10": "cifar10", "CIFAR-100": "cifar100",
+           "Fashion-MNIST": "fashion-mnist", "Image folder": "folder", "Feature file (upload)": "features"}
+shared_cifar = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+with st.form("data_source"):
+    choice = st.selectbox("Source", list(SOURCES), key="source_choice")
+    dataset = SOURCES[choice]
+    root = st.text_input("Folder (local copy of the data set, or the image folder)", key="source_root",
+                         value=str(shared_cifar) if shared_cifar.is_dir() else "",
+                         help="CIFAR: the folder holding cifar-10-batches-py/ (or cifar10_jpeg.npz); "
+                              "Fashion-MNIST: the folder of the *-ubyte.gz files (Debian's package is found by itself)")
+    upload = st.file_uploader("Feature file (.npy, .npz with 'features', .parquet)", type=["npy", "npz", "parquet"])
+    backbone_label = st.selectbox("Backbone", list(state.BACKBONE_CHOICES), key="backbone_choice")
+    timm_name = st.text_input("timm model name (for 'Other timm model')", key="timm_name")
+    weights = st.text_input("Weights file (optional; for DINO: dino_deitsmall16_pretrain.pth)", key="weights_path")
+    submitted = st.form_submit_button("Load and extract features", type="primary")
+
+
+def save_upload(file) -> str:
+    data = file.getvalue()
+    path = default_cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(file.name).suffix}"
+    if not path.is_file():
+        with atomic_open(path, "wb") as handle:
+            handle.write(data)
+    return str(path)
+
+
+if submitted:
+    try:
+        backbone = state.BACKBONE_CHOICES[backbone_label] or timm_name.strip()
+        if not backbone:
+            raise ValueError("type a timm model name, e.g. convnext_tiny, or pick another backbone")
+        if dataset == "features":
+            if upload is None:
+                raise ValueError("choose a feature file to upload")
+            source = state.Source(dataset="features", feature_file=save_upload(upload), backbone="")
+        else:
+            needs_root = dataset == "folder" or (dataset.startswith("cifar") and root.strip())
+            folder = state.check_allowed(root.strip()) if needs_root and root.strip() else ""
+            if dataset == "folder" and not folder:
+                raise ValueError("type the path of the image folder")
+            source = state.Source(dataset=dataset, root=folder if dataset != "digits" else "", backbone=backbone,
+                                  weights=state.check_allowed(weights.strip()) if weights.strip() else "")
+        with st.status(f"Loading {source.label} ...", expanded=True) as status:
+            bar = st.progress(0.0)
+            started = time.perf_counter()
+
+            def progress(fraction: float, message: str) -> None:
+                elapsed = time.perf_counter() - started
+                eta = f" · about {elapsed / fraction - elapsed:.0f} s left" if 0 < fraction < 1 and elapsed > 2 else ""
+                bar.progress(min(1.0, fraction), text=f"{message}{eta}")
+
+            fs = state.feature_set(source, progress=progress, notify=lambda message: st.warning(message))
+            status.update(label=f"{len(fs.ids):,} samples, {fs.features.shape[1]}-d features", state="complete")
+        st.session_state.source = source
+        st.session_state.pop("selection", None)
+    except ValueError as exc:
+        st.error(f"Cannot load this source: {exc}")
+
+source = state.current_source()
+try:
+    fs = state.feature_set(source)
+except ValueError as exc:
+    st.error(f"The current source cannot be loaded: {exc}")
+    st.stop()
+st.subheader(source.label)
+a, b, c = st.columns(3)
+a.metric("Samples", f"{len(fs.ids):,}")
+b.metric("Feature dimensions", f"{fs.features.shape[1]:,}")
+c.metric("Classes", "no labels" if fs.labels is None else f"{np.unique(fs.labels).size}")
+st.caption(f"Features: {fs.backbone}" + (" · served from the cache" if fs.from_cache else ""))
+if fs.failed:
+    with st.expander(f"{len(fs.failed)} unreadable image(s) skipped"):
+        st.dataframe({"id": [i for i, _ in fs.failed], "reason": [r for _, r in fs.failed]}, hide_index=True)
+thumbs = state.thumbs(source)
+if thumbs is not None:
+    sample = np.random.default_rng(0).choice(len(fs.ids), size=min(32, len(fs.ids)), replace=False)
+    captions = [str(fs.ids[i]) for i in sample]
+    st.image([thumbs[i] for i in sample], caption=captions, width=72)
