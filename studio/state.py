@@ -10,7 +10,8 @@ cached stage-1 cores.
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,8 +135,10 @@ def selection(source: Source, budget: int, params: tuple):
 
 
 @st.cache_resource
-def _projection_jobs() -> tuple[ThreadPoolExecutor, dict]:
-    return ThreadPoolExecutor(max_workers=1), {}
+def _projection_jobs() -> tuple[ProcessPoolExecutor, dict]:
+    # A separate process: UMAP's numba compilation holds the GIL for seconds, which in a
+    # thread would stall every page's reruns. "spawn" does not copy the server's threads.
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")), {}
 
 
 def projection(source: Source, method: str, seed: int = 0, *, start: bool = True) -> np.ndarray | None:
@@ -148,8 +151,7 @@ def projection(source: Source, method: str, seed: int = 0, *, start: bool = True
     if job is None:
         if not start:
             return None
-        data = features(source)
-        jobs[key] = job = executor.submit(project_2d, data, method=method, random_state=seed)
+        jobs[key] = job = executor.submit(project_2d, features(source), method=method, random_state=seed)
     if not job.done():
         return None
     return job.result()  # re-raises a failed job's error for the page to show

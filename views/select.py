@@ -58,8 +58,10 @@ except ValueError as exc:
 st.session_state.selection = result
 
 counts = result.role_counts()
-for col, role in zip(st.columns(5), ("core", "boundary", "selected", "removed", "unselected")):
-    col.metric(role.capitalize(), f"{counts.get(role, 0):,}")
+metrics = {"Selected": result.budget, "Core": counts.get("core", 0), "Boundary": counts.get("boundary", 0),
+           "Removed": counts.get("removed", 0), "Unselected": counts.get("unselected", 0)}
+for col, (name, value) in zip(st.columns(5), metrics.items()):
+    col.metric(name, f"{value:,}")
 
 map_col, info_col = st.columns([3, 2])
 with map_col:
