@@ -19,9 +19,11 @@ from .distances import pairwise_distances
 __all__ = ["nearest_selected_distance", "emd_proxy", "ball_coverage", "default_coverage_radius", "diagnostics"]
 
 
-def nearest_selected_distance(features: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """(N,) distance from every pool sample to its nearest selected sample."""
-    chosen = features[np.asarray(indices, dtype=np.int64)]
+def nearest_selected_distance(features: np.ndarray, indices: np.ndarray, *,
+                              selected_from: np.ndarray | None = None) -> np.ndarray:
+    """(N,) distance from every row of ``features`` to its nearest selected sample;
+    ``indices`` index ``selected_from`` (default: ``features`` itself)."""
+    chosen = (features if selected_from is None else selected_from)[np.asarray(indices, dtype=np.int64)]
     out = np.empty(features.shape[0], dtype=np.float64)
     step = max(1, 16_000_000 // max(chosen.shape[0], 1))
     for start in range(0, features.shape[0], step):
@@ -64,6 +66,8 @@ def diagnostics(
     cluster: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     radius: float | None = None,
+    max_pool_samples: int | None = None,
+    random_state: int = 0,
 ) -> dict:
     """Everything the app and the benchmark print about one selection.
 
@@ -74,22 +78,30 @@ def diagnostics(
     cluster : (N,) int64 pseudo-class ids (-1 = none), optional.
     labels : (N,) true labels, optional.
     radius : coverage radius; None uses :func:`default_coverage_radius`.
+    max_pool_samples : estimate the EMD proxy and the coverage on a seeded random subset
+        of this many pool samples when the pool is larger (the app's interactive mode).
 
     Returns
     -------
-    dict with ``emd_proxy``, ``coverage``, ``coverage_radius``, ``n_selected``, and when
+    dict with ``emd_proxy``, ``coverage``, ``coverage_radius``, ``n_selected``,
+    ``estimated_on`` (pool samples the two averages are taken over), and when
     given ``per_cluster`` (cluster id -> selected count), ``classes_covered``,
     ``n_classes`` and ``per_class`` (label -> selected count).
     """
     indices = np.asarray(indices, dtype=np.int64)
     if radius is None:
         radius = default_coverage_radius(features)
-    nearest = nearest_selected_distance(features, indices)
+    pool = features
+    if max_pool_samples is not None and features.shape[0] > max_pool_samples:
+        rows = np.sort(np.random.default_rng(random_state).choice(features.shape[0], max_pool_samples, replace=False))
+        pool = features[rows]
+    nearest = nearest_selected_distance(pool, indices, selected_from=features)
     out: dict = {
         "n_selected": int(indices.size),
         "emd_proxy": float(nearest.mean()),
         "coverage": float((nearest <= radius).mean()),
         "coverage_radius": float(radius),
+        "estimated_on": int(pool.shape[0]),
     }
     if cluster is not None and (cluster[indices] >= 0).any():
         ids, counts = np.unique(cluster[indices], return_counts=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._io import atomic_open
 
-__all__ = ["PROJECTIONS", "project_2d", "features_digest"]
+__all__ = ["PROJECTIONS", "project_2d", "cached_projection", "features_digest"]
 
 PROJECTIONS = ("umap", "tsne", "pca")
 
@@ -34,6 +34,13 @@ def _cache_path(features: np.ndarray, method: str, random_state: int, cache_dir)
 
     folder = Path(cache_dir or default_cache_dir())
     return folder / f"projection_{features_digest(features)}_{method}_{random_state}.npy"
+
+
+def cached_projection(features: np.ndarray, *, method: str, random_state: int = 0,
+                      cache_dir: str | os.PathLike | None = None) -> np.ndarray | None:
+    """The map :func:`project_2d` would return, if it is already on disk; else None."""
+    path = _cache_path(features, method, random_state, cache_dir)
+    return np.load(path) if path.is_file() else None
 
 
 def project_2d(features: np.ndarray, *, method: str = "umap", random_state: int = 0,

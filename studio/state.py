@@ -22,10 +22,13 @@ from bilaf_core import select
 from bilaf_core.core import l2_normalize, select_cores
 from bilaf_core.data import load_pool
 from bilaf_core.features import FeatureSet, extract_features, load_backbone, load_feature_file, thumbnails
-from bilaf_core.projection import project_2d
+from bilaf_core.metrics import default_coverage_radius
+from bilaf_core.projection import cached_projection, project_2d
 
 #: Pools above this size are projected with UMAP / t-SNE only when asked (a button).
 AUTO_PROJECTION_MAX = 20_000
+#: Interactive diagnostics average over at most this many pool samples (seeded).
+DIAGNOSTICS_SAMPLE = 10_000
 BACKBONE_CHOICES = {
     "DINO ViT-S/16 (paper)": "vit_small_patch16_224.dino",
     "EfficientNet-Lite0 (bundled ImageNet weights, offline)": "tf_efficientnet_lite0",
@@ -52,7 +55,12 @@ class Source:
 
 
 def current_source() -> Source:
-    return st.session_state.setdefault("source", Source())
+    """The session's source; a new session starts on BILAF_START_FEATURES (a feature
+    file) when that is set, else on the built-in digits."""
+    if "source" not in st.session_state:
+        start = os.environ.get("BILAF_START_FEATURES", "")
+        st.session_state.source = Source(dataset="features", feature_file=start, backbone="") if start else Source()
+    return st.session_state.source
 
 
 def allowed_roots() -> list[Path]:
@@ -99,6 +107,16 @@ def _feature_sets() -> dict:
     return {}
 
 
+def current_feature_set() -> tuple[Source, FeatureSet]:
+    """The session's source and features; on failure an error on the page, which stops."""
+    source = current_source()
+    try:
+        return source, feature_set(source)
+    except ValueError as exc:
+        st.error(f"The data source {source.label} cannot be loaded: {exc}. Choose another one on the Data page.")
+        st.stop()
+
+
 def features(source: Source) -> np.ndarray:
     return np.asarray(feature_set(source).features, dtype=np.float32)
 
@@ -134,6 +152,18 @@ def selection(source: Source, budget: int, params: tuple):
     return select(data, budget, **options)
 
 
+@st.cache_resource(max_entries=16)
+def _disk_projection(source: Source, method: str, seed: int) -> np.ndarray | None:
+    return cached_projection(features(source), method=method, random_state=seed)
+
+
+@st.cache_data(show_spinner="Measuring the pool's neighbourhood scale ...", max_entries=16)
+def coverage_radius(source: Source, normalize: bool) -> float:
+    """The diagnostics' coverage radius: a property of the feature set, computed once."""
+    data = features(source)
+    return default_coverage_radius(l2_normalize(data) if normalize else data)
+
+
 @st.cache_resource
 def _projection_jobs() -> tuple[ProcessPoolExecutor, dict]:
     # A separate process: UMAP's numba compilation holds the GIL for seconds, which in a
@@ -149,8 +179,9 @@ def projection(source: Source, method: str, seed: int = 0, *, start: bool = True
     key = (source, method, seed)
     job: Future | None = jobs.get(key)
     if job is None:
-        if not start:
-            return None
+        on_disk = _disk_projection(source, method, seed)
+        if on_disk is not None or not start:
+            return on_disk
         jobs[key] = job = executor.submit(project_2d, features(source), method=method, random_state=seed)
     if not job.done():
         return None

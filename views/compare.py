@@ -10,8 +10,7 @@ from studio import state
 from studio.maps import selection_figure
 
 st.title("Compare selections")
-source = state.current_source()
-fs = state.feature_set(source)
+source, fs = state.current_feature_set()
 n = len(fs.ids)
 current = st.session_state.get("selection")
 budget = current.budget if current is not None else min(n, max(10, n // 20))
@@ -58,7 +57,9 @@ for col, (_, row) in zip(columns, rows.iterrows()):
             continue
         st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, height=320, show_legend=False),
                         width="stretch", key=f"compare_map_{len(table)}_{name}")
-        report = diagnostics(space, result.indices, cluster=result.cluster, labels=fs.labels)
+        report = diagnostics(space, result.indices, cluster=result.cluster, labels=fs.labels,
+                             radius=state.coverage_radius(source, True),
+                             max_pool_samples=state.DIAGNOSTICS_SAMPLE)
         table.append({"setting": name, "EMD proxy": report["emd_proxy"], "coverage": report["coverage"],
                       "classes covered": report.get("classes_covered", np.nan),
                       "removed": int(result.removed.size), "seconds": result.timings["total"]})

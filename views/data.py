@@ -71,12 +71,7 @@ if submitted:
     except ValueError as exc:
         st.error(f"Cannot load this source: {exc}")
 
-source = state.current_source()
-try:
-    fs = state.feature_set(source)
-except ValueError as exc:
-    st.error(f"The current source cannot be loaded: {exc}")
-    st.stop()
+source, fs = state.current_feature_set()
 st.subheader(source.label)
 a, b, c = st.columns(3)
 a.metric("Samples", f"{len(fs.ids):,}")

@@ -11,12 +11,7 @@ from bilaf_core.export import selection_table, to_csv, to_json, to_label_studio
 from studio import state
 from studio.maps import selection_figure
 
-source = state.current_source()
-try:
-    fs = state.feature_set(source)
-except ValueError as exc:
-    st.error(f"The data source cannot be loaded: {exc}. Choose another one on the Data page.")
-    st.stop()
+source, fs = state.current_feature_set()
 n = len(fs.ids)
 st.title("Select samples to label")
 
@@ -29,7 +24,7 @@ with st.form("selection_parameters"):
     else:
         percent = right.number_input("Budget (% of the pool)", 0.01, 100.0, value=5.0, step=0.5, key="budget_percent")
         budget = max(1, min(n, round(n * percent / 100)))
-    n_cores = left.slider("K: core samples (stage 1)", 1, min(n, 1000), value=min(n, 2 * default_n_cores(n, n)),
+    n_cores = left.slider("K: core samples (stage 1)", 1, min(n, 1000), value=min(1000, default_n_cores(n, n)),
                           key="n_cores", help="pseudo-class centres; must not exceed the budget")
     removal_ratio = mid.slider("P_rm: removal ratio", 0.0, 0.9, 0.1, 0.05, key="removal_ratio")
     include_ratio = right.slider("P_in: include ratio per IDC round", 0.05, 1.0, 0.1, 0.05, key="include_ratio")
@@ -96,8 +91,11 @@ with map_col:
                "crosses: removed noise. Click a legend entry to hide a layer.")
 with info_col:
     space = l2_normalize(state.features(source)) if result.params["normalize"] else state.features(source)
-    report = diagnostics(space, result.indices, cluster=result.cluster, labels=fs.labels)
-    lines = [f"**EMD proxy** {report['emd_proxy']:.4f} (ActiveFT Eq. 16; lower is better)",
+    report = diagnostics(space, result.indices, cluster=result.cluster, labels=fs.labels,
+                         radius=state.coverage_radius(source, result.params["normalize"]),
+                         max_pool_samples=state.DIAGNOSTICS_SAMPLE)
+    estimate = f", on {report['estimated_on']:,} random pool samples" if report["estimated_on"] < n else ""
+    lines = [f"**EMD proxy** {report['emd_proxy']:.4f} (ActiveFT Eq. 16; lower is better{estimate})",
              f"**Coverage** {report['coverage']:.1%} of the pool within r = {report['coverage_radius']:.3f}",
              f"**Time** stage 1 {result.timings['stage1']:.2f} s · stage 2 {result.timings['stage2']:.2f} s"]
     if "classes_covered" in report:
