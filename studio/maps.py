@@ -9,7 +9,7 @@ from bilaf_core import Selection
 
 # role -> (marker symbol, size, colour); drawn bottom to top
 LAYERS = {
-    "removed": ("x", 7, "#5f6368"),
+    "removed": ("x", 5, "rgba(95, 99, 104, 0.55)"),  # light: it can be a large share of the pool
     "selected": ("circle-open", 10, "#d62728"),
     "boundary": ("circle-open", 10, "#d62728"),
     "core": ("star", 14, "#111111"),

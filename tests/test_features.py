@@ -2,7 +2,6 @@
 backbone, the cache (hit and resume), and every bad input of issue 3."""
 
 import io
-import json
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Select page: BiLAF's parameters, the selection on a 2-D map, diagnostics, exports."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
