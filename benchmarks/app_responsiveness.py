@@ -2,7 +2,8 @@
 with 50,000 cached features and a cached projection, a stage-2 slider change shows
 the updated map in <= 2 s end to end).
 
-    python benchmarks/app_responsiveness.py [--repeats 3] [--shared ../shared]
+    python benchmarks/app_responsiveness.py [--repeats 3] [--shared ../shared] [--dims 384] [--work DIR]
+    python benchmarks/app_responsiveness.py --dims 384 --work DIR --server-only   # AppTest, no browser
 
 Uses the real CIFAR-10 EfficientNet-Lite0 features in shared/data/cifar10 (50,000 x
 1,280), precomputes and caches their UMAP map, starts `streamlit run app.py` on that
@@ -41,6 +42,8 @@ def main() -> int:
     parser.add_argument("--dims", type=int, default=None,
                         help="reduce the features with PCA to this many dimensions first (384 = DINO ViT-S/16's size)")
     parser.add_argument("--work", help="work folder to reuse (keeps the UMAP cache between runs)")
+    parser.add_argument("--server-only", action="store_true",
+                        help="time only the server side: a full rerun after the slider change, through AppTest")
     args = parser.parse_args()
     from playwright.sync_api import expect, sync_playwright
 
@@ -59,6 +62,8 @@ def main() -> int:
     project_2d(np.asarray(load_feature_file(feature_file).features, dtype=np.float32), method="umap", cache_dir=cache)
     print(f"UMAP of 50,000 points precomputed in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
+    if args.server_only:
+        return server_side_only(feature_file, cache, args.repeats)
     port = _free_port()
     env = {**os.environ, "BILAF_START_FEATURES": str(feature_file), "BILAF_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
@@ -117,6 +122,29 @@ def main() -> int:
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     name = f"app_responsiveness_{features.shape[1]}d.md"
     (ROOT / "benchmarks" / "results" / name).write_text(table + "\n")
+    return 0
+
+
+def server_side_only(feature_file: Path, cache: Path, repeats: int) -> int:
+    """Seconds for the whole script rerun (stage 2, map figure, diagnostics, exports)
+    after a P_rm change, without a browser: the server's share of the response time."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ.update({"BILAF_START_FEATURES": str(feature_file), "BILAF_CACHE_DIR": str(cache)})
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
+    started = time.perf_counter()
+    at.run()
+    print(f"first run (stage 1 included): {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    reruns = []
+    for step in range(1, repeats + 1):
+        at.slider(key="removal_ratio").set_value(round(0.1 + 0.05 * step, 2))
+        at.button[0].click()
+        started = time.perf_counter()
+        at.run()
+        reruns.append(time.perf_counter() - started)
+        assert not at.exception, [e.value for e in at.exception]
+    print(f"server-side rerun after a slider change: median {statistics.median(reruns):.2f} s "
+          f"({', '.join(f'{r:.2f}' for r in reruns)})")
     return 0
 
 
