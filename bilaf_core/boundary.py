@@ -32,6 +32,7 @@ twice, the ``reference`` variant applies the ``paper`` variant's rules instead:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import os
@@ -144,8 +145,8 @@ class _LocalDistances:
         if self.matrix is not None and rows.size == cols.size == self.n:  # everyone to everyone
             return self.matrix.mean(axis=1, dtype=np.float64)
         out = np.empty(rows.size, dtype=np.float64)
-        step = max(1, 4_000_000 // max(cols.size, 1))
-        for start in range(0, rows.size, step):
+        chunks, step = _row_chunks(rows.size, cols.size)
+        for start in chunks:
             out[start : start + step] = self.block(rows[start : start + step], cols).mean(axis=1)
         return out
 
@@ -705,53 +706,53 @@ def select_boundary(
     # collected in cluster order, hence identical to a sequential run.
     big_clusters = features.shape[0] >= _PARALLEL_MIN_CLUSTER_SIZE * n_cores
     n_workers = min(4, os.cpu_count() or 1) if big_clusters else 1
-    workers = ThreadPoolExecutor(max_workers=n_workers) if n_workers > 1 else None
-    run = workers.map if workers is not None else map
-    blas_limit = threadpool_limits(limits=1, user_api="blas") if workers is not None else None  # no oversubscription
 
-    # Step 2: denoise each cluster.
-    def denoise_one(cluster_id: int):
-        members = members_of[cluster_id]
-        dist = _LocalDistances(features[members], exact=reference)
-        core_local = int(np.searchsorted(members, cores[cluster_id]))
-        return dist, denoise_cluster(dist, core_local, method=denoise, k_neighbors=k_neighbors,
-                                     include_ratio=include_ratio, removal_ratio=removal_ratio, reference=reference)
+    with contextlib.ExitStack() as parallel:  # the pool and the BLAS limit end with the block, errors too
+        run = map
+        if n_workers > 1:
+            run = parallel.enter_context(ThreadPoolExecutor(max_workers=n_workers)).map
+            parallel.enter_context(threadpool_limits(limits=1, user_api="blas"))  # no oversubscription
 
-    local_distances, denoised = [], []
-    for cluster_id, (dist, den) in enumerate(run(denoise_one, range(n_cores))):
-        local_distances.append(dist)
-        denoised.append(den)
-        if progress is not None and cluster_id % 64 == 0:
-            progress(0.5 * cluster_id / n_cores, "denoising clusters")
+        # Step 2: denoise each cluster.
+        def denoise_one(cluster_id: int):
+            members = members_of[cluster_id]
+            dist = _LocalDistances(features[members], exact=reference)
+            core_local = int(np.searchsorted(members, cores[cluster_id]))
+            return dist, denoise_cluster(dist, core_local, method=denoise, k_neighbors=k_neighbors,
+                                         include_ratio=include_ratio, removal_ratio=removal_ratio, reference=reference)
 
-    # Step 3: allocate.
-    allocation = allocate_budget(budget, np.array([d.n_kept for d in denoised]), reference=reference)
+        local_distances, denoised = [], []
+        for cluster_id, (dist, den) in enumerate(run(denoise_one, range(n_cores))):
+            local_distances.append(dist)
+            denoised.append(den)
+            if progress is not None and cluster_id % 64 == 0:
+                progress(0.5 * cluster_id / n_cores, "denoising clusters")
 
-    # Step 4: one picker per cluster, each run to its own budget.
-    def pick_one(cluster_id: int) -> ClusterPicker:
-        kept = denoised[cluster_id].kept
-        kept_dist = _SubsetDistances(local_distances[cluster_id], kept)
-        kept_pool = members_of[cluster_id][kept]
-        core_position = int(np.flatnonzero(kept_pool == cores[cluster_id])[0])
-        scorer = _make_scorer(
-            criterion, kept_dist, kept_pool, core_position, others, features, core_features, cluster_id,
-            penalty=opponent_penalty if process == "iterative" else 1.0, dynamic=not reference,
-        )
-        picker = ClusterPicker(kept_dist, scorer, core=core_position, budget=int(allocation[cluster_id]),
-                               iterative=process == "iterative", keep_trace=keep_trace)
-        picker.run_to(int(allocation[cluster_id]))
-        return picker
+        # Step 3: allocate.
+        allocation = allocate_budget(budget, np.array([d.n_kept for d in denoised]), reference=reference)
 
-    pickers = []
-    for cluster_id, picker in enumerate(run(pick_one, range(n_cores))):
-        pickers.append(picker)
-        if progress is not None and cluster_id % 64 == 0:
-            progress(0.5 + 0.5 * cluster_id / n_cores, "selecting boundary samples")
-    if workers is not None:
-        workers.shutdown()
-        blas_limit.restore_original_limits()
+        # Step 4: one picker per cluster, each run to its own budget.
+        def pick_one(cluster_id: int) -> ClusterPicker:
+            kept = denoised[cluster_id].kept
+            kept_dist = _SubsetDistances(local_distances[cluster_id], kept)
+            kept_pool = members_of[cluster_id][kept]
+            core_position = int(np.flatnonzero(kept_pool == cores[cluster_id])[0])
+            scorer = _make_scorer(
+                criterion, kept_dist, kept_pool, core_position, others, features, core_features, cluster_id,
+                penalty=opponent_penalty if process == "iterative" else 1.0, dynamic=not reference,
+            )
+            picker = ClusterPicker(kept_dist, scorer, core=core_position, budget=int(allocation[cluster_id]),
+                                   iterative=process == "iterative", keep_trace=keep_trace)
+            picker.run_to(int(allocation[cluster_id]))
+            return picker
 
-    extra_picks = _run_pickers(pickers, allocation, denoised, members_of, budget)
+        pickers = []
+        for cluster_id, picker in enumerate(run(pick_one, range(n_cores))):
+            pickers.append(picker)
+            if progress is not None and cluster_id % 64 == 0:
+                progress(0.5 + 0.5 * cluster_id / n_cores, "selecting boundary samples")
+
+    extra_picks = _run_pickers(pickers, allocation, denoised, members_of)
 
     # Assemble in core order.
     indices, cluster_ids, scores, opponents = [], [], [], []
@@ -857,7 +858,7 @@ def _make_scorer(criterion, kept_dist, kept_pool, core_position, others, feature
                           dynamic=dynamic, all_opponent_distances=all_opponent_distances)
 
 
-def _run_pickers(pickers, allocation, denoised, members_of, budget) -> list[list[int]]:
+def _run_pickers(pickers, allocation, denoised, members_of) -> list[list[int]]:
     """The budget fallback of :func:`select_boundary`, after every picker ran to its budget.
 
     Returns, per cluster, the removed samples taken in the last fallback phase.

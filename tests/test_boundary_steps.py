@@ -191,3 +191,23 @@ def test_reopened_candidates_are_not_dropped_by_the_removal_radius():
         result = select_boundary(features, np.array([2]), 3, variant=variant, k_neighbors=1,
                                  include_ratio=0.05, removal_ratio=0.0, opponent_penalty=1.0)
         assert sorted(result.indices.tolist()) == [0, 1, 2]
+
+
+def test_an_error_in_the_parallel_phase_restores_blas_threads(monkeypatch):
+    # Regression: the one-thread BLAS limit of the parallel phase was only undone on
+    # success, so an error left every later matrix product in the process on one thread.
+    from threadpoolctl import threadpool_info
+
+    import bilaf_core.boundary as boundary
+
+    before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    monkeypatch.setattr(boundary.os, "cpu_count", lambda: 2)  # enough workers for the pool
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("denoiser failed")
+
+    monkeypatch.setattr(boundary, "denoise_cluster", broken)
+    features = np.random.default_rng(0).standard_normal((1000, 4)).astype(np.float32)  # 500 per cluster: parallel
+    with pytest.raises(RuntimeError, match="denoiser failed"):
+        select_boundary(features, np.array([0, 1]), 10)
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == before
