@@ -89,8 +89,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from .features import extract_features, load_backbone
 
     pool = load_pool(args.dataset, root=args.root)
-    backbone = load_backbone(args.backbone, weights=args.weights, pooling=args.pooling, allow_fallback=args.fallback,
-                             notify=lambda message: print(f"note: {message}", file=sys.stderr))
+    backbone = load_backbone(args.backbone, weights=args.weights, pooling=args.pooling, allow_fallback=args.fallback)
     print(f"{pool.name}: {len(pool):,} images; backbone {backbone.name} ({backbone.weights_source})", file=sys.stderr)
     report = _ProgressBar()
     try:

@@ -474,11 +474,12 @@ def extract_features(
 
 def _assemble(folder: Path, n_chunks: int, final: Path, *, standardise: bool) -> dict:
     """Stream the chunks' readable rows into one .npy (atomically); return the metadata."""
-    kept, failed, total, width = [], [], 0, None
-    for c in range(n_chunks):
+    kept, failed, total = [], [], 0
+    with np.load(folder / "chunk_00000.npz", allow_pickle=False) as chunk:
+        width = chunk["features"].shape[1]
+    for c in range(n_chunks):  # this pass reads only the (small) reasons arrays
         with np.load(folder / f"chunk_{c:05d}.npz", allow_pickle=False) as chunk:
             reasons = chunk["reasons"]
-            width = chunk["features"].shape[1]
         for j, reason in enumerate(reasons):
             if reason:
                 failed.append([total + j, str(reason)])
@@ -486,10 +487,10 @@ def _assemble(folder: Path, n_chunks: int, final: Path, *, standardise: bool) ->
                 kept.append(total + j)
         total += reasons.size
     with atomic_open(final, "wb") as handle:
-        header = {"descr": "<f4", "fortran_order": False, "shape": (len(kept), width or 0)}
+        header = {"descr": "<f4", "fortran_order": False, "shape": (len(kept), width)}
         np.lib.format.write_array_header_1_0(handle, header)
-        sums = np.zeros(width or 0, dtype=np.float64)
-        squares = np.zeros(width or 0, dtype=np.float64)
+        sums = np.zeros(width, dtype=np.float64)
+        squares = np.zeros(width, dtype=np.float64)
         for c in range(n_chunks):
             with np.load(folder / f"chunk_{c:05d}.npz", allow_pickle=False) as chunk:
                 rows = chunk["features"][chunk["reasons"] == ""]

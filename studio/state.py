@@ -90,20 +90,21 @@ def pool(dataset: str, root: str):
 
 def feature_set(source: Source, *, progress=None, notify=None) -> FeatureSet:
     """The source's features; extracted (with progress) or served from the caches."""
-    key = (source, "features")
     cached = _feature_sets()
-    if key not in cached:
+    if source not in cached:
         if source.feature_file:
-            cached[key] = load_feature_file(source.feature_file)
+            cached[source] = load_feature_file(source.feature_file)
         else:
             backbone = load_backbone(source.backbone, weights=source.weights or None, allow_fallback=True,
                                      notify=notify or (lambda message: None))
-            cached[key] = extract_features(pool(source.dataset, source.root), backbone, progress=progress)
-    return cached[key]
+            cached[source] = extract_features(pool(source.dataset, source.root), backbone, progress=progress)
+    return cached[source]
 
 
 @st.cache_resource
 def _feature_sets() -> dict:
+    # A plain dict rather than @st.cache_resource on feature_set itself: Streamlit forbids a
+    # cached function to update elements made outside it, such as the Data page's progress bar.
     return {}
 
 
