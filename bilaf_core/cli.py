@@ -1,12 +1,17 @@
-"""Command line: ``python -m bilaf_core select ...`` and ``python -m bilaf_core features ...``.
+"""Command line: ``python -m bilaf_core select | features | evaluate | finetune | runs``.
 
-Results go to files, progress to stderr, nothing else to stdout. Invalid input prints
-one line, ``error: <what is wrong and what to do>``, to stderr and exits with status 2.
+Selections and features go to files; ``evaluate`` and ``finetune`` print their result
+as one JSON object on stdout and ``runs`` prints the history table; progress goes to
+stderr. Selections and training runs are recorded in the run store (``--store``,
+default :func:`bilaf_core.store.default_store_path`), the same one the app reads.
+Invalid input prints one line, ``error: <what is wrong and what to do>``, to stderr and
+exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -62,10 +67,28 @@ class _ProgressBar:
             self.bar.close()
 
 
+def _sample_ids(path: str) -> np.ndarray | None:
+    """The ``ids`` array of a feature .npz (as ``features`` writes), else None."""
+    if not path.endswith(".npz"):
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        return archive["ids"] if "ids" in archive.files else None
+
+
+def _open_store(path: str | None):
+    from .store import RunStore, StoreError
+
+    try:
+        return RunStore(path)
+    except StoreError as exc:
+        raise _UsageError(str(exc)) from None
+
+
 def _cmd_select(args: argparse.Namespace) -> int:
     from .selection import select
 
     features = _load_array(args.features, what="features")
+    ids = _sample_ids(args.features)
     cores = _load_array(args.cores, what="cores") if args.cores else None
     report = _ProgressBar()
     try:
@@ -77,9 +100,119 @@ def _cmd_select(args: argparse.Namespace) -> int:
         )
     finally:
         report.close()
-    json_path, npz_path = selection.save(args.out)
-    print(f"selected {selection.budget} samples in {selection.timings['total']:.2f} s -> {json_path} (+ {npz_path.name})",
-          file=sys.stderr)
+    store = _open_store(args.store)
+    selection_id = store.add_selection(
+        dataset=Path(args.features).name, backbone="feature file", params=selection.params, indices=selection.indices,
+        sample_ids=None if ids is None else ids[selection.indices], n_pool=features.shape[0],
+        seconds=selection.timings["total"])
+    json_path, npz_path = selection.save(args.out, sample_ids=None if ids is None else ids[selection.indices],
+                                         extra={"store": {"path": str(store.path), "selection_id": selection_id}})
+    print(f"selected {selection.budget} samples in {selection.timings['total']:.2f} s -> {json_path} (+ {npz_path.name});"
+          f" selection #{selection_id} in {store.path}", file=sys.stderr)
+    return 0
+
+
+def _read_selection(path: str) -> dict:
+    """A selection JSON (as ``select`` writes): indices, optional ids, params, store."""
+    file = Path(path)
+    if not file.is_file():
+        raise _UsageError(f"selection file not found: {file}")
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _UsageError(f"cannot read selection {file} (not the JSON that 'select' writes?): {exc}") from None
+    indices = document.get("indices") if isinstance(document, dict) else None
+    if not isinstance(indices, list) or not indices or not all(isinstance(i, int) for i in indices):
+        raise _UsageError(f"selection {file} has no list of integer 'indices'; give a file written by 'select'")
+    return document
+
+
+def _selection_in_store(store, document: dict, *, dataset: str, backbone: str, n_pool: int) -> int:
+    """The store id of the selection: the one ``select`` recorded, else a new record."""
+    recorded = document.get("store") or {}
+    if recorded.get("path") == str(store.path) and isinstance(recorded.get("selection_id"), int):
+        return recorded["selection_id"]
+    return store.add_selection(dataset=dataset, backbone=backbone, params=document.get("params", {}),
+                               indices=np.asarray(document["indices"]), sample_ids=document.get("ids"), n_pool=n_pool)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .features import load_feature_file
+
+    document = _read_selection(args.selection)
+    feature_set = load_feature_file(args.features)
+    indices = np.asarray(document["indices"])
+    store = _open_store(args.store)
+    selection_id = _selection_in_store(store, document, dataset=Path(args.features).name, backbone="feature file",
+                                       n_pool=feature_set.features.shape[0])
+    options = {"k": args.k} if args.protocol == "knn" else {}
+    with store.track(protocol=args.protocol, params={"features": str(args.features), **options},
+                     selection_id=selection_id) as run:
+        result = evaluate(feature_set.features, feature_set.labels, indices, protocol=args.protocol,
+                          test_features=feature_set.test_features, test_labels=feature_set.test_labels, **options)
+        run.metrics = result.to_dict()
+    print(json.dumps({"run_id": run.id, **result.to_dict()}))
+    print(f"{args.protocol}: top-1 {100 * result.top1:.2f} % on the {result.eval_split} ({result.n_eval:,} samples), "
+          f"trained on {result.n_train} -> run #{run.id} in {store.path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .data import load_pool, read_label_csv
+    from .evaluate import check_indices
+    from .finetune import FinetuneConfig, finetune
+
+    document = _read_selection(args.selection)
+    pool = load_pool(args.dataset, root=args.root, test_root=args.test_root)
+    if document.get("ids"):
+        position = {str(sample_id): i for i, sample_id in enumerate(pool.ids)}
+        unknown = [i for i in document["ids"] if i not in position]
+        if unknown:
+            raise _UsageError(f"{len(unknown)} selected id(s) are not in {pool.name}, first {unknown[0]!r}; was the "
+                              "selection made on another data set?")
+        indices = np.array([position[i] for i in document["ids"]], dtype=np.int64)
+    else:
+        indices = np.asarray(document["indices"], dtype=np.int64)
+    indices = check_indices(indices, len(pool))
+    labels = read_label_csv(args.labels, pool.ids[indices], class_names=pool.class_names)[0] if args.labels else None
+    config = FinetuneConfig(epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
+                            eval_every=args.eval_every, eval_limit=args.eval_limit, num_workers=args.workers,
+                            random_state=args.seed)
+    store = _open_store(args.store)
+    selection_id = _selection_in_store(store, document, dataset=pool.name, backbone=args.backbone, n_pool=len(pool))
+    report = _ProgressBar()
+    params = {"dataset": args.dataset, "backbone": args.backbone, "weights": args.weights, **asdict(config)}
+    try:
+        with store.track(protocol="finetune", params=params, selection_id=selection_id) as run:
+            def on_epoch(entry: dict) -> None:
+                run.metrics = {"history": run.metrics.get("history", []) + [entry]}
+
+            def progress(fraction: float, message: str) -> None:
+                report(fraction, message)
+                run.progress(fraction, message)
+
+            result = finetune(pool, indices, labels=labels, backbone=args.backbone, weights=args.weights, config=config,
+                              checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=progress,
+                              on_epoch=on_epoch, allow_fallback=args.fallback)
+            run.metrics = result.to_dict()
+    finally:
+        report.close()
+    print(json.dumps({"run_id": run.id, **result.to_dict()}))
+    print(f"finetune: best top-1 {100 * result.best_top1:.2f} % (epoch {result.best_epoch}), final "
+          f"{100 * result.final_top1:.2f} % on the {result.eval_split} -> run #{run.id} in {store.path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    print(f"{'run':>5} {'status':10} {'protocol':9} {'method':10} {'budget':>7} {'top-1':>7}  dataset")
+    for row in store.runs():
+        top1 = row["metrics"].get("top1")
+        print(f"{row['id']:>5} {row['status']:10} {row['protocol']:9} {str(row['method']):10} {row['budget'] or 0:>7} "
+              f"{'' if top1 is None else f'{100 * top1:.2f}':>7}  {row['dataset']}")
     return 0
 
 
@@ -136,7 +269,18 @@ def _build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--criterion", default="boundary_score", choices=CRITERIA)
     sel.add_argument("--process", default="iterative", choices=PROCESSES)
     sel.add_argument("--seed", type=int, default=None, help="random seed (same seed, same selection)")
+    sel.add_argument("--store", help="run store (SQLite) to record the selection in (default: BILAF_STORE or the data dir)")
     sel.set_defaults(handler=_cmd_select)
+
+    from .evaluate import PROTOCOLS
+
+    ev = commands.add_parser("evaluate", help="linear-probe or k-NN accuracy of a selection on frozen features")
+    ev.add_argument("--features", required=True, help="feature .npz with labels (and test_features/test_labels)")
+    ev.add_argument("--selection", required=True, help="selection JSON written by 'select'")
+    ev.add_argument("--protocol", default="linear", choices=PROTOCOLS)
+    ev.add_argument("--k", type=int, default=20, help="neighbours for --protocol knn")
+    ev.add_argument("--store", help="run store (SQLite) to record the run in")
+    ev.set_defaults(handler=_cmd_evaluate)
 
     from .data import DATASETS
     from .features import DEFAULT_BACKBONE, POOLINGS
@@ -154,14 +298,41 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="fail instead of falling back to the bundled EfficientNet-Lite0 when weights are unavailable")
     feat.add_argument("--out", required=True, help="output .npz with features, ids and labels")
     feat.set_defaults(handler=_cmd_features)
+
+    ft = commands.add_parser("finetune", help="finetune a backbone on a selection's images and report top-1")
+    ft.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    ft.add_argument("--root", help="data folder (for --dataset folder: the image directory)")
+    ft.add_argument("--test-root", help="for --dataset folder: a labelled test folder")
+    ft.add_argument("--selection", required=True, help="selection JSON written by 'select'")
+    ft.add_argument("--labels", help="CSV with id,label for the selected samples (unlabelled folders)")
+    ft.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name")
+    ft.add_argument("--weights", help="local checkpoint (.pth / .safetensors)")
+    ft.add_argument("--epochs", type=int, default=10)
+    ft.add_argument("--image-size", type=int, default=224)
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument("--eval-every", type=int, default=1)
+    ft.add_argument("--eval-limit", type=int, default=2000, help="evaluate on at most this many samples")
+    ft.add_argument("--workers", type=int, default=0)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--checkpoint-dir", help="where checkpoints go (a run with the same inputs resumes)")
+    ft.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if a checkpoint exists")
+    ft.add_argument("--no-fallback", dest="fallback", action="store_false")
+    ft.add_argument("--store", help="run store (SQLite) to record the run in")
+    ft.set_defaults(handler=_cmd_finetune)
+
+    runs = commands.add_parser("runs", help="list the run history from the store")
+    runs.add_argument("--store", help="run store (SQLite)")
+    runs.set_defaults(handler=_cmd_runs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .store import StoreError
+
     try:
         args = _build_parser().parse_args(argv)
         return args.handler(args)
-    except (_UsageError, ValueError) as exc:
+    except (_UsageError, ValueError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

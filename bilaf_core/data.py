@@ -27,7 +27,7 @@ from PIL import Image
 
 from .network import network_available
 
-__all__ = ["Pool", "DATASETS", "load_pool", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
+__all__ = ["Pool", "DATASETS", "load_pool", "read_label_csv", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Images larger than this are refused before their pixels are decoded.
@@ -271,3 +271,39 @@ def load_pool(name: str, *, root: str | os.PathLike | None = None, test_root: st
     if name == "folder" and root:
         return _folder_pool(Path(root), test_root=Path(test_root) if test_root else None)
     return DATASETS[name](None if root is None else str(root))
+
+
+def read_label_csv(path: str | os.PathLike, sample_ids, *, class_names: tuple[str, ...] = ()) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Labels for ``sample_ids`` from a CSV with ``id`` and ``label`` columns (extra rows
+    are ignored). A label is a class id or a class name: names map to their position in
+    ``class_names`` when given, else to their rank in sorted order.
+
+    Returns
+    -------
+    labels : (len(sample_ids),) int64
+    class_names : the names, in class-id order.
+    """
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the label CSV {path}: {exc}") from None
+    if not {"id", "label"} <= set(frame.columns):
+        raise ValueError(f"the label CSV {path} needs 'id' and 'label' columns, found {', '.join(frame.columns)}")
+    frame = frame.drop_duplicates("id", keep="last").set_index("id")
+    wanted = [str(i) for i in sample_ids]
+    missing = [i for i in wanted if i not in frame.index or not frame.at[i, "label"].strip()]
+    if missing:
+        raise ValueError(f"the label CSV {path} has no label for {len(missing)} selected sample(s), first {missing[0]!r}; "
+                         "label every selected sample")
+    values = [frame.at[i, "label"].strip() for i in wanted]
+    if all(value.isdigit() for value in values):
+        labels = np.array([int(value) for value in values], dtype=np.int64)
+        return labels, tuple(class_names) or tuple(str(c) for c in range(int(labels.max()) + 1))
+    names = tuple(class_names) or tuple(sorted(set(values)))
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"the label CSV {path} names unknown classes {unknown[:5]}; known: {', '.join(names[:20])}")
+    position = {name: i for i, name in enumerate(names)}
+    return np.array([position[value] for value in values], dtype=np.int64), names

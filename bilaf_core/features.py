@@ -101,6 +101,8 @@ class FeatureSet:
     failed : list of (id, reason) for images that could not be read.
     backbone : str, a description of the backbone and its weights.
     from_cache : bool
+    test_features, test_labels : (M, d), (M,) a test split shipped with a feature file
+        (``test_features`` / ``test_labels`` arrays), else None.
     """
 
     features: np.ndarray
@@ -110,6 +112,8 @@ class FeatureSet:
     failed: list = field(default_factory=list)
     backbone: str = ""
     from_cache: bool = False
+    test_features: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------
@@ -330,17 +334,17 @@ def _bundled_lite0():
     return model
 
 
-def _embed(backbone: Backbone, batch):
-    """Pooled features of a normalised image batch (B, 3, H, W) -> (B, d)."""
+def pooled_features(model, pooling: str, batch):
+    """Pooled features of a normalised image batch (B, 3, H, W) -> (B, d), as a
+    :class:`Backbone` with this ``pooling`` embeds (also used when finetuning)."""
     import torch
 
-    model = backbone.model
-    if backbone.pooling == "avg":
+    if pooling == "avg":
         return model(batch)
     tokens = model.forward_features(batch)  # after the final norm
     cls = tokens[:, 0]
     patches = tokens[:, model.num_prefix_tokens :].mean(dim=1)
-    return {"cls": cls, "mean": patches, "cls+mean": torch.cat((cls, patches), dim=1)}[backbone.pooling]
+    return {"cls": cls, "mean": patches, "cls+mean": torch.cat((cls, patches), dim=1)}[pooling]
 
 
 # ----------------------------------------------------------------------------------
@@ -454,7 +458,7 @@ def extract_features(
             parts, reasons = [], []
             with torch.inference_mode():
                 for batch, batch_reasons in loader:
-                    parts.append(_embed(backbone, batch.to(backbone.device, non_blocking=True)).float().cpu().numpy())
+                    parts.append(pooled_features(backbone.model, backbone.pooling, batch.to(backbone.device, non_blocking=True)).float().cpu().numpy())
                     reasons.extend(batch_reasons)
                     done = c * chunk_size + len(reasons)
                     report(done / n, f"{backbone.name}: {done:,}/{n:,} images")
@@ -521,25 +525,31 @@ def _feature_set(pool: Pool, features: np.ndarray, meta: dict, backbone: Backbon
 # Precomputed features, thumbnails
 # ----------------------------------------------------------------------------------
 def load_feature_file(path: str | os.PathLike) -> FeatureSet:
-    """Read precomputed features: ``.npy`` (N x d), ``.npz`` (``features`` and optional
-    ``labels`` / ``ids``) or ``.parquet`` (a list column ``features`` or numeric columns,
+    """Read precomputed features: ``.npy`` (N x d), ``.npz`` (``features`` -- or
+    ``train_features`` -- and optional ``labels`` / ``ids`` / ``test_features`` /
+    ``test_labels``, ``train_labels`` also read as ``labels``) or ``.parquet`` (a list column ``features`` or numeric columns,
     optional ``id`` and ``label`` columns). Pickled objects are never loaded."""
     import zipfile
 
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"feature file not found: {file}")
-    labels = ids = None
+    labels = ids = test_features = test_labels = None
     try:
         if file.suffix == ".npy":
             features = np.load(file, allow_pickle=False, mmap_mode="r")
         elif file.suffix == ".npz":
             with np.load(file, allow_pickle=False) as data:
-                if "features" not in data.files:
+                key = next((k for k in ("features", "train_features") if k in data.files), None)
+                if key is None:
                     raise ValueError(f"{file} has no 'features' array (it holds {', '.join(data.files) or 'nothing'})")
-                features = data["features"]
-                labels = data["labels"] if "labels" in data.files else None
+                features = data[key]
+                label_key = next((k for k in ("labels", "train_labels") if k in data.files), None)
+                labels = data[label_key] if label_key else None
                 ids = data["ids"] if "ids" in data.files else None
+                if "test_features" in data.files:
+                    test_features = v.check_features(data["test_features"], name=f"test_features in {file.name}")
+                    test_labels = data["test_labels"] if "test_labels" in data.files else None
         elif file.suffix == ".parquet":
             import pandas as pd
 
@@ -566,9 +576,17 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     for name, column in (("labels", labels), ("ids", ids)):
         if column is not None and len(column) != n:
             raise ValueError(f"{file.name}: {name} has {len(column)} entries but features has {n} rows")
+    if test_features is not None:
+        if test_features.shape[1] != features.shape[1]:
+            raise ValueError(f"{file.name}: test_features has {test_features.shape[1]} dims but features has "
+                             f"{features.shape[1]}")
+        if test_labels is not None and len(test_labels) != test_features.shape[0]:
+            raise ValueError(f"{file.name}: test_labels has {len(test_labels)} entries but test_features has "
+                             f"{test_features.shape[0]} rows")
     ids = np.array([f"row/{i:07d}" for i in range(n)]) if ids is None else np.asarray(ids).astype(str)
     return FeatureSet(features, ids, None if labels is None else np.asarray(labels), np.arange(n, dtype=np.int64),
-                      [], f"feature file {file.name}", False)
+                      [], f"feature file {file.name}", False, test_features,
+                      None if test_labels is None else np.asarray(test_labels))
 
 
 def _check_streamed(features: np.ndarray, file: Path) -> None:

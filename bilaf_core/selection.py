@@ -87,9 +87,11 @@ class Selection:
         names, counts = np.unique(self.role, return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
 
-    def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
+    def save(self, path: str | os.PathLike, *, sample_ids: np.ndarray | None = None,
+             extra: dict | None = None) -> tuple[Path, Path]:
         """Write ``<stem>.json`` (indices, cores, removed, params, timings, readable by
-        anyone) and ``<stem>.npz`` (every array), each atomically."""
+        anyone) and ``<stem>.npz`` (every array), each atomically. ``sample_ids`` (the
+        pool's stable ids of ``indices``, in order) and ``extra`` keys go into the JSON."""
         json_path = Path(path).with_suffix(".json")
         npz_path = json_path.with_suffix(".npz")
         with atomic_open(npz_path, "wb") as handle:
@@ -101,6 +103,8 @@ class Selection:
             "params": self.params,
             "timings": self.timings,
             "arrays": npz_path.name,
+            **({"ids": [str(i) for i in sample_ids]} if sample_ids is not None else {}),
+            **(extra or {}),
         }
         atomic_write_text(json_path, json.dumps(document, indent=1))
         return json_path, npz_path

@@ -22,3 +22,9 @@ def blobs():
     rng = np.random.default_rng(0)
     centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     return np.concatenate([c + rng.standard_normal((60, 2)) for c in centers]).astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _private_run_store(tmp_path, monkeypatch):
+    """Every test records runs in its own store, never in the user's."""
+    monkeypatch.setenv("BILAF_STORE", str(tmp_path / "runs.sqlite"))

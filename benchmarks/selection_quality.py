@@ -1,0 +1,198 @@
+"""Selection quality: linear-probe and k-NN top-1 of every method, shaped like the
+BiLAF paper's Table 1, plus the paper-protocol ablation (Table 2) on one budget.
+
+    python benchmarks/selection_quality.py                      # shared CIFAR-10 features
+    python benchmarks/selection_quality.py --features F.npz --budgets 1 2 --seeds 0
+
+The feature file needs ``features`` (or ``train_features``), ``labels`` and a
+``test_features`` / ``test_labels`` split (without one, the unselected pool is the
+evaluation split). Every finished run is appended to ``<work>/runs.jsonl`` and stage-1
+cores are kept in ``<work>/``, so an interrupted benchmark resumes where it stopped and
+the table can be printed from what has finished (``--report-only``). Budgets run in the
+order given (the paper's 1 % and 2 % first by default), ActiveFT being the slow part:
+its 300 steps cost one N x K product each, K = B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_FEATURES = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10_effl0_features.npz"
+METHODS = ("random", "fds", "kmeans", "activeft", "bilaf (paper)", "bilaf (reference)", "typiclust", "probcover")
+ABLATIONS = {  # paper Table 2, BiLAF paper variant with one switch changed
+    "denoise none": {"denoise": "none"},
+    "denoise density": {"denoise": "density"},
+    "denoise distance": {"denoise": "distance"},
+    "denoise idc (default)": {},
+    "criterion distance": {"criterion": "distance"},
+    "process one-shot": {"process": "one_shot"},
+    "delta 1.0 (no penalty)": {"opponent_penalty": 1.0},
+}
+
+
+class Bench:
+    def __init__(self, features_path: Path, work: Path, n_cores: int):
+        from bilaf_core.core import l2_normalize
+        from bilaf_core.features import load_feature_file
+
+        feature_set = load_feature_file(features_path)
+        self.features = np.asarray(feature_set.features, dtype=np.float32)
+        self.unit = l2_normalize(self.features)
+        self.labels = feature_set.labels
+        self.test_features, self.test_labels = feature_set.test_features, feature_set.test_labels
+        self.n_cores = n_cores
+        self.work = work
+        work.mkdir(parents=True, exist_ok=True)
+        self.log = work / "runs.jsonl"
+        self.done = {row["key"]: row for row in read_rows(self.log)}
+
+    def cores(self, k: int, seed: int) -> tuple[np.ndarray, float]:
+        """ActiveFT cores (K, seed), computed once and kept on disk with their seconds."""
+        from bilaf_core._io import atomic_open
+        from bilaf_core.core import select_cores
+
+        path = self.work / f"activeft_k{k}_seed{seed}.npz"
+        if path.is_file():
+            with np.load(path) as saved:
+                return saved["cores"], float(saved["seconds"])
+        start = time.perf_counter()
+        cores = select_cores(self.unit, k, method="activeft", random_state=seed)
+        seconds = time.perf_counter() - start
+        with atomic_open(path, "wb") as handle:
+            np.savez(handle, cores=cores, seconds=seconds)
+        return cores, seconds
+
+    def run(self, method: str, budget: int, seed: int, overrides: dict | None = None, tag: str = "") -> dict:
+        from bilaf_core import select
+        from bilaf_core.evaluate import evaluate
+
+        key = json.dumps([method, budget, seed, tag])
+        if key in self.done:
+            return self.done[key]
+        if method == "activeft":
+            indices, seconds = self.cores(budget, seed)
+        elif method.startswith("bilaf"):
+            cores, stage1 = self.cores(self.n_cores, seed)
+            variant = "reference" if "reference" in method else "paper"
+            selection = select(self.features, budget, cores=cores, variant=variant, random_state=seed,
+                               **(overrides or {}))
+            indices, seconds = selection.indices, stage1 + selection.timings["total"]
+        else:
+            selection = select(self.features, budget, method=method, random_state=seed)
+            indices, seconds = selection.indices, selection.timings["total"]
+        row = {"key": key, "method": method, "budget": budget, "seed": seed, "tag": tag, "seconds": seconds,
+               "classes": int(np.unique(self.labels[indices]).size)}
+        for protocol in ("linear", "knn"):
+            result = evaluate(self.features, self.labels, indices, protocol=protocol,
+                              test_features=self.test_features, test_labels=self.test_labels)
+            row[protocol] = result.top1
+            row["eval_split"] = result.eval_split
+        with self.log.open("a") as handle:  # one line per finished run: a crash loses at most the current run
+            handle.write(json.dumps(row) + "\n")
+        self.done[key] = row
+        return row
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+    return rows
+
+
+def mean_std(values: list[float], scale: float = 100.0) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{scale * values[0]:.1f} (n=1)"
+    return f"{scale * statistics.mean(values):.1f} ± {scale * statistics.stdev(values):.1f}"
+
+
+def report(rows: list[dict], n_pool: int, percents: list[float], header: str) -> str:
+    budgets = {p: int(round(p / 100 * n_pool)) for p in percents}
+    lines = [header, ""]
+    for protocol, title in (("linear", "Linear probe top-1 (%)"), ("knn", "k-NN top-1 (%), k = 20, T = 0.07")):
+        lines += [f"### {title}", "", "| method | " + " | ".join(f"{p:g} % (B = {b:,})" for p, b in budgets.items()) + " |",
+                  "|---|" + "---|" * len(budgets)]
+        for method in METHODS:
+            cells = [mean_std([r[protocol] for r in rows if r["method"] == method and r["budget"] == b and not r["tag"]])
+                     for b in budgets.values()]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### Selection seconds (mean; ActiveFT's stage 1 included for BiLAF)", "",
+              "| method | " + " | ".join(f"{p:g} %" for p in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for method in METHODS:
+        cells = []
+        for b in budgets.values():
+            seconds = [r["seconds"] for r in rows if r["method"] == method and r["budget"] == b and not r["tag"]]
+            cells.append(f"{statistics.mean(seconds):.1f}" if seconds else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    ablation = [r for r in rows if r["tag"]]
+    if ablation:
+        budget = ablation[0]["budget"]
+        lines += ["", f"### Ablation, BiLAF (paper variant), B = {budget:,}: linear / k-NN top-1 (%)", "",
+                  "| setting | linear | k-NN |", "|---|---|---|"]
+        for tag in ABLATIONS:
+            picked = [r for r in ablation if r["tag"] == tag]
+            lines.append(f"| {tag} | {mean_std([r['linear'] for r in picked])} | {mean_std([r['knn'] for r in picked])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", type=Path, default=DEFAULT_FEATURES)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[1, 2, 0.5, 5], help="percent of the pool")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--n-cores", type=int, default=50, help="BiLAF's K (ALGORITHM.md: 50 for CIFAR-10)")
+    parser.add_argument("--ablation-budget", type=float, default=1.0, help="percent; 0 skips the ablation")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "bilaf-studio" / "selection_quality")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "selection_quality.md")
+    parser.add_argument("--report-only", action="store_true", help="print the table from finished runs")
+    args = parser.parse_args(argv)
+
+    work = args.work / args.features.stem
+    bench = Bench(args.features, work, args.n_cores)
+    n_pool = bench.features.shape[0]
+    if not args.report_only:
+        plan = [(m, int(round(p / 100 * n_pool)), s, None, "") for p in args.budgets for s in args.seeds for m in args.methods]
+        if args.ablation_budget:
+            b = int(round(args.ablation_budget / 100 * n_pool))
+            ablation = [("bilaf (paper)", b, s, o, t) for t, o in ABLATIONS.items() for s in args.seeds]
+            after_two_budgets = len(args.seeds) * len(args.methods) * 2
+            plan[after_two_budgets:after_two_budgets] = ablation
+        for method, budget, seed, overrides, tag in tqdm(plan, desc="runs", file=sys.stderr):
+            row = bench.run(method, budget, seed, overrides, tag)
+            tqdm.write(f"{method:18s} {tag:22s} B={budget:5d} seed={seed} linear={row['linear']:.3f} "
+                       f"knn={row['knn']:.3f} {row['seconds']:.1f}s", file=sys.stderr)
+    header = (f"## Selection quality on {args.features.name}: N = {n_pool:,}, d = {bench.features.shape[1]}, "
+              f"BiLAF K = {args.n_cores} (ActiveFT stage 1), seeds {args.seeds}, evaluated on "
+              f"{'the test split' if bench.test_features is not None else 'the unselected pool'}\n\n"
+              f"Machine: {platform.processor() or platform.machine()}, numbers are mean ± std over seeds.")
+    table = report(list(bench.done.values()), n_pool, args.budgets, header)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
