@@ -12,6 +12,7 @@ pages = [
     st.Page("views/select.py", title="Select", icon=":material/scatter_plot:", default=True),
     st.Page("views/inspect.py", title="Inspect", icon=":material/photo_library:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("views/finetune.py", title="Finetune", icon=":material/model_training:"),
 ]
 page = st.navigation(pages)
 

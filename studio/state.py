@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import multiprocessing
+import tempfile
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from bilaf_core.data import load_pool
 from bilaf_core.features import FeatureSet, extract_features, load_backbone, load_feature_file, thumbnails
 from bilaf_core.metrics import default_coverage_radius
 from bilaf_core.projection import cached_projection, project_2d
+from bilaf_core.store import RunStore, StoreError, default_store_path
 
 #: Pools above this size are projected with UMAP / t-SNE only when asked (a button).
 AUTO_PROJECTION_MAX = 20_000
@@ -187,3 +190,19 @@ def projection(source: Source, method: str, seed: int = 0, *, start: bool = True
     if not job.done():
         return None
     return job.result()  # re-raises a failed job's error for the page to show
+
+
+def run_store() -> RunStore | None:
+    """The run history (the session's choice, else the default store). When it cannot be
+    used, say why on the page and offer a fresh store beside it; None meanwhile."""
+    path = Path(st.session_state.get("store_path") or default_store_path())
+    try:
+        return RunStore(path)
+    except StoreError as exc:
+        st.error(f"{exc}")
+        folder = path.parent if os.access(path.parent, os.W_OK) else Path(tempfile.gettempdir())
+        fresh = folder / f"runs-{time.strftime('%Y%m%d-%H%M%S')}.sqlite"
+        if st.button(f"Start a new, empty run store ({fresh.name})", key="new_store"):
+            st.session_state.store_path = str(fresh)
+            st.rerun()
+        return None

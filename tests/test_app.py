@@ -107,3 +107,65 @@ def test_compare_page_shows_a_table_of_diagnostics():
     _no_failure(at)
     table = at.dataframe[-1].value  # [0] is the settings editor
     assert list(table["setting"])[0].startswith("bilaf") and len(table) == 4
+
+
+def _wait_for_job(at: AppTest) -> None:
+    import time
+
+    from studio import jobs
+
+    job = jobs.get(at.session_state["job_id"])
+    deadline = time.monotonic() + 120
+    while not job.done and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.done
+    at.run()
+
+
+def test_finetune_page_runs_knn_in_the_background_and_records_it():
+    from bilaf_core.store import RunStore
+
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page("views/finetune.py").run()
+    _no_failure(at)
+    assert any("Run a selection" in i.value for i in at.info)
+    at = _app()
+    at.switch_page("views/finetune.py").run()
+    _no_failure(at)
+    at.radio(key="protocol").set_value("knn").run()
+    at.button[0].click().run()  # Launch
+    _wait_for_job(at)
+    _no_failure(at)
+    assert any("k-NN" in s.value and "top-1" in s.value for s in at.success), [s.value for s in at.success]
+    (run,) = RunStore().runs()
+    assert run["status"] == "completed" and run["protocol"] == "knn" and run["metrics"]["top1"] > 0.5
+    assert run["dataset"] == "digits" and run["budget"] == at.session_state["selection"].budget
+    assert at.dataframe[-1].value["status"].tolist() == ["completed"]
+
+
+def test_finetune_page_offers_a_new_store_when_the_store_is_corrupted(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(b"garbage" * 200)
+    monkeypatch.setenv("BILAF_STORE", str(broken))
+    at = _app("views/finetune.py")
+    _no_failure(at)
+    assert any("not a readable database" in e.value for e in at.error)
+    at.button(key="new_store").click().run()
+    _no_failure(at)
+    assert not at.error and broken.read_bytes().startswith(b"garbage")  # the old file is left alone
+
+
+def test_finetune_page_full_finetuning_one_short_epoch(tmp_path, monkeypatch):
+    monkeypatch.setenv("BILAF_DATA_DIR", str(tmp_path))  # checkpoints go there
+    at = _app()
+    at.switch_page("views/finetune.py").run()
+    at.radio(key="protocol").set_value("finetune").run()
+    at.number_input(key="ft_epochs").set_value(1)
+    at.select_slider(key="ft_image_size").set_value(32)
+    at.number_input(key="ft_batch_size").set_value(64)
+    at.number_input(key="ft_eval_limit").set_value(20)
+    at.button[0].click().run()
+    _wait_for_job(at)
+    _no_failure(at)
+    assert any("best top-1" in s.value for s in at.success), [e.value for e in at.error]
+    assert list(tmp_path.glob("checkpoints/*/last.pt"))

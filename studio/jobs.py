@@ -1,0 +1,141 @@
+"""Background training jobs for the Finetune page: one worker thread shared by all
+sessions, so a long run never blocks a page; each job records itself in the run store
+and can be cancelled. No Streamlit calls happen in the worker (only plain bilaf_core)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import streamlit as st
+
+from bilaf_core.data import load_pool
+from bilaf_core.evaluate import evaluate
+from bilaf_core.features import extract_features, load_backbone
+from bilaf_core.finetune import FinetuneConfig, finetune
+from bilaf_core.store import RunStore
+
+from .state import Source
+
+PROTOCOL_NAMES = {"linear": "Linear probe", "knn": "k-NN", "finetune": "Full finetuning"}
+
+
+class JobCancelled(RuntimeError):
+    """Raised inside a job when its cancel button was pressed (the store marks it cancelled)."""
+
+
+@dataclass
+class Job:
+    id: int
+    protocol: str
+    budget: int
+    method: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: float = 0.0
+    message: str = "queued"
+    run_id: int | None = None
+    future: Future | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.future is not None and self.future.done()
+
+    def report(self, fraction: float, message: str) -> None:
+        if self.cancel.is_set():
+            raise JobCancelled("cancelled from the app")
+        self.progress, self.message = fraction, message
+
+
+@st.cache_resource
+def _worker() -> tuple[ThreadPoolExecutor, dict, itertools.count]:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="bilaf-training"), {}, itertools.count(1)
+
+
+def get(job_id: int | None) -> Job | None:
+    return _worker()[1].get(job_id)
+
+
+@dataclass(frozen=True)
+class TrainingInput:
+    """Everything a job needs, resolved on the page (the worker calls no Streamlit)."""
+
+    source: Source
+    features: np.ndarray
+    labels: np.ndarray | None
+    ids: np.ndarray
+    kept: np.ndarray
+    backbone_description: str
+    test_features: np.ndarray | None
+    test_labels: np.ndarray | None
+
+
+def submit(store_path: Path, data: TrainingInput, selection, protocol: str, options: dict,
+           *, selected_labels: np.ndarray | None = None) -> Job:
+    """Queue a linear-probe, k-NN or finetuning run of ``selection`` on the worker."""
+    executor, jobs, counter = _worker()
+    job = Job(next(counter), protocol, selection.budget, selection.params["method"])
+    job.future = executor.submit(_run, job, store_path, data, selection, protocol, dict(options), selected_labels)
+    jobs[job.id] = job
+    return job
+
+
+def _run(job: Job, store_path: Path, data: TrainingInput, selection, protocol: str, options: dict,
+         selected_labels: np.ndarray | None):
+    store = RunStore(store_path)
+    selection_id = store.add_selection(
+        dataset=data.source.label, backbone=data.backbone_description, params=selection.params,
+        indices=selection.indices, sample_ids=data.ids[selection.indices], n_pool=len(data.ids),
+        seconds=selection.timings.get("total"))
+    with store.track(protocol=protocol, params=options, selection_id=selection_id) as run:
+        job.run_id = run.id
+
+        def progress(fraction: float, message: str) -> None:
+            job.report(fraction, message)
+            run.progress(fraction, message)
+
+        if protocol == "finetune":
+            result = _finetune(job, data, selection, options, selected_labels, progress, run)
+        else:
+            test_x, test_y = _test_split(data, progress)
+            labels = data.labels
+            if selected_labels is not None:  # user-given labels for an unlabelled pool
+                labels = np.full(len(data.ids), -1)
+                labels[selection.indices] = selected_labels
+            progress(0.9, f"training the {PROTOCOL_NAMES[protocol].lower()}")
+            result = evaluate(data.features, labels, selection.indices, protocol=protocol, test_features=test_x,
+                              test_labels=test_y, **options)
+        run.metrics = result.to_dict()
+        job.progress, job.message = 1.0, "done"
+    return result
+
+
+def _test_split(data: TrainingInput, progress: Callable[[float, str], None]):
+    """The test split's features: shipped with the feature file, or extracted (cached on
+    disk) with the pool's backbone; None when the source has no test split."""
+    if data.test_features is not None or data.source.feature_file:
+        return data.test_features, data.test_labels
+    pool = load_pool(data.source.dataset, root=data.source.root or None)
+    if pool.test is None:
+        return None, None
+    backbone = load_backbone(data.source.backbone, weights=data.source.weights or None, allow_fallback=True,
+                             notify=lambda message: None)
+    test = extract_features(pool.test, backbone, progress=lambda f, m: progress(0.9 * f, f"test split: {m}"))
+    return np.asarray(test.features, dtype=np.float32), test.labels
+
+
+def _finetune(job: Job, data: TrainingInput, selection, options: dict, selected_labels, progress, run):
+    options = dict(options)
+    backbone, weights = options.pop("backbone"), options.pop("weights", None)
+    pool = load_pool(data.source.dataset, root=data.source.root or None)
+
+    def on_epoch(entry: dict) -> None:
+        run.metrics = {"history": run.metrics.get("history", []) + [entry]}
+
+    return finetune(pool, data.kept[selection.indices], labels=selected_labels, backbone=backbone, weights=weights,
+                    config=FinetuneConfig(**options), allow_fallback=True, progress=progress,
+                    should_stop=job.cancel.is_set, on_epoch=on_epoch)
