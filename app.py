@@ -13,6 +13,7 @@ pages = [
     st.Page("views/inspect.py", title="Inspect", icon=":material/photo_library:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("views/finetune.py", title="Finetune", icon=":material/model_training:"),
+    st.Page("views/learn.py", title="Learn", icon=":material/school:"),
 ]
 page = st.navigation(pages)
 

@@ -57,6 +57,7 @@ __all__ = [
     "DenoisedCluster",
     "allocate_budget",
     "BoundaryScorer",
+    "boundary_score_at",
     "ClusterPicker",
     "Pick",
     "BoundaryResult",
@@ -791,6 +792,57 @@ def select_boundary(
         allocation=allocation,
         traces=traces,
     )
+
+
+def boundary_score_at(
+    points: np.ndarray,
+    denoised_members: np.ndarray,
+    core_features: np.ndarray,
+    cluster_id: int,
+    *,
+    opponent_penalty: float = 1.1,
+    penalty_counts: np.ndarray | None = None,
+) -> dict:
+    """Paper Eq. 7 at arbitrary points, as cluster ``cluster_id`` scores its members.
+
+    The same :class:`BoundaryScorer` that stage 2 uses (``paper`` variant, exact
+    distances): d_intra(x) is the mean distance from x to the denoised members U_i, and
+    the opponent l minimises (delta^{t_l} D(x, c_l) - d_intra(x)) / max(D(x, c_l), d_intra(x)).
+    For a member of U_i this equals its score in stage 2 at the moment the opponent
+    counts are ``penalty_counts``. Used to draw the score as a field over the plane.
+
+    Parameters
+    ----------
+    points : (n, d) where to evaluate.
+    denoised_members : (m, d) features of U_i (the core among them).
+    core_features : (K, d) every core, row = cluster id.
+    cluster_id : int, the cluster whose score this is (its own core is never an opponent).
+    opponent_penalty : delta >= 1.
+    penalty_counts : (K,) int, t_l so far (default zeros).
+
+    Returns
+    -------
+    dict of (n,) arrays: ``score``, ``opponent`` (cluster id, -1 when K = 1),
+    ``d_intra`` and ``opponent_distance`` D(x, c_opponent).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    n_cores = core_features.shape[0]
+    d_intra = pairwise_distances(points, denoised_members, exact=True).astype(np.float64).mean(axis=1)
+    if n_cores == 1:
+        opponents = np.full((points.shape[0], 1), -1, dtype=np.int64)
+        distances = np.full((points.shape[0], 1), NO_OPPONENT_DISTANCE)
+    else:
+        full = pairwise_distances(points, core_features, exact=True).astype(np.float64)
+        full[:, cluster_id] = np.inf
+        opponents = np.argsort(full, axis=1, kind="stable")[:, : n_cores - 1]
+        distances = np.take_along_axis(full, opponents, axis=1)
+    scorer = BoundaryScorer(d_intra, opponents, distances, n_cores=n_cores, penalty=opponent_penalty, dynamic=True)
+    if penalty_counts is not None:
+        scorer.factor[:n_cores] = opponent_penalty ** np.asarray(penalty_counts, dtype=np.float64)
+    score, opponent = scorer.scores(np.arange(points.shape[0]))
+    rows = np.arange(points.shape[0])
+    at = np.argmax(opponents == opponent[:, None], axis=1)
+    return {"score": score, "opponent": opponent, "d_intra": d_intra, "opponent_distance": distances[rows, at]}
 
 
 def _group(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:

@@ -169,3 +169,29 @@ def test_finetune_page_full_finetuning_one_short_epoch(tmp_path, monkeypatch):
     _no_failure(at)
     assert any("best top-1" in s.value for s in at.success), [e.value for e in at.error]
     assert list(tmp_path.glob("checkpoints/*/last.pt"))
+
+
+def test_learn_page_runs_every_data_set_at_every_step():
+    at = _app("views/learn.py")
+    _no_failure(at)
+    for data in ("blobs", "moons", "anisotropic", "rings", "2-D PCA of the current feature set"):
+        at.selectbox(key="learn_data").set_value(data).run()
+        for _ in range(5):  # steps 1..5, then back to 1
+            _no_failure(at)
+            assert not at.error, [e.value for e in at.error]
+            at.button(key="learn_next").click().run()
+        assert at.radio(key="learn_step").value.startswith("1")
+    at.radio(key="learn_step").set_value(at.radio(key="learn_step").options[4]).run()
+    at.toggle(key="learn_variants").set_value(True).run()
+    _no_failure(at)
+    at.radio(key="learn_step").set_value(at.radio(key="learn_step").options[3]).run()
+    table = at.dataframe[-1].value  # the picks of the followed cluster, core first
+    assert table["pick"].tolist() == list(range(len(table))) and len(table) > 1
+
+
+def test_learn_page_shows_an_error_for_k_above_the_budget():
+    at = _app("views/learn.py")
+    at.slider(key="learn_budget").set_value(5)
+    at.slider(key="learn_k").set_value(20).run()
+    _no_failure(at)
+    assert any("budget must be at least n_cores" in e.value for e in at.error)

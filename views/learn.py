@@ -1,0 +1,177 @@
+"""Learn page: BiLAF step by step on 2-D points, where every step can be seen exactly."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from bilaf_core.boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
+from bilaf_core.core import CORE_METHODS
+from bilaf_core.teaching import TOY_DATASETS, compare_methods, make_toy_dataset, walkthrough
+from studio import learn_figures as figures
+from studio import state
+
+STEPS = ["1 · Cores", "2 · Denoising (IDC)", "3 · Boundary score", "4 · Iterative picks", "5 · Result"]
+FEATURE_PCA = "2-D PCA of the current feature set"
+
+st.title("Learn: BiLAF step by step")
+st.caption("On data that is itself 2-D, each step of Algorithm 1 is drawn exactly. The page runs the library's own "
+           "stage 1 and stage 2 (with a trace of what stage 2 did); nothing here is re-implemented.")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def toy(name: str, n: int, overlap: float, outliers: float, seed: int):
+    return make_toy_dataset(name, n, overlap=overlap, outlier_fraction=outliers, random_state=seed)
+
+
+@st.cache_data(max_entries=32, show_spinner="Running BiLAF on the points ...")
+def run(points: np.ndarray, budget: int, n_cores: int, core_method: str, seed: int, stage2: tuple):
+    return walkthrough(points, budget, n_cores=n_cores, core_method=core_method, random_state=seed, **dict(stage2))
+
+
+@st.cache_data(max_entries=16, show_spinner="Running ActiveFT, K-Means and random with the same budget ...")
+def baselines(points: np.ndarray, budget: int, seed: int):
+    return compare_methods(points, budget, random_state=seed)
+
+
+with st.expander("Data", expanded=True):
+    a, b, c, d, e = st.columns(5)
+    data_name = a.selectbox("Data set", [*TOY_DATASETS, FEATURE_PCA], key="learn_data")
+    n_points = b.slider("Points", 200, 5000, 600, 100, key="learn_n")
+    overlap = c.slider("Overlap", 0.2, 3.0, 1.0, 0.1, key="learn_overlap", help="spread of each class")
+    outliers = d.slider("Outliers", 0.0, 0.3, 0.05, 0.01, key="learn_outliers", help="share of uniform noise points")
+    data_seed = int(e.number_input("Data seed", 0, 10_000, 0, key="learn_data_seed"))
+if data_name == FEATURE_PCA:
+    source, fs = state.current_feature_set()
+    points = state.projection(source, "pca").astype(np.float32)
+    if points.shape[0] > 5000:
+        keep = np.sort(np.random.default_rng(data_seed).choice(points.shape[0], 5000, replace=False))
+        points = points[keep]
+    st.info(f"A 2-D PCA of {source.label} ({points.shape[0]:,} points): the real selection works in all "
+            "dimensions, so what you see here is BiLAF run on the projection, for intuition only.")
+else:
+    points, _ = toy(data_name, n_points, overlap, outliers, data_seed)
+n = points.shape[0]
+
+with st.expander("Parameters (as on the Select page)", expanded=True):
+    a, b, c, d = st.columns(4)
+    budget = int(a.slider("Budget B", 2, min(n, 400), min(n, 60), key="learn_budget"))
+    n_cores = int(b.slider("K: cores", 1, min(n, 60), min(8, budget), key="learn_k"))
+    removal_ratio = c.slider("P_rm: removal ratio", 0.0, 0.9, 0.1, 0.05, key="learn_prm")
+    include_ratio = d.slider("P_in: include ratio per round", 0.05, 1.0, 0.1, 0.05, key="learn_pin")
+    k_neighbors = a.slider("k: density neighbours", 1, 50, 10, key="learn_knn")
+    penalty = b.slider("delta: opponent penalty", 1.0, 2.0, 1.1, 0.05, key="learn_delta")
+    core_method = c.selectbox("Stage-1 core method", CORE_METHODS, index=CORE_METHODS.index("kmeans"),
+                              key="learn_core_method")
+    variant = d.selectbox("Variant", VARIANTS, key="learn_variant")
+    denoise = a.selectbox("Denoiser", DENOISERS, key="learn_denoise")
+    criterion = b.selectbox("Criterion", CRITERIA, key="learn_criterion")
+    process = c.selectbox("Process", PROCESSES, key="learn_process")
+    seed = int(d.number_input("Seed", 0, 10_000, 0, key="learn_seed"))
+    st.caption("Stage 2 runs on the raw 2-D coordinates; stage 1 on their conformal lift onto a sphere "
+               "(L2 normalisation would keep only each point's angle). See bilaf_core.teaching.")
+
+stage2 = (("variant", variant), ("k_neighbors", k_neighbors), ("include_ratio", include_ratio),
+          ("removal_ratio", removal_ratio), ("opponent_penalty", penalty), ("denoise", denoise),
+          ("criterion", criterion), ("process", process))
+try:
+    result = run(points, budget, n_cores, core_method, seed, stage2)
+except ValueError as exc:
+    st.error(f"Cannot run BiLAF with these settings: {exc}")
+    st.stop()
+
+
+def move(delta: int) -> None:
+    st.session_state.learn_step = STEPS[(STEPS.index(st.session_state.learn_step) + delta) % len(STEPS)]
+
+
+left, mid, right = st.columns([1, 8, 1])
+left.button("◀ Previous", on_click=move, args=(-1,), key="learn_prev", width="stretch")
+mid.radio("Step", STEPS, horizontal=True, key="learn_step", label_visibility="collapsed")
+right.button("Next ▶", on_click=move, args=(1,), key="learn_next", width="stretch")
+step = STEPS.index(st.session_state.learn_step) + 1
+
+traces = result.result.traces
+allocation = result.result.allocation
+if step in (2, 3, 4):
+    default_cluster = int(np.argmax(allocation))
+    cluster = st.selectbox("Cluster to follow", range(len(traces)), index=default_cluster, key="learn_cluster",
+                           format_func=lambda c: f"cluster {c}: {traces[c].members.size} samples, "
+                                                f"{traces[c].kept.size} kept, budget {allocation[c]}")
+
+figure_col, text_col = st.columns([3, 2])
+with text_col:
+    if step == 1:
+        st.markdown(f"""**Stage 1: core samples.** {core_method} picks K = {n_cores} cores (stars), the centres of
+pseudo-classes. ActiveFT (the default on real data) moves K parameters to match the pool's distribution
+(ActiveFT paper, Eq. 9-13); K-Means takes the samples nearest the centroids; FDS the farthest points; random any.
+
+Every sample then joins the cluster of its **nearest core** (shaded regions): these pseudo-classes are what
+stage 2 works inside. Budgets are spread over them in proportion to their size after denoising
+(Alg. 1, step 3): here {", ".join(f"c{c}: {u}" for c, u in enumerate(allocation))}.""")
+    elif step == 2:
+        t = traces[cluster]
+        st.markdown(f"""**Denoising by iterative density-based clustering (IDC, Sec. 3.2).** In each cluster the
+included set U grows from the core: round 1 takes the m = max(1, ⌊n·P_in⌋) samples nearest the core, each later
+round the m samples whose **density distance** (mean of the k = {k_neighbors} smallest distances to U) is
+smallest. The inclusion order ranks the cluster from its dense centre to its periphery.
+
+The last ⌊n·P_rm⌋ samples in that order are **removed** as noise (crosses, P_rm = {removal_ratio}): an
+outlier near a boundary would otherwise look like the most informative sample there. Press ▶ to watch
+the rounds. Cluster {cluster}: {t.members.size} samples, {int(t.inclusion_round.max(initial=1))} rounds,
+{t.removed.size} removed.""")
+    elif step == 3:
+        st.markdown("**The boundary score (paper Eq. 7)** of a sample x of cluster i, against every other core "
+                    "c_l:")
+        st.latex(r"BS(x) = \min_{l \ne i} \frac{\delta^{t_l}\, D(x, c_l) - d_{intra}(x)}"
+                 r"{\max\left(D(x, c_l),\ d_{intra}(x)\right)}")
+        st.markdown(f"""d_intra(x) is the mean distance from x to the denoised cluster; D(x, c_l) the distance to
+the opponent core; t_l counts earlier picks against opponent l (all 0 here, before any pick). BS lies in
+[-1, 1]: **low (red) = near a boundary** with another pseudo-class, high (blue) = deep inside. The field is
+drawn over cluster {cluster}'s own region; hover a member for its numbers.""")
+    elif step == 4:
+        t = traces[cluster]
+        st.markdown(f"""**Iterative selection and removal (Alg. 1).** Starting from the core, cluster {cluster}
+picks its budget B_i = {t.budget} one sample at a time: the candidate with the **lowest BS**. Before each pick,
+the r = ⌊|U_i| / B_i⌋ = {t.radius} candidates nearest the previous pick are dropped (the dashed circle), so picks
+spread along the boundary instead of piling up at one spot. After each pick its opponent's count t_l grows, so
+delta = {penalty} makes the next picks favour *other* boundaries (the table).""")
+    else:
+        st.markdown("""**The result.** BiLAF's budget goes to the cores plus samples on the boundaries between
+pseudo-classes, with the noisy periphery left out. ActiveFT, K-Means and random spend the same budget on
+samples that represent the distribution (or not), with no notion of boundaries.""")
+
+with figure_col:
+    if step == 1:
+        st.plotly_chart(figures.regions_figure(result), width="stretch", key="learn_fig1")
+    elif step == 2:
+        st.plotly_chart(figures.idc_figure(result), width="stretch", key="learn_fig2")
+    elif step == 3:
+        st.plotly_chart(figures.score_figure(result, cluster, penalty=penalty), width="stretch", key="learn_fig3")
+    elif step == 4:
+        n_picks = len(traces[cluster].picks)
+        if n_picks == 0:
+            st.info("This cluster's budget is 1: its core is its only pick.")
+            upto = 0
+        else:
+            upto = st.slider("Picks shown", 1, n_picks, n_picks, key=f"learn_upto_{cluster}")
+        st.plotly_chart(figures.picks_figure(result, cluster, upto), width="stretch", key="learn_fig4")
+    else:
+        picks = {"BiLAF": result.result.indices, **{name.replace("kmeans", "K-Means").replace("activeft", "ActiveFT")
+                                                   .replace("random", "Random"): idx
+                                                   for name, idx in baselines(points, budget, seed).items()}}
+        st.plotly_chart(figures.comparison_figure(points, picks), width="stretch", key="learn_fig5")
+
+if step == 4:
+    st.dataframe(pd.DataFrame(figures.picks_table(result, cluster)), hide_index=True, width="stretch")
+if step == 5:
+    if st.toggle("Compare the paper and reference variants on these points", key="learn_variants"):
+        other = dict(stage2)
+        paper = run(points, budget, n_cores, core_method, seed, tuple({**other, "variant": "paper"}.items()))
+        reference = run(points, budget, n_cores, core_method, seed, tuple({**other, "variant": "reference"}.items()))
+        st.plotly_chart(figures.variants_figure(points, paper, reference), width="stretch", key="learn_variants_fig")
+        differ = np.setxor1d(paper.result.indices, reference.result.indices).size
+        st.caption(f"{differ} samples are selected by one variant only. The reference code's IDC averages distances "
+                   "to the wrong members (its density-distance indexing defect), drops each cluster's last < m "
+                   "samples (grey crosses: never selectable), leaves clusters under 10 samples undenoised and fixes "
+                   "each sample's opponent as its nearest other core; the paper variant fixes these "
+                   "(ALGORITHM.md).")
