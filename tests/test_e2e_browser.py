@@ -106,3 +106,24 @@ def test_select_move_slider_see_map_update_and_export_csv(server, tmp_path):
         time.sleep(1.0)
         page.screenshot(path=str(ROOT / "assets" / "inspect.png"), full_page=False)
         browser.close()
+
+
+def test_learn_page_steps_through_the_algorithm(server):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 1150})
+        page.goto(server)
+        page.get_by_role("link", name="Learn").click()
+        expect(page.get_by_text("Learn: BiLAF step by step")).to_be_visible(timeout=60_000)
+        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+        texts = ["Stage 1: core samples", "Denoising by iterative", "The boundary score", "Iterative selection and",
+                 "The result."]
+        for step, text in enumerate(texts):
+            expect(page.get_by_text(text).first).to_be_visible(timeout=60_000)
+            if step == 3:  # the picks step: its table and the figure, for the README
+                expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=30_000)
+                time.sleep(1.0)
+                page.screenshot(path=str(ROOT / "assets" / "learn.png"), full_page=False)
+            page.get_by_role("button", name="Next ▶").click()
+        expect(page.get_by_text(texts[0]).first).to_be_visible(timeout=60_000)  # wrapped around
+        browser.close()

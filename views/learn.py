@@ -33,7 +33,7 @@ def baselines(points: np.ndarray, budget: int, seed: int):
     return compare_methods(points, budget, random_state=seed)
 
 
-with st.expander("Data", expanded=True):
+with st.expander("Data: a generated 2-D set, or a projection of your features"):
     a, b, c, d, e = st.columns(5)
     data_name = a.selectbox("Data set", [*TOY_DATASETS, FEATURE_PCA], key="learn_data")
     n_points = b.slider("Points", 200, 5000, 600, 100, key="learn_n")
@@ -52,7 +52,7 @@ else:
     points, _ = toy(data_name, n_points, overlap, outliers, data_seed)
 n = points.shape[0]
 
-with st.expander("Parameters (as on the Select page)", expanded=True):
+with st.expander("Parameters (as on the Select page)"):
     a, b, c, d = st.columns(4)
     budget = int(a.slider("Budget B", 2, min(n, 400), min(n, 60), key="learn_budget"))
     n_cores = int(b.slider("K: cores", 1, min(n, 60), min(8, budget), key="learn_k"))
