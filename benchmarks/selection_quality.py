@@ -143,7 +143,7 @@ def report(rows: list[dict], n_pool: int, percents: list[float], header: str) ->
             seconds = [r["seconds"] for r in rows if r["method"] == method and r["budget"] == b and not r["tag"]]
             cells.append(f"{statistics.mean(seconds):.1f}" if seconds else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    ablation = [r for r in rows if r["tag"]]
+    ablation = [r for r in rows if r["tag"] in ABLATIONS]
     if ablation:
         budget = ablation[0]["budget"]
         lines += ["", f"### Ablation, BiLAF (paper variant), B = {budget:,}: linear / k-NN top-1 (%)", "",
@@ -152,6 +152,33 @@ def report(rows: list[dict], n_pool: int, percents: list[float], header: str) ->
             picked = [r for r in ablation if r["tag"] == tag]
             lines.append(f"| {tag} | {mean_std([r['linear'] for r in picked])} | {mean_std([r['knn'] for r in picked])} |")
     return "\n".join(lines) + "\n"
+
+
+def sweep(bench: Bench, args: argparse.Namespace) -> int:
+    """BiLAF (paper variant) over K, P_rm and L2 normalisation at one budget."""
+    budget = int(round(args.sweep_budget / 100 * bench.features.shape[0]))
+    lines = [f"## BiLAF sweep at B = {budget:,} on {args.features.name}, seeds {args.seeds}: linear / k-NN top-1 (%)",
+             "", "| K | P_rm | normalise | linear | k-NN |", "|---|---|---|---|---|"]
+    for k in args.sweep_k:
+        bench.n_cores = k
+        for removal in args.sweep_rm:
+            for normalize in (True, False):
+                tag = f"sweep K={k} rm={removal} norm={normalize}"
+                rows = [bench.run("bilaf (paper)", budget, s, {"removal_ratio": removal, "normalize": normalize}, tag)
+                        for s in args.seeds]
+                lines.append(f"| {k} | {removal} | {normalize} | {mean_std([r['linear'] for r in rows])} | "
+                             f"{mean_std([r['knn'] for r in rows])} |")
+                print(lines[-1], file=sys.stderr, flush=True)
+    reference = [bench.run(m, budget, s) for m in ("activeft", "random") for s in args.seeds]
+    for method in ("activeft", "random"):
+        picked = [r for r in reference if r["method"] == method]
+        lines.append(f"| {method} (whole budget) | | | {mean_std([r['linear'] for r in picked])} | "
+                     f"{mean_std([r['knn'] for r in picked])} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    out = args.out.with_name(args.out.stem + "_sweep.md")
+    out.write_text(table)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,11 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "bilaf-studio" / "selection_quality")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "selection_quality.md")
     parser.add_argument("--report-only", action="store_true", help="print the table from finished runs")
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead: BiLAF (paper) at --sweep-budget over K x P_rm x normalisation (why BiLAF "
+                             "leads or not)")
+    parser.add_argument("--sweep-budget", type=float, default=1.0, help="percent")
+    parser.add_argument("--sweep-k", type=int, nargs="+", default=[50, 100, 250])
+    parser.add_argument("--sweep-rm", type=float, nargs="+", default=[0.0, 0.1, 0.2])
     args = parser.parse_args(argv)
 
     work = args.work / args.features.stem
     bench = Bench(args.features, work, args.n_cores)
     n_pool = bench.features.shape[0]
+    if args.sweep:
+        return sweep(bench, args)
     if not args.report_only:
         plan = [(m, int(round(p / 100 * n_pool)), s, None, "") for p in args.budgets for s in args.seeds for m in args.methods]
         if args.ablation_budget:

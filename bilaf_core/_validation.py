@@ -22,6 +22,8 @@ __all__ = [
     "check_penalty",
     "check_choice",
     "check_random_state",
+    "check_shape_and_dtype",
+    "non_finite_message",
 ]
 
 
@@ -37,23 +39,11 @@ def check_features(features: object, *, name: str = "features") -> np.ndarray:
         array = np.asarray(features)
     except Exception as exc:  # ragged lists and the like
         raise ValueError(f"{name} must be a 2-D numeric array (N samples x d dims): {exc}") from None
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise ValueError(f"{name} must be a numeric array, got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name} must be 2-D (N samples x d dims), got {array.ndim}-D with shape {array.shape}; "
-            "reshape a single vector with .reshape(1, -1) or stack your vectors into rows"
-        )
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least 1 sample and 1 dimension")
+    check_shape_and_dtype(array, name=name)
     array = np.ascontiguousarray(array, dtype=np.float32)
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
-        raise ValueError(
-            f"{name} holds NaN or infinite values in {bad_rows.size} row(s), first at row {int(bad_rows[0])}; "
-            "remove or repair those rows before selecting"
-        )
+    bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad_rows.size:
+        raise ValueError(non_finite_message(name, bad_rows.size, int(bad_rows[0])))
     return array
 
 
@@ -148,3 +138,21 @@ def check_random_state(random_state: object) -> int | None:
     if not _is_int(random_state) or int(random_state) < 0:
         raise ValueError(f"random_state must be None or a non-negative integer seed, got {random_state!r}")
     return int(random_state)
+
+
+def check_shape_and_dtype(array: np.ndarray, *, name: str = "features") -> None:
+    """A numeric, non-empty 2-D array (N samples x d dims), or a ValueError saying why."""
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ValueError(f"{name} must be a numeric array, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (N samples x d dims), got {array.ndim}-D with shape {array.shape}; "
+            "reshape a single vector with .reshape(1, -1) or stack your vectors into rows"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least 1 sample and 1 dimension")
+
+
+def non_finite_message(name: str, n_bad_rows: int, first: int) -> str:
+    return (f"{name} holds NaN or infinite values in {n_bad_rows} row(s), first at row {first}; "
+            "remove or repair those rows before selecting")

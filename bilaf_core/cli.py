@@ -85,9 +85,10 @@ def _open_store(path: str | None):
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
+    from .features import load_feature_file
     from .selection import select
 
-    features = _load_array(args.features, what="features")
+    features = load_feature_file(args.features).features  # the app's reader: same checks, same messages
     ids = _sample_ids(args.features)
     cores = _load_array(args.cores, what="cores") if args.cores else None
     report = _ProgressBar()

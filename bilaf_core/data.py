@@ -27,7 +27,7 @@ from PIL import Image
 
 from .network import network_available
 
-__all__ = ["Pool", "DATASETS", "load_pool", "read_label_csv", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
+__all__ = ["Pool", "DATASETS", "load_pool", "read_label_csv", "extract_image_zip", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Images larger than this are refused before their pixels are decoded.
@@ -307,3 +307,56 @@ def read_label_csv(path: str | os.PathLike, sample_ids, *, class_names: tuple[st
         raise ValueError(f"the label CSV {path} names unknown classes {unknown[:5]}; known: {', '.join(names[:20])}")
     position = {name: i for i, name in enumerate(names)}
     return np.array([position[value] for value in values], dtype=np.int64), names
+
+
+#: Limits for an uploaded zip of images (a zip bomb or a stray archive is refused).
+MAX_ZIP_FILES = 200_000
+MAX_ZIP_BYTES = 8 * 1024**3
+
+
+def extract_image_zip(archive: str | os.PathLike, target: str | os.PathLike, *, max_files: int = MAX_ZIP_FILES,
+                      max_bytes: int = MAX_ZIP_BYTES) -> Path:
+    """Extract the images of a zip into ``target`` (created) and return it.
+
+    Every entry is checked before anything is written: absolute paths, ``..`` parts,
+    symlinks and entries resolving outside ``target`` are refused, as are archives with
+    more than ``max_files`` entries or ``max_bytes`` uncompressed. Only image files
+    (:data:`IMAGE_EXTENSIONS`) are written, each atomically. The pool is then
+    :func:`load_pool` ``("folder", root=target)``.
+    """
+    import stat
+    import zipfile
+
+    from ._io import atomic_open
+
+    target = Path(target)
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read the zip {archive}: {exc}") from None
+    with bundle:
+        entries = [e for e in bundle.infolist() if not e.is_dir()]
+        if len(entries) > max_files:
+            raise ValueError(f"the zip holds {len(entries):,} files, more than the {max_files:,} allowed")
+        total = sum(e.file_size for e in entries)
+        if total > max_bytes:
+            raise ValueError(f"the zip unpacks to {total / 1024**3:.1f} GB, more than the {max_bytes / 1024**3:.0f} GB "
+                             "allowed; point the app at an unpacked folder instead")
+        resolved = target.resolve()
+        for entry in entries:
+            name = entry.filename
+            if stat.S_ISLNK(entry.external_attr >> 16):
+                raise ValueError(f"the zip entry {name!r} is a symbolic link; links are not extracted")
+            parts = Path(name).parts
+            destination = (target / name).resolve()
+            if Path(name).is_absolute() or ".." in parts or not destination.is_relative_to(resolved):
+                raise ValueError(f"the zip entry {name!r} would be written outside the target folder; "
+                                 "the archive is refused")
+        images = [e for e in entries if Path(e.filename).suffix.lower() in IMAGE_EXTENSIONS]
+        if not images:
+            raise ValueError(f"the zip holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        for entry in images:
+            with bundle.open(entry) as source, atomic_open(target / entry.filename, "wb") as handle:
+                while chunk := source.read(1 << 20):
+                    handle.write(chunk)
+    return target

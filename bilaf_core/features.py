@@ -442,6 +442,8 @@ def extract_features(
         return _feature_set(pool, np.load(final, mmap_mode="r"), json.loads(meta_path.read_text()), backbone, True)
 
     folder.mkdir(parents=True, exist_ok=True)
+    for orphan in folder.glob(".*.tmp"):  # a killed run's half-written chunk: never read, removed
+        orphan.unlink(missing_ok=True)
     pixel_size = _first_readable_size(pool) if backbone.name == "pixels" else None
     n_chunks = math.ceil(n / chunk_size)
     workers = _num_workers(num_workers)
@@ -590,15 +592,19 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
 
 
 def _check_streamed(features: np.ndarray, file: Path) -> None:
-    """Validate a memory-mapped array block by block, without copying it whole."""
-    if features.ndim != 2 or 0 in features.shape:
-        raise ValueError(f"features in {file.name} must be a non-empty 2-D array (N x d), got shape {features.shape}")
-    if not np.issubdtype(features.dtype, np.number):
-        raise ValueError(f"features in {file.name} must be numeric, got dtype {features.dtype}")
+    """Validate a memory-mapped array block by block, without copying it whole (same
+    checks and messages as for arrays in memory)."""
+    name = f"features in {file.name}"
+    v.check_shape_and_dtype(features, name=name)
     step = max(1, 32_000_000 // max(features.shape[1], 1))
+    n_bad, first = 0, -1
     for start in range(0, features.shape[0], step):
-        if not np.isfinite(features[start : start + step]).all():
-            raise ValueError(f"features in {file.name} hold NaN or infinite values (rows {start}..); repair them first")
+        bad = np.flatnonzero(~np.isfinite(features[start : start + step]).all(axis=1))
+        if bad.size and first < 0:
+            first = start + int(bad[0])
+        n_bad += bad.size
+    if n_bad:
+        raise ValueError(v.non_finite_message(name, n_bad, first))
 
 
 def thumbnails(pool: Pool, *, size: int = 64, cache_dir: str | os.PathLike | None = None) -> np.ndarray:

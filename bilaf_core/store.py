@@ -125,14 +125,15 @@ class RunStore:
         except OSError as exc:
             raise StoreError(f"cannot create the folder of the run store {self.path}: {exc}; "
                              "choose another store path (BILAF_STORE)") from None
-        with self._transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise StoreError(f"the run store {self.path} was written by a newer BiLAF Studio (schema {version}); "
-                                 "upgrade, or choose another store path")
-            for statement in filter(str.strip, _SCHEMA.split(";")):  # executescript would commit early
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        version = self._read("PRAGMA user_version")[0]["user_version"]
+        if version > _SCHEMA_VERSION:
+            raise StoreError(f"the run store {self.path} was written by a newer BiLAF Studio (schema {version}); "
+                             "upgrade, or choose another store path")
+        if version < _SCHEMA_VERSION:  # a new file: create the tables (readers never need the write lock)
+            with self._transaction() as db:
+                for statement in filter(str.strip, _SCHEMA.split(";")):  # executescript would commit early
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         self.reap_stale()
 
     # -- plumbing ---------------------------------------------------------------------

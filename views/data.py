@@ -8,12 +8,14 @@ import numpy as np
 import streamlit as st
 
 from bilaf_core._io import atomic_open
+from bilaf_core.data import extract_image_zip
 from bilaf_core.features import default_cache_dir
 from studio import state
 
 st.title("Data")
 SOURCES = {"Built-in digits (offline)": "digits", "CIFAR-10": "cifar10", "CIFAR-100": "cifar100",
-           "Fashion-MNIST": "fashion-mnist", "Image folder": "folder", "Feature file (upload)": "features"}
+           "Fashion-MNIST": "fashion-mnist", "Image folder": "folder", "Image folder (zip upload)": "zip",
+           "Feature file (upload)": "features"}
 shared_cifar = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 with st.form("data_source"):
@@ -23,20 +25,30 @@ with st.form("data_source"):
                          value=str(shared_cifar) if shared_cifar.is_dir() else "",
                          help="CIFAR: the folder holding cifar-10-batches-py/ (or cifar10_jpeg.npz); "
                               "Fashion-MNIST: the folder of the *-ubyte.gz files (Debian's package is found by itself)")
-    upload = st.file_uploader("Feature file (.npy, .npz with 'features', .parquet)", type=["npy", "npz", "parquet"])
+    upload = st.file_uploader("Upload: a feature file (.npy, .npz with 'features', .parquet) or a zip of images "
+                              "(class subfolders give labels)", type=["npy", "npz", "parquet", "zip"])
     backbone_label = st.selectbox("Backbone", list(state.BACKBONE_CHOICES), key="backbone_choice")
     timm_name = st.text_input("timm model name (for 'Other timm model')", key="timm_name")
     weights = st.text_input("Weights file (optional; for DINO: dino_deitsmall16_pretrain.pth)", key="weights_path")
     submitted = st.form_submit_button("Load and extract features", type="primary")
 
 
-def save_upload(file) -> str:
+def save_upload(file) -> Path:
+    """Keep an upload under the cache, named by its content (a re-upload is free)."""
     data = file.getvalue()
-    path = default_cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(file.name).suffix}"
+    path = default_cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(file.name).suffix.lower()}"
     if not path.is_file():
         with atomic_open(path, "wb") as handle:
             handle.write(data)
-    return str(path)
+    return path
+
+
+def expected_upload(upload, suffixes: tuple[str, ...], what: str):
+    if upload is None:
+        raise ValueError(f"choose {what} to upload")
+    if Path(upload.name).suffix.lower() not in suffixes:
+        raise ValueError(f"{upload.name} is not {what} ({', '.join(suffixes)})")
+    return upload
 
 
 if submitted:
@@ -45,9 +57,16 @@ if submitted:
         if not backbone:
             raise ValueError("type a timm model name, e.g. convnext_tiny, or pick another backbone")
         if dataset == "features":
-            if upload is None:
-                raise ValueError("choose a feature file to upload")
-            source = state.Source(dataset="features", feature_file=save_upload(upload), backbone="")
+            saved = save_upload(expected_upload(upload, (".npy", ".npz", ".parquet"), "a feature file"))
+            source = state.Source(dataset="features", feature_file=str(saved), backbone="")
+        elif dataset == "zip":
+            saved = save_upload(expected_upload(upload, (".zip",), "a zip of images"))
+            folder = saved.with_suffix("")
+            if not folder.is_dir():  # extracted once per distinct archive
+                extract_image_zip(saved, folder.with_name(folder.name + ".partial"))
+                folder.with_name(folder.name + ".partial").rename(folder)
+            source = state.Source(dataset="folder", root=str(folder), backbone=backbone,
+                                  weights=state.check_allowed(weights.strip()) if weights.strip() else "")
         else:
             needs_root = dataset == "folder" or (dataset.startswith("cifar") and root.strip())
             folder = state.check_allowed(root.strip()) if needs_root and root.strip() else ""

@@ -51,6 +51,9 @@ if data_name == FEATURE_PCA:
 else:
     points, _ = toy(data_name, n_points, overlap, outliers, data_seed)
 n = points.shape[0]
+if n < 3:
+    st.error(f"The feature set has {n} sample(s); the walkthrough needs at least 3. Choose a generated data set.")
+    st.stop()
 
 with st.expander("Parameters (as on the Select page)"):
     a, b, c, d = st.columns(4)

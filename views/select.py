@@ -23,8 +23,12 @@ with st.form("selection_parameters"):
     else:
         percent = right.number_input("Budget (% of the pool)", 0.01, 100.0, value=5.0, step=0.5, key="budget_percent")
         budget = max(1, min(n, round(n * percent / 100)))
-    n_cores = left.slider("K: core samples (stage 1)", 1, min(n, 1000), value=min(1000, default_n_cores(n, n)),
-                          key="n_cores", help="pseudo-class centres; must not exceed the budget")
+    if n > 1:
+        n_cores = left.slider("K: core samples (stage 1)", 1, min(n, 1000), value=min(1000, default_n_cores(n, n)),
+                              key="n_cores", help="pseudo-class centres; must not exceed the budget")
+    else:  # a slider needs two values
+        n_cores = 1
+        left.caption("K = 1: the pool has a single sample")
     removal_ratio = mid.slider("P_rm: removal ratio", 0.0, 0.9, 0.1, 0.05, key="removal_ratio")
     include_ratio = right.slider("P_in: include ratio per IDC round", 0.05, 1.0, 0.1, 0.05, key="include_ratio")
     k_neighbors = left.slider("k: density neighbours", 1, 50, 10, key="k_neighbors")
