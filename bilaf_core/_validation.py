@@ -24,6 +24,7 @@ __all__ = [
     "check_random_state",
     "check_shape_and_dtype",
     "non_finite_message",
+    "as_int64",
 ]
 
 
@@ -82,12 +83,7 @@ def check_core_indices(cores: object, n_samples: int, budget: int) -> np.ndarray
     array = np.asarray(cores)
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"cores must be a non-empty 1-D array of pool indices, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-            array = array.astype(np.int64)
-        else:
-            raise ValueError(f"cores must hold integer pool indices, got dtype {array.dtype}")
-    array = array.astype(np.int64)
+    array = as_int64(array, "cores must hold integer pool indices")
     if array.min() < 0 or array.max() >= n_samples:
         raise ValueError(f"cores must be indices in [0, {n_samples - 1}], got values from {array.min()} to {array.max()}")
     unique = np.unique(array)
@@ -156,3 +152,12 @@ def check_shape_and_dtype(array: np.ndarray, *, name: str = "features") -> None:
 def non_finite_message(name: str, n_bad_rows: int, first: int) -> str:
     return (f"{name} holds NaN or infinite values in {n_bad_rows} row(s), first at row {first}; "
             "remove or repair those rows before selecting")
+
+
+def as_int64(array: np.ndarray, message: str) -> np.ndarray:
+    """Integers, or floats that hold whole numbers, as int64; else ``message``, dtype named."""
+    if not np.issubdtype(array.dtype, np.integer):
+        whole = np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array))
+        if not whole:
+            raise ValueError(f"{message}, got dtype {array.dtype}")
+    return array.astype(np.int64)

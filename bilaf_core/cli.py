@@ -153,10 +153,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(feature_set.features, feature_set.labels, indices, protocol=args.protocol,
                           test_features=feature_set.test_features, test_labels=feature_set.test_labels, **options)
         run.metrics = result.to_dict()
-    print(json.dumps({"run_id": run.id, **result.to_dict()}))
-    print(f"{args.protocol}: top-1 {100 * result.top1:.2f} % on the {result.eval_split} ({result.n_eval:,} samples), "
-          f"trained on {result.n_train} -> run #{run.id} in {store.path}", file=sys.stderr)
-    return 0
+    return _print_result(run.id, result.to_dict(), store.path,
+                         f"{args.protocol}: top-1 {100 * result.top1:.2f} % on the {result.eval_split} "
+                         f"({result.n_eval:,} samples), trained on {result.n_train}")
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -201,9 +200,15 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             run.metrics = result.to_dict()
     finally:
         report.close()
-    print(json.dumps({"run_id": run.id, **result.to_dict()}))
-    print(f"finetune: best top-1 {100 * result.best_top1:.2f} % (epoch {result.best_epoch}), final "
-          f"{100 * result.final_top1:.2f} % on the {result.eval_split} -> run #{run.id} in {store.path}", file=sys.stderr)
+    return _print_result(run.id, result.to_dict(), store.path,
+                         f"finetune: best top-1 {100 * result.best_top1:.2f} % (epoch {result.best_epoch}), final "
+                         f"{100 * result.final_top1:.2f} % on the {result.eval_split}")
+
+
+def _print_result(run_id: int, result: dict, store_path, summary: str) -> int:
+    """The result as one JSON object on stdout, a one-line summary on stderr."""
+    print(json.dumps({"run_id": run_id, **result}))
+    print(f"{summary} -> run #{run_id} in {store_path}", file=sys.stderr)
     return 0
 
 

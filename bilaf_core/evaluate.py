@@ -55,15 +55,11 @@ def _labels(labels: object, n: int, name: str) -> np.ndarray:
     array = np.asarray(labels)
     if array.ndim != 1 or array.shape[0] != n:
         raise ValueError(f"{name} must be a 1-D array with one entry per sample ({n}), got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-            array = array.astype(np.int64)
-        else:
-            raise ValueError(f"{name} must be integer class ids, got dtype {array.dtype}")
+    array = v.as_int64(array, f"{name} must be integer class ids")
     if (array < 0).any():
         raise ValueError(f"{name} hold negative class ids (first at {int(np.flatnonzero(array < 0)[0])}); "
                          "unlabelled samples cannot be used for training or evaluation")
-    return array.astype(np.int64)
+    return array
 
 
 def _check_pair(features: object, labels: object, name: str) -> tuple[np.ndarray, np.ndarray]:

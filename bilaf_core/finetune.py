@@ -251,7 +251,7 @@ def finetune(
 
     model = _build_classifier(model_source, n_classes, config.random_state).to(model_source.device)
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():  # no weight decay on norms and biases (timm's habit)
+    for _, parameter in model.named_parameters():  # no weight decay on norms and biases (timm's habit)
         (no_decay if parameter.ndim <= 1 else decay).append(parameter)
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)

@@ -195,10 +195,7 @@ class RunStore:
             return int(cursor.lastrowid)
 
     def selection(self, selection_id: int) -> dict:
-        rows = self._read("SELECT * FROM selections WHERE id = ?", (int(selection_id),))
-        if not rows:
-            raise StoreError(f"no selection {selection_id} in the run store {self.path}")
-        return _decode(rows[0])
+        return self._one("selections", selection_id)
 
     def selections(self) -> list[dict]:
         return [_decode(row) for row in self._read("SELECT * FROM selections ORDER BY id")]
@@ -249,9 +246,12 @@ class RunStore:
         self.finish_run(run.id, status="completed", metrics=run.metrics)
 
     def run(self, run_id: int) -> dict:
-        rows = self._read("SELECT * FROM runs WHERE id = ?", (int(run_id),))
+        return self._one("runs", run_id)
+
+    def _one(self, table: str, row_id: int) -> dict:
+        rows = self._read(f"SELECT * FROM {table} WHERE id = ?", (int(row_id),))  # table: a literal of this class
         if not rows:
-            raise StoreError(f"no run {run_id} in the run store {self.path}")
+            raise StoreError(f"no {table[:-1]} {row_id} in the run store {self.path}")
         return _decode(rows[0])
 
     def runs(self) -> list[dict]:

@@ -109,6 +109,20 @@ def test_compare_page_shows_a_table_of_diagnostics():
     assert list(table["setting"])[0].startswith("bilaf") and len(table) == 4
 
 
+def _launch(protocol: str, **widgets) -> AppTest:
+    """A selection on the default, then a run of ``protocol`` from the Finetune page,
+    waited for; ``widgets`` set number inputs / select sliders by key first."""
+    at = _app()
+    at.switch_page("views/finetune.py").run()
+    at.radio(key="protocol").set_value(protocol).run()
+    for key, value in widgets.items():
+        (at.select_slider if key == "ft_image_size" else at.number_input)(key=key).set_value(value)
+    at.button[0].click().run()  # Launch
+    _wait_for_job(at)
+    _no_failure(at)
+    return at
+
+
 def _wait_for_job(at: AppTest) -> None:
     import time
 
@@ -129,13 +143,7 @@ def test_finetune_page_runs_knn_in_the_background_and_records_it():
     at.switch_page("views/finetune.py").run()
     _no_failure(at)
     assert any("Run a selection" in i.value for i in at.info)
-    at = _app()
-    at.switch_page("views/finetune.py").run()
-    _no_failure(at)
-    at.radio(key="protocol").set_value("knn").run()
-    at.button[0].click().run()  # Launch
-    _wait_for_job(at)
-    _no_failure(at)
+    at = _launch("knn")
     assert any("k-NN" in s.value and "top-1" in s.value for s in at.success), [s.value for s in at.success]
     (run,) = RunStore().runs()
     assert run["status"] == "completed" and run["protocol"] == "knn" and run["metrics"]["top1"] > 0.5
@@ -157,16 +165,7 @@ def test_finetune_page_offers_a_new_store_when_the_store_is_corrupted(tmp_path, 
 
 def test_finetune_page_full_finetuning_one_short_epoch(tmp_path, monkeypatch):
     monkeypatch.setenv("BILAF_DATA_DIR", str(tmp_path))  # checkpoints go there
-    at = _app()
-    at.switch_page("views/finetune.py").run()
-    at.radio(key="protocol").set_value("finetune").run()
-    at.number_input(key="ft_epochs").set_value(1)
-    at.select_slider(key="ft_image_size").set_value(32)
-    at.number_input(key="ft_batch_size").set_value(64)
-    at.number_input(key="ft_eval_limit").set_value(20)
-    at.button[0].click().run()
-    _wait_for_job(at)
-    _no_failure(at)
+    at = _launch("finetune", ft_epochs=1, ft_image_size=32, ft_batch_size=64, ft_eval_limit=20)
     assert any("best top-1" in s.value for s in at.success), [e.value for e in at.error]
     assert list(tmp_path.glob("checkpoints/*/last.pt"))
 
