@@ -89,3 +89,43 @@ def test_activeft_method_and_core_method_properties():
     np.testing.assert_array_equal(first.indices, select(features, 40, n_cores=10, random_state=5).indices)
     alone = select(features, 12, method="activeft", random_state=5)
     check_valid(alone, 300, 12)
+
+
+@st.composite
+def anything(draw):
+    """Like :func:`problems`, but each input is, one time in ten, invalid: NaN / Inf rows,
+    empty or 1-D arrays, budgets and K out of range, ratios outside their range, unknown
+    names, odd seeds. About half the cases are fully valid."""
+
+    def sometimes_bad(valid, invalid):
+        return draw(st.integers(0, 9).flatmap(lambda r: invalid if r == 0 else valid))
+
+    features, budget, params = draw(problems())
+    features = features.astype(np.float64)
+    n, d = features.shape
+    features = sometimes_bad(st.just(features), st.sampled_from([
+        np.where(np.arange(n * d).reshape(n, d) == 0, np.nan, features), np.full((n, d), np.inf),
+        features.reshape(-1), np.empty((0, d)), np.empty((n, 0))]))
+    budget = sometimes_bad(st.just(budget), st.sampled_from([0, -1, n + 1, 2.5, None, "ten"]))
+    params["n_cores"] = sometimes_bad(st.just(params["n_cores"]), st.sampled_from([0, -2, n + 5, 1.5]))
+    for name, bad in (("include_ratio", [0.0, 1.5, -0.1, float("nan")]), ("removal_ratio", [1.0, -0.5, float("nan")]),
+                      ("opponent_penalty", [0.5, -1.0, float("nan")]), ("k_neighbors", [0, -3, 2.5]),
+                      ("variant", ["other"]), ("denoise", ["?"]), ("core_method", ["magic"]),
+                      ("random_state", [-1, 1.5, "seed"])):
+        params[name] = sometimes_bad(st.just(params[name]), st.sampled_from(bad))
+    params["method"] = sometimes_bad(st.sampled_from(["bilaf", "bilaf", "kmeans", "fds", "random", "typiclust"]),
+                                     st.just("magic"))
+    return features.astype(draw(st.sampled_from([np.float16, np.float32, np.float64]))), budget, params
+
+
+@given(anything())
+def test_fuzz_any_input_gives_a_valid_selection_or_a_value_error(case):
+    features, budget, params = case
+    try:
+        selection = select(features, budget, **params)
+    except ValueError as exc:
+        assert str(exc)  # a message, never an empty error
+        return
+    check_valid(selection, features.shape[0], budget)
+    if params["method"] == "bilaf":
+        np.testing.assert_array_equal(selection.indices, select(features, budget, **params).indices)
