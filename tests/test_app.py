@@ -194,3 +194,22 @@ def test_learn_page_shows_an_error_for_k_above_the_budget():
     at.slider(key="learn_k").set_value(20).run()
     _no_failure(at)
     assert any("budget must be at least n_cores" in e.value for e in at.error)
+
+
+def test_map_draws_every_overlay_and_a_fixed_pool_subset_above_the_limit():
+    from bilaf_core import select
+    from studio.maps import POOL_POINTS_SHOWN, picked_rows, selection_figure
+
+    n = POOL_POINTS_SHOWN + 5000
+    features = np.random.default_rng(0).standard_normal((n, 4)).astype(np.float32)
+    result = select(features, 300, n_cores=20, core_method="random", random_state=0)
+    ids, labels = np.array([f"s{i}" for i in range(n)]), np.arange(n) % 3
+    fig = selection_figure(features[:, :2], result, ids=ids, labels=labels)
+    pool, *overlays = fig.data
+    assert len(pool.x) == POOL_POINTS_SHOWN and f"{POOL_POINTS_SHOWN:,} of {n:,}" in pool.name
+    assert sum(len(t.x) for t in overlays) == result.budget + result.removed.size  # every pick and removal drawn
+    again = selection_figure(features[:, :2], result, ids=ids, labels=labels).data[0]
+    assert np.array_equal(pool.customdata, again.customdata)  # the same subset on every rerun
+    core_row = int(overlays[-1].customdata[0][0])
+    rows = picked_rows([{"customdata": int(pool.customdata[3])}, {"customdata": list(overlays[-1].customdata[0])}, {}])
+    assert rows.tolist() == sorted([int(pool.customdata[3]), core_row]) and result.role[core_row] == "core"

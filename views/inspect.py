@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from studio import state
-from studio.maps import selection_figure
+from studio.maps import picked_rows, selection_figure
 
 st.title("Inspect the selection")
 result = st.session_state.get("selection")
@@ -51,8 +51,7 @@ with tab_map:
     event = st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, height=420),
                             width="stretch", key="inspect_map", on_select="rerun",
                             selection_mode=("points", "box", "lasso"))
-    picked = np.array(sorted({int(p["customdata"]) for p in event.selection.get("points", []) if "customdata" in p}),
-                      dtype=np.int64)
+    picked = picked_rows(event.selection.get("points", []))
     pool_rows = picked if picked.size else np.arange(len(fs.ids))
     mask = np.isin(result.role[pool_rows], roles)
     if cluster != "all":
