@@ -104,6 +104,9 @@ def _run(job: Job, store_path: Path, data: TrainingInput, selection, protocol: s
             test_x, test_y = _test_split(data, progress)
             labels = data.labels
             if selected_labels is not None:  # user-given labels for an unlabelled pool
+                if test_x is None:
+                    raise ValueError("an unlabelled pool needs a labelled test folder to measure accuracy on; give "
+                                     "one on the Data page")
                 labels = np.full(len(data.ids), -1)
                 labels[selection.indices] = selected_labels
             progress(0.9, f"training the {PROTOCOL_NAMES[protocol].lower()}")
@@ -119,7 +122,7 @@ def _test_split(data: TrainingInput, progress: Callable[[float, str], None]):
     disk) with the pool's backbone; None when the source has no test split."""
     if data.test_features is not None or data.source.feature_file:
         return data.test_features, data.test_labels
-    pool = load_pool(data.source.dataset, root=data.source.root or None)
+    pool = load_pool(data.source.dataset, root=data.source.root or None, test_root=data.source.test_root or None)
     if pool.test is None:
         return None, None
     backbone = load_backbone(data.source.backbone, weights=data.source.weights or None, allow_fallback=True,
@@ -131,7 +134,7 @@ def _test_split(data: TrainingInput, progress: Callable[[float, str], None]):
 def _finetune(job: Job, data: TrainingInput, selection, options: dict, selected_labels, progress, run):
     options = dict(options)
     backbone, weights = options.pop("backbone"), options.pop("weights", None)
-    pool = load_pool(data.source.dataset, root=data.source.root or None)
+    pool = load_pool(data.source.dataset, root=data.source.root or None, test_root=data.source.test_root or None)
 
     def on_epoch(entry: dict) -> None:
         run.metrics = {"history": run.metrics.get("history", []) + [entry]}

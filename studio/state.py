@@ -49,6 +49,7 @@ class Source:
     backbone: str = "pixels"
     weights: str = ""
     feature_file: str = ""
+    test_root: str = ""  # image folders: an optional labelled test folder
 
     @property
     def label(self) -> str:
@@ -87,8 +88,8 @@ def check_allowed(path: str) -> str:
 
 
 @st.cache_resource(show_spinner="Loading the image pool ...", max_entries=4)
-def pool(dataset: str, root: str):
-    return load_pool(dataset, root=root or None)
+def pool(dataset: str, root: str, test_root: str = ""):
+    return load_pool(dataset, root=root or None, test_root=test_root or None)
 
 
 def feature_set(source: Source, *, progress=None, notify=None) -> FeatureSet:
@@ -100,7 +101,8 @@ def feature_set(source: Source, *, progress=None, notify=None) -> FeatureSet:
         else:
             backbone = load_backbone(source.backbone, weights=source.weights or None, allow_fallback=True,
                                      notify=notify or (lambda message: None))
-            cached[source] = extract_features(pool(source.dataset, source.root), backbone, progress=progress)
+            cached[source] = extract_features(pool(source.dataset, source.root, source.test_root), backbone,
+                                             progress=progress)
     return cached[source]
 
 

@@ -180,6 +180,9 @@ def test_learn_page_runs_every_data_set_at_every_step():
             assert not at.error, [e.value for e in at.error]
             at.button(key="learn_next").click().run()
         assert at.radio(key="learn_step").value.startswith("1")
+    at.toggle(key="learn_play").set_value(True).run()  # autoplay on: the page still renders
+    _no_failure(at)
+    at.toggle(key="learn_play").set_value(False).run()
     at.radio(key="learn_step").set_value(at.radio(key="learn_step").options[4]).run()
     at.toggle(key="learn_variants").set_value(True).run()
     _no_failure(at)
@@ -213,3 +216,29 @@ def test_map_draws_every_overlay_and_a_fixed_pool_subset_above_the_limit():
     core_row = int(overlays[-1].customdata[0][0])
     rows = picked_rows([{"customdata": int(pool.customdata[3])}, {"customdata": list(overlays[-1].customdata[0])}, {}])
     assert rows.tolist() == sorted([int(pool.customdata[3]), core_row]) and result.role[core_row] == "core"
+
+
+def test_unlabelled_folder_with_a_test_folder_asks_for_labels_on_the_finetune_page(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("BILAF_ALLOWED_ROOTS", str(tmp_path))
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "pool").mkdir()
+    for i in range(12):
+        Image.new("RGB", (10, 10), (20 * i, 50, 0)).save(tmp_path / "pool" / f"{i}.png")
+    for cls in ("a", "b"):
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        Image.new("RGB", (10, 10), (0, 100 if cls == "a" else 200, 0)).save(tmp_path / "test" / cls / "x.png")
+    at = _app("views/data.py")
+    at.selectbox(key="source_choice").set_value("Image folder")
+    at.text_input(key="source_root").set_value(str(tmp_path / "pool"))
+    at.text_input(key="source_test_root").set_value(str(tmp_path / "test"))
+    at.selectbox(key="backbone_choice").set_value("Pixels (tiny demos)")
+    at.button[0].click().run()
+    _no_failure(at)
+    assert at.session_state["source"].test_root == str((tmp_path / "test").resolve())
+    at.switch_page("views/select.py").run()
+    at.switch_page("views/finetune.py").run()
+    _no_failure(at)
+    assert any("no labels" in w.value for w in at.warning)
+    assert at.button[0].disabled  # Launch waits for the labels CSV

@@ -25,6 +25,8 @@ with st.form("data_source"):
                          value=str(shared_cifar) if shared_cifar.is_dir() else "",
                          help="CIFAR: the folder holding cifar-10-batches-py/ (or cifar10_jpeg.npz); "
                               "Fashion-MNIST: the folder of the *-ubyte.gz files (Debian's package is found by itself)")
+    test_root = st.text_input("Test folder (optional, image folders): class subfolders, used to measure accuracy",
+                              key="source_test_root")
     upload = st.file_uploader("Upload: a feature file (.npy, .npz with 'features', .parquet) or a zip of images "
                               "(class subfolders give labels)", type=["npy", "npz", "parquet", "zip"])
     backbone_label = st.selectbox("Backbone", list(state.BACKBONE_CHOICES), key="backbone_choice")
@@ -73,7 +75,9 @@ if submitted:
             if dataset == "folder" and not folder:
                 raise ValueError("type the path of the image folder")
             source = state.Source(dataset=dataset, root=folder if dataset != "digits" else "", backbone=backbone,
-                                  weights=state.check_allowed(weights.strip()) if weights.strip() else "")
+                                  weights=state.check_allowed(weights.strip()) if weights.strip() else "",
+                                  test_root=state.check_allowed(test_root.strip())
+                                  if dataset == "folder" and test_root.strip() else "")
         with st.status(f"Loading {source.label} ...", expanded=True) as status:
             bar = st.progress(0.0)
             started = time.perf_counter()

@@ -26,11 +26,14 @@ else:
     selected_labels = None
     if fs.labels is None:
         st.warning("This pool has no labels. Upload a CSV with `id,label` for the selected samples (e.g. the "
-                   "annotations of the exported selection).")
+                   "annotations of the exported selection); accuracy is measured on the labelled test folder given "
+                   "on the Data page.")
         upload = st.file_uploader("Labels CSV", type=["csv"], key="labels_csv")
         if upload is not None:
             try:
-                selected_labels = read_label_csv(upload, fs.ids[result.indices])[0]
+                test = None if source.feature_file else state.pool(source.dataset, source.root, source.test_root).test
+                selected_labels = read_label_csv(upload, fs.ids[result.indices],
+                                                 class_names=test.class_names if test is not None else ())[0]
             except ValueError as exc:
                 st.error(f"{exc}")
     options, ready = {}, fs.labels is not None or selected_labels is not None

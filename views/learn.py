@@ -1,5 +1,7 @@
 """Learn page: BiLAF step by step on 2-D points, where every step can be seen exactly."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -87,10 +89,24 @@ def move(delta: int) -> None:
     st.session_state.learn_step = STEPS[(STEPS.index(st.session_state.learn_step) + delta) % len(STEPS)]
 
 
-left, mid, right = st.columns([1, 8, 1])
+left, mid, right, play_col = st.columns([1, 7, 1, 1])
 left.button("◀ Previous", on_click=move, args=(-1,), key="learn_prev", width="stretch")
 mid.radio("Step", STEPS, horizontal=True, key="learn_step", label_visibility="collapsed")
 right.button("Next ▶", on_click=move, args=(1,), key="learn_next", width="stretch")
+if play_col.toggle("Play", key="learn_play", help="step through the stages on its own, one every 6 s"):
+    st.session_state.setdefault("learn_played_at", time.monotonic())
+
+    @st.fragment(run_every="6s")
+    def advance():
+        # The body also runs on every full rerun: advance only when a step has been shown 6 s.
+        if time.monotonic() - st.session_state.learn_played_at >= 5.5:
+            st.session_state.learn_played_at = time.monotonic()
+            move(1)
+            st.rerun(scope="app")
+
+    advance()
+else:
+    st.session_state.pop("learn_played_at", None)
 step = STEPS.index(st.session_state.learn_step) + 1
 
 traces = result.result.traces
