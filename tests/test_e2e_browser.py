@@ -126,4 +126,6 @@ def test_learn_page_steps_through_the_algorithm(server):
                 page.screenshot(path=str(ROOT / "assets" / "learn.png"), full_page=False)
             page.get_by_role("button", name="Next ▶").click()
         expect(page.get_by_text(texts[0]).first).to_be_visible(timeout=60_000)  # wrapped around
+        page.get_by_text("Play", exact=True).click()  # autoplay moves on by itself
+        expect(page.get_by_text(texts[1]).first).to_be_visible(timeout=30_000)
         browser.close()
