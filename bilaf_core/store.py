@@ -136,6 +136,17 @@ class RunStore:
                 db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         self.reap_stale()
 
+    def write_problem(self) -> str | None:
+        """Why a write would fail now (read-only file, held lock), or None; never waits."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=0, isolation_level=None)) as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")  # a real (rolled back) write
+                db.execute("ROLLBACK")
+        except sqlite3.DatabaseError as exc:
+            return self._explain(exc, waited=0)
+        return None
+
     # -- plumbing ---------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
@@ -167,14 +178,15 @@ class RunStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
 
-    def _explain(self, exc: sqlite3.DatabaseError) -> str:
+    def _explain(self, exc: sqlite3.DatabaseError, *, waited: float | None = None) -> str:
         text = str(exc).lower()
         if "readonly" in text or "read-only" in text or "unable to open" in text:
             return (f"the run store {self.path} cannot be written ({exc}); check its permissions or choose another "
                     "store path (BILAF_STORE)")
         if "locked" in text or "busy" in text:
-            return (f"the run store {self.path} stayed locked by another writer for {self.timeout:g} s; "
-                    "try again when the other run has finished")
+            waited = self.timeout if waited is None else waited
+            return (f"the run store {self.path} is locked by another writer"
+                    f"{f' (waited {waited:g} s)' if waited else ''}; try again when the other run has finished")
         return (f"the run store {self.path} is not a readable database ({exc}); it may be corrupted: move it "
                 "away (your other files are untouched) or choose another store path (BILAF_STORE)")
 

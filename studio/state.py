@@ -22,7 +22,7 @@ import streamlit as st
 
 from bilaf_core import select
 from bilaf_core.core import l2_normalize, select_cores
-from bilaf_core.data import load_pool
+from bilaf_core.data import extract_image_zip, load_pool
 from bilaf_core.features import FeatureSet, extract_features, load_backbone, load_feature_file, thumbnails
 from bilaf_core.metrics import default_coverage_radius
 from bilaf_core.projection import cached_projection, project_2d
@@ -196,15 +196,36 @@ def projection(source: Source, method: str, seed: int = 0, *, start: bool = True
 
 def run_store() -> RunStore | None:
     """The run history (the session's choice, else the default store). When it cannot be
-    used, say why on the page and offer a fresh store beside it; None meanwhile."""
+    opened (corrupted) or written (read-only, locked), say why on the page and offer a
+    fresh store beside it; None when it cannot even be read."""
     path = Path(st.session_state.get("store_path") or default_store_path())
     try:
-        return RunStore(path)
+        store = RunStore(path)
     except StoreError as exc:
         st.error(f"{exc}")
-        folder = path.parent if os.access(path.parent, os.W_OK) else Path(tempfile.gettempdir())
-        fresh = folder / f"runs-{time.strftime('%Y%m%d-%H%M%S')}.sqlite"
-        if st.button(f"Start a new, empty run store ({fresh.name})", key="new_store"):
-            st.session_state.store_path = str(fresh)
-            st.rerun()
+        _offer_new_store(path)
         return None
+    problem = store.write_problem()
+    if problem is not None:  # the history still shows; new runs could not be recorded
+        st.warning(f"{problem}. The history below is read-only until then.")
+        _offer_new_store(path)
+    return store
+
+
+def _offer_new_store(path: Path) -> None:
+    folder = path.parent if os.access(path.parent, os.W_OK) else Path(tempfile.gettempdir())
+    fresh = folder / f"runs-{time.strftime('%Y%m%d-%H%M%S')}.sqlite"
+    if st.button(f"Start a new, empty run store ({fresh.name})", key="new_store"):
+        st.session_state.store_path = str(fresh)
+        st.rerun()
+
+
+def unpacked_zip(archive: Path) -> Path:
+    """The folder an uploaded zip of images unpacks to (beside it, once per archive
+    content); checked entry by entry by :func:`bilaf_core.data.extract_image_zip`."""
+    folder = archive.with_suffix("")
+    if not folder.is_dir():
+        partial = folder.with_name(folder.name + ".partial")  # renamed only when complete
+        extract_image_zip(archive, partial)
+        partial.rename(folder)
+    return folder

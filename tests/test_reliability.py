@@ -251,7 +251,7 @@ def test_store_locked_by_another_writer_says_so(tmp_path):
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(StoreError, match="stayed locked by another writer"):
+        with pytest.raises(StoreError, match="is locked by another writer"):
             RunStore(path, timeout=0.3).add_selection(dataset="d", backbone="b", params={}, indices=np.array([1]),
                                                       sample_ids=None, n_pool=2)
         assert RunStore(path, timeout=0.3).selections() == []  # reading still works (WAL)
@@ -415,3 +415,46 @@ def test_no_eval_or_shell_in_the_code():
         text = file.read_text()
         for forbidden in ("eval(", "exec(", "shell=True", "os.system(", "pickle.load", "allow_pickle=True"):
             assert forbidden not in text.replace("model.eval(", "").replace(".eval()", ""), (file, forbidden)
+
+
+def test_uploaded_zip_unpacks_once_beside_it_and_a_bad_one_leaves_nothing(tmp_path):
+    from studio.state import unpacked_zip
+
+    good = tmp_path / "abc.zip"
+    _zip(good, [("cats/1.png", _png()), ("dogs/2.png", _png())])
+    folder = unpacked_zip(good)
+    assert folder == tmp_path / "abc" and len(load_pool("folder", root=folder)) == 2
+    (folder / "cats" / "1.png").unlink()
+    assert unpacked_zip(good) == folder and not (folder / "cats" / "1.png").exists()  # not unpacked again
+    bad = tmp_path / "bad.zip"
+    _zip(bad, [("../escape.png", _png())])
+    with pytest.raises(ValueError, match="outside the target folder"):
+        unpacked_zip(bad)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "escape.png").exists()
+
+
+@pytest.mark.parametrize("problem", ["read-only", "locked"])
+def test_app_with_a_read_only_or_locked_store_says_so_and_offers_a_new_one(problem, tmp_path, monkeypatch):
+    import sqlite3
+
+    path = tmp_path / "runs.sqlite"
+    RunStore(path).add_selection(dataset="digits", backbone="pixels", params={"method": "bilaf"},
+                                 indices=np.array([1, 2]), sample_ids=None, n_pool=10)
+    monkeypatch.setenv("BILAF_STORE", str(path))
+    holder = None
+    if problem == "read-only":  # as root, permissions do not stop writes: open the file read-only
+        connect = sqlite3.connect
+        monkeypatch.setattr(sqlite3, "connect", lambda p, **kw: connect(f"file:{p}?mode=ro", uri=True, **kw))
+    else:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    try:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.switch_page("views/finetune.py").run()
+        assert not at.exception
+        expected = "cannot be written" if problem == "read-only" else "locked by another writer"
+        assert any(expected in w.value for w in at.warning), [w.value for w in at.warning]
+        assert at.button(key="new_store") is not None
+    finally:
+        if holder is not None:
+            holder.execute("ROLLBACK")

@@ -8,7 +8,6 @@ import numpy as np
 import streamlit as st
 
 from bilaf_core._io import atomic_open
-from bilaf_core.data import extract_image_zip
 from bilaf_core.features import default_cache_dir
 from studio import state
 
@@ -62,11 +61,7 @@ if submitted:
             saved = save_upload(expected_upload(upload, (".npy", ".npz", ".parquet"), "a feature file"))
             source = state.Source(dataset="features", feature_file=str(saved), backbone="")
         elif dataset == "zip":
-            saved = save_upload(expected_upload(upload, (".zip",), "a zip of images"))
-            folder = saved.with_suffix("")
-            if not folder.is_dir():  # extracted once per distinct archive
-                extract_image_zip(saved, folder.with_name(folder.name + ".partial"))
-                folder.with_name(folder.name + ".partial").rename(folder)
+            folder = state.unpacked_zip(save_upload(expected_upload(upload, (".zip",), "a zip of images")))
             source = state.Source(dataset="folder", root=str(folder), backbone=backbone,
                                   weights=state.check_allowed(weights.strip()) if weights.strip() else "")
         else:
