@@ -15,6 +15,7 @@ unit circle and keep only each point's angle:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,12 +23,15 @@ import numpy as np
 from . import _validation as v
 from .boundary import BoundaryResult, assign_clusters, select_boundary
 from .core import select_cores
-from .selection import select
+from .selection import _validate, select
 
 __all__ = ["TOY_DATASETS", "make_toy_dataset", "lift_to_sphere", "Walkthrough", "walkthrough", "compare_methods",
            "region_grid"]
 
 TOY_DATASETS = ("blobs", "moons", "anisotropic", "rings")
+#: :func:`select`'s stage-2 keywords, which :func:`walkthrough` passes on.
+STAGE2_OPTIONS = ("variant", "k_neighbors", "include_ratio", "removal_ratio", "opponent_penalty", "denoise",
+                  "criterion", "process")
 
 
 def make_toy_dataset(name: str, n_samples: int = 600, *, overlap: float = 1.0, outlier_fraction: float = 0.05,
@@ -115,38 +119,23 @@ def walkthrough(points: np.ndarray, budget: int, *, n_cores: int, core_method: s
     the raw 2-D points with ``keep_trace=True``. ``stage2`` takes :func:`select`'s
     stage-2 keywords (variant, k_neighbors, include_ratio, removal_ratio,
     opponent_penalty, denoise, criterion, process); they are validated as there."""
-    points = v.check_features(points, name="points")
-    budget = v.check_budget(budget, points.shape[0])
-    n_cores = v.check_n_cores(n_cores, budget, points.shape[0])
-    v.check_random_state(random_state)
-    if cores is None:
-        cores = select_cores(lift_to_sphere(points), n_cores, method=core_method, random_state=random_state)
-    result = select_boundary(points, cores, budget, keep_trace=True, **_checked_stage2(stage2))
+    points, budget, _, _, n_cores, given, _ = _validate(
+        points, budget, method="bilaf", n_cores=n_cores, core_method=core_method, cores=cores, normalize=False,
+        random_state=random_state, **_with_defaults(stage2))
+    cores = given if given is not None else select_cores(lift_to_sphere(points), n_cores, method=core_method,
+                                                         random_state=random_state)
+    result = select_boundary(points, cores, budget, keep_trace=True, **stage2)
     return Walkthrough(points, cores, result, {"budget": budget, "n_cores": n_cores, "core_method": core_method,
                                                "random_state": random_state, **stage2})
 
 
-def _checked_stage2(options: dict) -> dict:
-    from .boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
-
-    checked = dict(options)
-    for name, choices in (("variant", VARIANTS), ("denoise", DENOISERS), ("criterion", CRITERIA),
-                          ("process", PROCESSES)):
-        if name in checked:
-            v.check_choice(checked[name], name, choices)
-    if "k_neighbors" in checked:
-        v.check_positive_int(checked["k_neighbors"], "k_neighbors")
-    if "include_ratio" in checked:
-        v.check_ratio(checked["include_ratio"], "include_ratio", high_inclusive=True, low_exclusive=True)
-    if "removal_ratio" in checked:
-        v.check_ratio(checked["removal_ratio"], "removal_ratio")
-    if "opponent_penalty" in checked:
-        v.check_penalty(checked["opponent_penalty"])
-    unknown = set(checked) - {"variant", "denoise", "criterion", "process", "k_neighbors", "include_ratio",
-                              "removal_ratio", "opponent_penalty"}
+def _with_defaults(options: dict) -> dict:
+    """The stage-2 options with :func:`select`'s defaults filled in, for its validation."""
+    unknown = set(options) - set(STAGE2_OPTIONS)
     if unknown:
         raise ValueError(f"unknown stage-2 option(s): {', '.join(sorted(unknown))}")
-    return checked
+    defaults = inspect.signature(select).parameters
+    return {name: options.get(name, defaults[name].default) for name in STAGE2_OPTIONS}
 
 
 def compare_methods(points: np.ndarray, budget: int, methods=("activeft", "kmeans", "random"), *,
