@@ -10,12 +10,13 @@
 from .boundary import select_boundary
 from .core import select_cores
 from .metrics import ball_coverage, diagnostics, emd_proxy
-from .selection import METHODS, ROLES, BiLAF, Selection, default_n_cores, select
+from .selection import METHODS, ROLES, BiLAF, Selection, default_n_cores, select, stage2_geometry
 
 __version__ = "0.1.0"
 
 __all__ = [
     "select",
+    "stage2_geometry",
     "Selection",
     "BiLAF",
     "METHODS",

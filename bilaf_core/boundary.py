@@ -14,6 +14,11 @@ Read top to bottom, the steps appear in the paper's order:
    :class:`ClusterPicker` (iterative selection and removal, Alg. 1 lines 13-20).
 5. :func:`select_boundary`   -- the whole stage, returning a :class:`BoundaryResult`.
 
+Steps 1 and the per-cluster distance matrices depend only on the features and the
+cores, not on stage 2's parameters: :func:`cluster_geometry` computes them once, and
+``select_boundary(..., geometry=...)`` reuses them, so an app moving a stage-2 slider
+redoes only the ranking and picking.
+
 Two variants share this code. ``paper`` follows the paper and fixes the reference
 code's defects; ``reference`` reproduces the authors' ``density_cluster.py`` index for
 index (raw features, exact float64 distances, its IDC indexing defect, a fixed
@@ -61,6 +66,8 @@ __all__ = [
     "ClusterPicker",
     "Pick",
     "BoundaryResult",
+    "ClusterGeometry",
+    "cluster_geometry",
     "select_boundary",
 ]
 
@@ -79,8 +86,11 @@ _FULL_MATRIX_MAX = 6_000
 # Threads only pay off when clusters are large enough for numpy's GIL-free kernels
 # to outweigh the per-cluster Python work (measured: K=50 on 50k gains, K=250 loses).
 _PARALLEL_MIN_CLUSTER_SIZE = 400
-# How many nearest other cores each sample keeps for the exact pruned opponent search.
+# How many nearest other cores each sample keeps for the exact pruned opponent search;
+# up to _ALL_OPPONENTS_MAX cores every sample lists them all, so no search is needed
+# (with 16 of 50 listed, a sixth of CIFAR-10's samples needed the full search).
 _OPPONENT_CANDIDATES = 16
+_ALL_OPPONENTS_MAX = 64
 _EPS = 1e-9
 
 
@@ -439,7 +449,7 @@ class BoundaryScorer:
         all_opponent_distances: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
         self.d_intra = d_intra
-        self.opponents = opponents if dynamic else opponents[:, :1]
+        self.opponents = np.ascontiguousarray(opponents if dynamic else opponents[:, :1])  # flat views below
         self.opponent_distances = opponent_distances if dynamic else opponent_distances[:, :1]
         self.penalty = penalty
         self.dynamic = dynamic
@@ -456,6 +466,20 @@ class BoundaryScorer:
             # below that bound is exact.
             self.bound = None if complete or all_opponent_distances is None else (
                 self.ratio[:, -1] - self.offset[:, -1])
+            # Members the bound could not certify get their terms against every core, once
+            # each: their distances never change between picks, only the penalty factors do.
+            self._full_row = np.full(d_intra.size, -1, dtype=np.int64)
+            self._full_ratio = self._full_offset = np.empty((0, n_cores))
+            # The listed terms and each member's best column are kept up to date pick by
+            # pick: a pick changes one core's factor, so only the entries listing that core
+            # change (grouped here by core id), and only rows whose best entry rose need a
+            # new minimum. Same arithmetic as recomputing every term, so identical scores.
+            # Entries are flat indices into the (n, M) arrays (1-D gathers are the fastest).
+            flat = self.factor_index.ravel()
+            self._entries = np.argsort(flat, kind="stable")
+            self._entry_rows = self._entries // self.opponents.shape[1]
+            self._entry_bounds = np.searchsorted(flat[self._entries], np.arange(n_cores + 2))
+            self._refresh_terms()
 
     @staticmethod
     def _ratio_offset(distance: np.ndarray, d_intra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -471,34 +495,63 @@ class BoundaryScorer:
 
     def scores(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and attaining opponents of the members at ``positions``."""
-        opp = self.opponents[positions]
-        factor = self.factor[self.factor_index[positions]]
         if not self.dynamic:  # the reference's own expression, for bit-identical scores
+            factor = self.factor[self.factor_index[positions, 0]]
             distance = self.opponent_distances[positions, 0]
             d_intra = self.d_intra[positions]
             with np.errstate(invalid="ignore", divide="ignore"):
-                score = (distance * factor[:, 0] - d_intra) / np.maximum(distance, d_intra)
-            return np.where(np.isnan(score), 0.0, score), opp[:, 0]
-        terms = factor * self.ratio[positions] - self.offset[positions]
-        best = np.argmin(terms, axis=1)
-        rows = np.arange(positions.size)
-        score = terms[rows, best]
-        opponent = opp[rows, best]
+                score = (distance * factor - d_intra) / np.maximum(distance, d_intra)
+            return np.where(np.isnan(score), 0.0, score), self.opponents[positions, 0]
+        best = self.best_entry[positions]
+        score = self.terms.ravel()[best]
+        opponent = self.opponents.ravel()[best]
         if self.bound is not None:
             unsure = np.flatnonzero(score > self.bound[positions])
             if unsure.size:
-                members = positions[unsure]
-                ratio, offset = self._ratio_offset(self.all_opponent_distances(members), self.d_intra[members][:, None])
+                ratio, offset = self._against_every_core(positions[unsure])
                 full_terms = self.factor[None, :-1] * ratio - offset
                 full_best = np.argmin(full_terms, axis=1)
                 score[unsure] = full_terms[np.arange(unsure.size), full_best]
                 opponent[unsure] = full_best
         return score, opponent
 
+    def _against_every_core(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ratio and offset of ``members`` (distinct positions) against all K cores."""
+        new = members[self._full_row[members] < 0]
+        if new.size:
+            ratio, offset = self._ratio_offset(self.all_opponent_distances(new), self.d_intra[new][:, None])
+            self._full_row[new] = np.arange(new.size) + self._full_ratio.shape[0]
+            self._full_ratio = np.concatenate((self._full_ratio, ratio))
+            self._full_offset = np.concatenate((self._full_offset, offset))
+        rows = self._full_row[members]
+        return self._full_ratio[rows], self._full_offset[rows]
+
+    def _refresh_terms(self) -> None:
+        self.terms = self.factor[self.factor_index] * self.ratio - self.offset
+        # flat index of each row's first minimum (the nearest such core)
+        self.best_entry = np.argmin(self.terms, axis=1) + np.arange(self.terms.shape[0]) * self.terms.shape[1]
+
+    def set_penalty_counts(self, counts: np.ndarray) -> None:
+        """Set every factor to delta^{t_l} for the (K,) counts t_l (the state after those picks)."""
+        self.factor[:-1] = self.penalty ** np.asarray(counts, dtype=np.float64)
+        if self.dynamic:
+            self._refresh_terms()
+
     def record_pick(self, opponent: int) -> None:
         """Apply the opponent penalty after a pick whose score ``opponent`` attained."""
-        if opponent >= 0:
-            self.factor[opponent] *= self.penalty
+        if opponent < 0 or self.penalty == 1.0:
+            return
+        self.factor[opponent] *= self.penalty
+        if not self.dynamic:
+            return
+        start, stop = self._entry_bounds[opponent], self._entry_bounds[opponent + 1]
+        entries, rows = self._entries[start:stop], self._entry_rows[start:stop]
+        self.terms.ravel()[entries] = self.factor[opponent] * self.ratio.ravel()[entries] - self.offset.ravel()[entries]
+        # A risen entry that was not a row's minimum cannot become it.
+        risen = rows[self.best_entry[rows] == entries]
+        if risen.size:
+            width = self.terms.shape[1]
+            self.best_entry[risen] = np.argmin(self.terms[risen], axis=1) + risen * width
 
 
 class DistanceScorer:
@@ -613,6 +666,105 @@ class ClusterPicker:
 
 
 # ----------------------------------------------------------------------------------
+# What stage 2 reuses across its parameters
+# ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _cluster_map(n_samples: int, n_clusters: int):
+    """A ``map`` over cluster ids: a small thread pool when clusters are big enough.
+
+    Clusters are independent, and numpy releases the GIL in its heavy kernels, so their
+    work is spread over threads; results come back in cluster order, hence identical to
+    a sequential run. BLAS is held to one thread meanwhile (no oversubscription); the
+    pool and that limit end with the block, errors included.
+    """
+    n_workers = min(4, os.cpu_count() or 1) if n_samples >= _PARALLEL_MIN_CLUSTER_SIZE * n_clusters else 1
+    if n_workers == 1:
+        yield map
+        return
+    with ThreadPoolExecutor(max_workers=n_workers) as pool, threadpool_limits(limits=1, user_api="blas"):
+        yield pool.map
+
+
+@dataclass(frozen=True)
+class ClusterGeometry:
+    """The part of stage 2 that depends only on the features and the cores.
+
+    Made by :func:`cluster_geometry`; pass it to :func:`select_boundary` (or
+    :func:`bilaf_core.select`) to try many stage-2 parameter settings on the same cores
+    without recomputing the assignment and each cluster's distance matrix, which are
+    most of stage 2's time on a large pool. Read-only, so safe to share across threads.
+
+    Attributes
+    ----------
+    cores : (K,) int64
+    labels : (N,) int64
+        Pseudo-class of every sample (Alg. 1 line 2).
+    members_of : list of K (n_i,) int64
+        Pool indices of each cluster's members, ascending.
+    other_cores : tuple of (N, M) int64 and (N, M) float64
+        Each sample's nearest cores other than its own and their distances.
+    local_distances : list of K distance tables among each cluster's members
+    variant : {"paper", "reference"}
+        Which distances (``reference``: exact float64).
+    core_features : (K, d)
+        The cores' features as stage 2 saw them, to recognise the same inputs.
+    n_samples : int
+    nbytes : int
+        Memory held by the distance matrices.
+    """
+
+    cores: np.ndarray
+    labels: np.ndarray
+    members_of: list
+    other_cores: tuple
+    local_distances: list
+    variant: str
+    core_features: np.ndarray
+    n_samples: int
+    nbytes: int
+
+    def check_matches(self, features: np.ndarray, cores: np.ndarray, *, variant: str) -> None:
+        """Raise ValueError unless this geometry was made for these cores and variant on
+        features of this size whose core rows are the same (a cheap check that catches
+        another feature set or another normalisation)."""
+        cores = np.asarray(cores)
+        if (self.variant != variant or self.n_samples != features.shape[0] or not np.array_equal(self.cores, cores)
+                or not np.array_equal(self.core_features, features[cores])):
+            raise ValueError(
+                f"the cluster geometry was computed for other inputs ({self.n_samples} samples, {self.cores.size} "
+                f"cores, the {self.variant!r} variant) than these ({features.shape[0]} samples, {cores.size} cores, "
+                f"{variant!r}, or other features or normalisation); compute it again on the same inputs")
+
+
+def cluster_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = "paper") -> ClusterGeometry:
+    """Assign samples to cores and compute each cluster's pairwise distances, once.
+
+    Parameters
+    ----------
+    features : (N, d) float32, as stage 2 sees them (normalised beforehand if wanted).
+    cores : (K,) int64, distinct pool indices; position = cluster id.
+    variant : {"paper", "reference"}
+
+    Returns
+    -------
+    ClusterGeometry
+        Memory: sum over clusters of n_i^2 distances (float32 for ``paper``, float64 for
+        ``reference``) for clusters up to 6,000 members; larger ones compute rows on demand.
+    """
+    reference = variant == "reference"
+    n_cores = cores.size
+    listed = n_cores if n_cores <= _ALL_OPPONENTS_MAX else _OPPONENT_CANDIDATES + 1  # the own core included
+    nearest = assign_clusters(features, cores, exact=reference, n_neighbors=listed)
+    members_of = _group(nearest.labels, n_cores)
+    with _cluster_map(features.shape[0], n_cores) as run:
+        local = list(run(lambda members: _LocalDistances(features[members], exact=reference), members_of))
+    return ClusterGeometry(
+        cores=np.array(cores, dtype=np.int64), labels=nearest.labels, members_of=members_of,
+        other_cores=_other_cores(nearest, nearest.labels, n_cores), local_distances=local, variant=variant,
+        core_features=np.array(features[cores]), n_samples=features.shape[0], nbytes=sum(d.matrix.nbytes for d in local if d.matrix is not None))
+
+
+# ----------------------------------------------------------------------------------
 # The whole stage
 # ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -678,6 +830,7 @@ def select_boundary(
     process: str = "iterative",
     keep_trace: bool = False,
     progress: Callable[[float, str], None] | None = None,
+    geometry: ClusterGeometry | None = None,
 ) -> BoundaryResult:
     """Stage 2 of BiLAF on given cores (paper Alg. 1). Inputs are trusted (validated by
     :func:`bilaf_core.select`); features are used as given (normalise beforehand).
@@ -687,6 +840,9 @@ def select_boundary(
     features : (N, d) float32
     cores : (K,) int64, distinct pool indices; position = cluster id.
     budget : int, K <= B <= N.
+    geometry : ClusterGeometry, optional
+        From :func:`cluster_geometry` on the same features, cores and variant; computed
+        here when not given.
 
     Budget fallback, so that exactly B distinct samples come back: a cluster that runs
     out of candidates passes its remaining units, one at a time, to the cluster with
@@ -696,35 +852,23 @@ def select_boundary(
     """
     reference = variant == "reference"
     n_cores = cores.size
-    nearest = assign_clusters(features, cores, exact=reference, n_neighbors=_OPPONENT_CANDIDATES + 1)
-    labels = nearest.labels
-    members_of = _group(labels, n_cores)
-    others = _other_cores(nearest, labels, n_cores)
+    if geometry is None:
+        geometry = cluster_geometry(features, cores, variant=variant)
+    else:
+        geometry.check_matches(features, cores, variant=variant)
+    labels, members_of, others = geometry.labels, geometry.members_of, geometry.other_cores
+    local_distances = geometry.local_distances
     core_features = features[cores]
 
-    # Clusters are independent until the budget fallback, and numpy releases the GIL in
-    # its heavy kernels, so their work is spread over a small thread pool; results are
-    # collected in cluster order, hence identical to a sequential run.
-    big_clusters = features.shape[0] >= _PARALLEL_MIN_CLUSTER_SIZE * n_cores
-    n_workers = min(4, os.cpu_count() or 1) if big_clusters else 1
-
-    with contextlib.ExitStack() as parallel:  # the pool and the BLAS limit end with the block, errors too
-        run = map
-        if n_workers > 1:
-            run = parallel.enter_context(ThreadPoolExecutor(max_workers=n_workers)).map
-            parallel.enter_context(threadpool_limits(limits=1, user_api="blas"))  # no oversubscription
-
+    with _cluster_map(features.shape[0], n_cores) as run:
         # Step 2: denoise each cluster.
-        def denoise_one(cluster_id: int):
-            members = members_of[cluster_id]
-            dist = _LocalDistances(features[members], exact=reference)
-            core_local = int(np.searchsorted(members, cores[cluster_id]))
-            return dist, denoise_cluster(dist, core_local, method=denoise, k_neighbors=k_neighbors,
-                                         include_ratio=include_ratio, removal_ratio=removal_ratio, reference=reference)
+        def denoise_one(cluster_id: int) -> DenoisedCluster:
+            core_local = int(np.searchsorted(members_of[cluster_id], cores[cluster_id]))
+            return denoise_cluster(local_distances[cluster_id], core_local, method=denoise, k_neighbors=k_neighbors,
+                                   include_ratio=include_ratio, removal_ratio=removal_ratio, reference=reference)
 
-        local_distances, denoised = [], []
-        for cluster_id, (dist, den) in enumerate(run(denoise_one, range(n_cores))):
-            local_distances.append(dist)
+        denoised = []
+        for cluster_id, den in enumerate(run(denoise_one, range(n_cores))):
             denoised.append(den)
             if progress is not None and cluster_id % 64 == 0:
                 progress(0.5 * cluster_id / n_cores, "denoising clusters")
@@ -838,7 +982,7 @@ def boundary_score_at(
         distances = np.take_along_axis(full, opponents, axis=1)
     scorer = BoundaryScorer(d_intra, opponents, distances, n_cores=n_cores, penalty=opponent_penalty, dynamic=True)
     if penalty_counts is not None:
-        scorer.factor[:n_cores] = opponent_penalty ** np.asarray(penalty_counts, dtype=np.float64)
+        scorer.set_penalty_counts(penalty_counts)
     score, opponent = scorer.scores(np.arange(points.shape[0]))
     rows = np.arange(points.shape[0])
     at = np.argmax(opponents == opponent[:, None], axis=1)

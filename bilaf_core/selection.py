@@ -17,10 +17,11 @@ import numpy as np
 from . import _validation as v
 from ._io import atomic_open, atomic_write_text
 from .baselines import probcover, typiclust
-from .boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS, assign_clusters, select_boundary
+from .boundary import (CRITERIA, DENOISERS, PROCESSES, VARIANTS, ClusterGeometry, assign_clusters, cluster_geometry,
+                       select_boundary)
 from .core import CORE_METHODS, l2_normalize, select_cores
 
-__all__ = ["METHODS", "ROLES", "Selection", "select", "default_n_cores", "BiLAF"]
+__all__ = ["METHODS", "ROLES", "Selection", "select", "stage2_geometry", "default_n_cores", "BiLAF"]
 
 METHODS = ("bilaf", "activeft", "kmeans", "fds", "random", "typiclust", "probcover")
 #: Per-sample roles. Stage-1-only methods mark their picks "core"; TypiClust and
@@ -122,6 +123,13 @@ class Selection:
         return cls(**data, params=document.get("params", {}), timings=document.get("timings", {}))
 
 
+def _resolve_normalize(normalize: object, variant: str) -> bool:
+    """``normalize`` checked, with None meaning the variant's default (paper: True)."""
+    if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
+        raise ValueError(f"normalize must be True, False or None (the variant's default), got {normalize!r}")
+    return variant == "paper" if normalize is None else bool(normalize)
+
+
 def _validate(features, budget, *, method, n_cores, core_method, cores, variant, k_neighbors, include_ratio,
               removal_ratio, opponent_penalty, denoise, criterion, process, normalize, random_state):
     method = v.check_choice(method, "method", METHODS)
@@ -138,8 +146,7 @@ def _validate(features, budget, *, method, n_cores, core_method, cores, variant,
     v.check_ratio(removal_ratio, "removal_ratio")
     v.check_penalty(opponent_penalty)
     seed = v.check_random_state(random_state)
-    if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
-        raise ValueError(f"normalize must be True, False or None (the variant's default), got {normalize!r}")
+    _resolve_normalize(normalize, variant)
     if cores is not None:
         cores = v.check_core_indices(cores, n, budget)
         if n_cores is not None and int(n_cores) != cores.size:
@@ -169,6 +176,7 @@ def select(
     normalize: bool | None = None,
     random_state: int | None = None,
     progress: Progress | None = None,
+    geometry: ClusterGeometry | None = None,
 ) -> Selection:
     """Select ``budget`` samples to label from a pool of features.
 
@@ -204,6 +212,10 @@ def select(
     random_state : int, optional
         Seed; the same seed and inputs give the same selection.
     progress : callable(fraction, message), optional
+    geometry : ClusterGeometry, optional
+        BiLAF with given ``cores`` only: stage 2's assignment and distance matrices from
+        :func:`stage2_geometry` on the same features, cores, variant and normalisation,
+        reused instead of recomputed (for trying stage-2 parameters interactively).
 
     Returns
     -------
@@ -220,7 +232,10 @@ def select(
         opponent_penalty=opponent_penalty, denoise=denoise, criterion=criterion, process=process,
         normalize=normalize, random_state=random_state,
     )
-    normalize = (variant == "paper") if normalize is None else bool(normalize)
+    if geometry is not None and (method != "bilaf" or cores is None):
+        raise ValueError("geometry is reused only by method='bilaf' with the cores it was computed for; "
+                         "pass cores=geometry.cores, or leave geometry out")
+    normalize = _resolve_normalize(normalize, variant)
     n = features.shape[0]
     unit = l2_normalize(features)
     space = unit if normalize else features
@@ -264,7 +279,7 @@ def select(
     result = select_boundary(
         space, cores, budget, variant=variant, k_neighbors=k_neighbors, include_ratio=include_ratio,
         removal_ratio=removal_ratio, opponent_penalty=opponent_penalty, denoise=denoise, criterion=criterion,
-        process=process, progress=stage2_progress,
+        process=process, progress=stage2_progress, geometry=geometry,
     )
     total = time.perf_counter() - start
     role[result.removed] = "removed"
@@ -272,6 +287,25 @@ def select(
     role[cores] = "core"
     return Selection(result.indices, cores, result.removed, result.labels, role, result.scores, result.opponents,
                      result.allocation, params, {"stage1": stage1_time, "stage2": total - stage1_time, "total": total})
+
+
+def stage2_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = "paper",
+                    normalize: bool | None = None) -> ClusterGeometry:
+    """Stage 2's parameter-independent part for ``select(features, ..., cores=cores,
+    variant=variant, normalize=normalize, geometry=...)``: the features prepared as
+    :func:`select` prepares them, then :func:`bilaf_core.boundary.cluster_geometry`.
+
+    Parameters
+    ----------
+    features : (N, d) array, as given to :func:`select`.
+    cores : (K,) int array of distinct pool indices.
+    variant, normalize : as in :func:`select`.
+    """
+    variant = v.check_choice(variant, "variant", VARIANTS)
+    features = v.check_features(features)
+    cores = v.check_core_indices(cores, features.shape[0], features.shape[0])
+    space = l2_normalize(features) if _resolve_normalize(normalize, variant) else features
+    return cluster_geometry(space, cores, variant=variant)
 
 
 class BiLAF:

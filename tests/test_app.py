@@ -30,6 +30,15 @@ def test_select_page_runs_on_the_default_and_selects_the_budget():
     assert [b.label for b in at.get("download_button")][:2] == ["CSV", "JSON"]
 
 
+def test_selected_samples_table_is_sent_only_while_its_expander_is_open():
+    at = _app()
+    assert not at.dataframe  # closed: nothing sent
+    at.session_state["show_selected"] = True
+    at.run()
+    _no_failure(at)
+    assert len(at.dataframe[-1].value) == at.number_input(key="budget").value
+
+
 def test_stage2_slider_change_updates_the_selection():
     at = _app()
     before = at.session_state["selection"]
@@ -242,3 +251,22 @@ def test_unlabelled_folder_with_a_test_folder_asks_for_labels_on_the_finetune_pa
     _no_failure(at)
     assert any("no labels" in w.value for w in at.warning)
     assert at.button[0].disabled  # Launch waits for the labels CSV
+
+
+def test_map_prints_row_pattern_ids_from_row_numbers_and_sends_other_ids():
+    from bilaf_core import select
+    from studio.maps import row_id_format, selection_figure
+
+    assert row_id_format(np.array([f"train/{i:05d}" for i in range(120)])) == "train/%{customdata:05d}"
+    assert row_id_format(np.array([f"s{i}" for i in range(12)])) == "s%{customdata:01d}"
+    assert row_id_format(np.array(["a/0", "a/2", "a/1"])) is None  # not the row numbers
+    assert row_id_format(np.array(["cat.png", "dog.png"])) is None
+    assert row_id_format(np.array(["%{x}0", "%{x}1"])) is None  # would be read as a template
+
+    features = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float32)
+    result = select(features, 30, n_cores=5, core_method="random", random_state=0)
+    by_row = selection_figure(features[:, :2], result, ids=np.array([f"row/{i:07d}" for i in range(200)]))
+    assert all(trace.text is None and "row/%{customdata" in trace.hovertemplate for trace in by_row.data)
+    named = selection_figure(features[:, :2], result, ids=np.array([f"img_{i}.png" for i in range(200)]))
+    pool, *overlays = named.data
+    assert pool.text[0] == f"img_{pool.customdata[0]}.png" and "%{text}" in overlays[0].hovertemplate

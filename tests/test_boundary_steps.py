@@ -211,3 +211,71 @@ def test_an_error_in_the_parallel_phase_restores_blas_threads(monkeypatch):
     with pytest.raises(RuntimeError, match="denoiser failed"):
         select_boundary(features, np.array([0, 1]), 10)
     assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == before
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+def test_a_reused_geometry_gives_the_same_selection_as_a_fresh_one(variant):
+    # The app keeps one geometry per (features, cores) and moves stage-2 sliders over
+    # it; every parameter setting must select exactly what a from-scratch run selects.
+    from bilaf_core import select, stage2_geometry
+
+    rng = np.random.default_rng(3)
+    features = np.concatenate([rng.normal(c, 1.0, (120, 6)) for c in (0, 3, 6)]).astype(np.float32)
+    cores = np.array([5, 130, 250, 300])
+    geometry = stage2_geometry(features, cores, variant=variant)
+    settings = [dict(), dict(removal_ratio=0.4), dict(include_ratio=0.3, k_neighbors=3), dict(opponent_penalty=1.0),
+                dict(denoise="density"), dict(denoise="none", criterion="distance"), dict(process="one_shot")]
+    for setting in settings:
+        fresh = select(features, 40, cores=cores, variant=variant, **setting)
+        reused = select(features, 40, cores=cores, variant=variant, geometry=geometry, **setting)
+        for name in ("indices", "removed", "cluster", "opponent", "allocation"):
+            np.testing.assert_array_equal(getattr(reused, name), getattr(fresh, name), err_msg=f"{setting} {name}")
+        np.testing.assert_array_equal(reused.boundary_score, fresh.boundary_score)
+    assert geometry.nbytes == sum(m.size ** 2 for m in geometry.members_of) * (8 if variant == "reference" else 4)
+
+
+def test_a_geometry_for_other_inputs_is_refused():
+    from bilaf_core import select, stage2_geometry
+
+    features = np.random.default_rng(0).standard_normal((200, 5)).astype(np.float32)
+    geometry = stage2_geometry(features, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="other inputs"):
+        select(features, 20, cores=np.array([0, 1, 3]), geometry=geometry)
+    with pytest.raises(ValueError, match="other inputs"):  # same cores, other normalisation
+        select(features, 20, cores=np.array([0, 1, 2]), normalize=False, geometry=geometry)
+    with pytest.raises(ValueError, match="other inputs"):
+        select(features, 20, cores=np.array([0, 1, 2]), variant="reference", normalize=True, geometry=geometry)
+    with pytest.raises(ValueError, match="cores=geometry.cores"):
+        select(features, 20, geometry=geometry)
+    with pytest.raises(ValueError, match="cores=geometry.cores"):
+        select(features, 20, method="kmeans", cores=np.array([0, 1, 2]), geometry=geometry)
+
+
+@pytest.mark.parametrize("listed", [29, 6])
+def test_scores_updated_pick_by_pick_equal_scores_recomputed_from_the_factors(listed):
+    # The scorer updates only the entries a pick's penalty changes. With every other
+    # core listed (29 of 30), recomputing all terms from the same factors must give
+    # identical scores and opponents; with 6 listed, brute force over all cores agrees.
+    rng = np.random.default_rng(7)
+    n, k = 400, 30
+    dist_all = rng.uniform(0.5, 3.0, size=(n, k))
+    dist_all[:, 0] = np.inf  # own core
+    order = np.argsort(dist_all, axis=1)[:, :listed]
+    d_intra = rng.uniform(0.5, 2.0, size=n)
+    scorer = BoundaryScorer(d_intra, order, np.take_along_axis(dist_all, order, axis=1), n_cores=k, penalty=1.3,
+                            dynamic=True, all_opponent_distances=lambda pos: dist_all[pos])
+    everyone = np.arange(n)
+    for _ in range(80):
+        _, opponents = scorer.scores(everyone)
+        scorer.record_pick(int(opponents[rng.integers(n)]))  # penalise an opponent that attained some score
+    scores, opponents = scorer.scores(everyone)
+    if listed == k - 1:
+        terms = scorer.factor[scorer.factor_index] * scorer.ratio - scorer.offset
+        best = np.argmin(terms, axis=1)
+        np.testing.assert_array_equal(scores, terms[everyone, best])
+        np.testing.assert_array_equal(opponents, order[everyone, best])
+    with np.errstate(invalid="ignore"):
+        brute = (dist_all * scorer.factor[None, :k] - d_intra[:, None]) / np.maximum(dist_all, d_intra[:, None])
+    brute[:, 0] = np.inf
+    np.testing.assert_allclose(scores, brute.min(axis=1))
+    np.testing.assert_array_equal(opponents, brute.argmin(axis=1))

@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bilaf_core import METHODS, diagnostics
-from bilaf_core.core import l2_normalize
+from bilaf_core import METHODS
 from studio import state
 from studio.maps import selection_figure
 
@@ -38,7 +37,6 @@ if len(rows) < 2:
 
 coords = state.projection(source, st.session_state.get("projection", "umap"), start=False)
 coords = coords if coords is not None else state.projection(source, "pca")
-space = l2_normalize(state.features(source))
 columns = st.columns(len(rows))
 table = []
 for col, (_, row) in zip(columns, rows.iterrows()):
@@ -57,9 +55,7 @@ for col, (_, row) in zip(columns, rows.iterrows()):
             continue
         st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, height=320, show_legend=False),
                         width="stretch", key=f"compare_map_{len(table)}_{name}")
-        report = diagnostics(space, result.indices, cluster=result.cluster, labels=fs.labels,
-                             radius=state.coverage_radius(source, True),
-                             max_pool_samples=state.DIAGNOSTICS_SAMPLE)
+        report = state.selection_diagnostics(source, result, normalize=True)  # one space for all settings
         table.append({"setting": name, "EMD proxy": report["emd_proxy"], "coverage": report["coverage"],
                       "classes covered": report.get("classes_covered", np.nan),
                       "removed": int(result.removed.size), "seconds": result.timings["total"]})

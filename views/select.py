@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from bilaf_core import METHODS, default_n_cores, diagnostics
+from bilaf_core import METHODS, default_n_cores
 from bilaf_core.boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
-from bilaf_core.core import CORE_METHODS, l2_normalize
+from bilaf_core.core import CORE_METHODS
 from bilaf_core.export import selection_table, to_csv, to_json, to_label_studio
 from studio import state
 from studio.maps import selection_figure
@@ -93,10 +93,7 @@ with map_col:
     st.caption(f"2-D {shown.upper()} of the features (seed 0). Stars: cores; circles: boundary picks; "
                "crosses: removed noise. Click a legend entry to hide a layer.")
 with info_col:
-    space = l2_normalize(state.features(source)) if result.params["normalize"] else state.features(source)
-    report = diagnostics(space, result.indices, cluster=result.cluster, labels=fs.labels,
-                         radius=state.coverage_radius(source, result.params["normalize"]),
-                         max_pool_samples=state.DIAGNOSTICS_SAMPLE)
+    report = state.selection_diagnostics(source, result, normalize=result.params["normalize"])
     estimate = f", on {report['estimated_on']:,} random pool samples" if report["estimated_on"] < n else ""
     lines = [f"**EMD proxy** {report['emd_proxy']:.4f} (ActiveFT Eq. 16; lower is better{estimate})",
              f"**Coverage** {report['coverage']:.1%} of the pool within r = {report['coverage_radius']:.3f}",
@@ -119,11 +116,14 @@ if marks:
     st.caption(f"{marks} manual mark(s) from the Inspect page applied.")
 c1, c2, c3 = st.columns(3)
 stem = f"{source.dataset}_{result.params['method']}_{len(table)}"
-c1.download_button("CSV", to_csv(table), file_name=f"{stem}.csv", mime="text/csv", key="export_csv")
-c2.download_button("JSON", to_json(table, result.params), file_name=f"{stem}.json", mime="application/json",
+# Files are written when a button is pressed, not on every slider move.
+c1.download_button("CSV", lambda: to_csv(table), file_name=f"{stem}.csv", mime="text/csv", key="export_csv")
+c2.download_button("JSON", lambda: to_json(table, result.params), file_name=f"{stem}.json", mime="application/json",
                    key="export_json")
 if source.dataset == "folder":
-    c3.download_button("Label Studio tasks", to_label_studio(table, image_root=source.root),
+    c3.download_button("Label Studio tasks", lambda: to_label_studio(table, image_root=source.root),
                        file_name=f"{stem}_label_studio.json", mime="application/json", key="export_ls")
-with st.expander("Selected samples"):
-    st.dataframe(table, hide_index=True, width="stretch")
+# The table is sent only while its expander is open (it has thousands of rows at CIFAR scale).
+selected_samples = st.expander("Selected samples", key="show_selected", on_change="rerun")
+if selected_samples.open:
+    selected_samples.dataframe(table, hide_index=True, width="stretch")
