@@ -761,7 +761,8 @@ def cluster_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = 
     return ClusterGeometry(
         cores=np.array(cores, dtype=np.int64), labels=nearest.labels, members_of=members_of,
         other_cores=_other_cores(nearest, nearest.labels, n_cores), local_distances=local, variant=variant,
-        core_features=np.array(features[cores]), n_samples=features.shape[0], nbytes=sum(d.matrix.nbytes for d in local if d.matrix is not None))
+        core_features=np.array(features[cores]), n_samples=features.shape[0],
+        nbytes=sum(d.matrix.nbytes for d in local if d.matrix is not None))
 
 
 # ----------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def _thumbs(dataset: str, root: str):
 
 @st.cache_data(show_spinner="Stage 1: selecting core samples ...", max_entries=64)
 def cores(source: Source, n_cores: int, core_method: str, seed: int) -> np.ndarray:
-    return select_cores(l2_normalize(features(source)), n_cores, method=core_method, random_state=seed)
+    return select_cores(space(source, True), n_cores, method=core_method, random_state=seed)
 
 
 @st.cache_resource(show_spinner="Stage 2: distances within each cluster ...", max_entries=2)

@@ -121,23 +121,34 @@ def test_opponent_penalty_switches_the_opponent():
     assert opponent[0] == 1
 
 
-def test_pruned_opponent_search_equals_brute_force():
-    rng = np.random.default_rng(3)
-    n, k, listed = 300, 40, 5
+def _random_scorer(rng, n: int, k: int, listed: int, penalty: float):
+    """A dynamic scorer over random distances to k cores (core 0 is every member's own),
+    each member listing its ``listed`` nearest; returns it with all distances and d_intra."""
     dist_all = rng.uniform(0.5, 3.0, size=(n, k))
     dist_all[:, 0] = np.inf  # own core
     order = np.argsort(dist_all, axis=1)[:, :listed]
     d_intra = rng.uniform(0.5, 2.0, size=n)
-    scorer = BoundaryScorer(d_intra, order, np.take_along_axis(dist_all, order, axis=1), n_cores=k, penalty=1.5,
+    scorer = BoundaryScorer(d_intra, order, np.take_along_axis(dist_all, order, axis=1), n_cores=k, penalty=penalty,
                             dynamic=True, all_opponent_distances=lambda pos: dist_all[pos])
-    for opponent in rng.integers(1, k, size=60):
-        scorer.record_pick(int(opponent))
-    scores, opponents = scorer.scores(np.arange(n))
+    return scorer, dist_all, d_intra
+
+
+def _assert_brute_force(scorer, dist_all, d_intra, scores, opponents) -> None:
+    """Scores and opponents equal Eq. 7 minimised over every core, with the scorer's factors."""
     with np.errstate(invalid="ignore"):
-        brute = (dist_all * scorer.factor[None, :k] - d_intra[:, None]) / np.maximum(dist_all, d_intra[:, None])
+        brute = (dist_all * scorer.factor[None, :-1] - d_intra[:, None]) / np.maximum(dist_all, d_intra[:, None])
     brute[:, 0] = np.inf  # the own core is no opponent
     np.testing.assert_allclose(scores, brute.min(axis=1))
     np.testing.assert_array_equal(opponents, brute.argmin(axis=1))
+
+
+def test_pruned_opponent_search_equals_brute_force():
+    rng = np.random.default_rng(3)
+    n, k = 300, 40
+    scorer, dist_all, d_intra = _random_scorer(rng, n, k, listed=5, penalty=1.5)
+    for opponent in rng.integers(1, k, size=60):
+        scorer.record_pick(int(opponent))
+    _assert_brute_force(scorer, dist_all, d_intra, *scorer.scores(np.arange(n)))
 
 
 def test_removal_radius_and_iterative_picks_by_hand():
@@ -258,12 +269,7 @@ def test_scores_updated_pick_by_pick_equal_scores_recomputed_from_the_factors(li
     # identical scores and opponents; with 6 listed, brute force over all cores agrees.
     rng = np.random.default_rng(7)
     n, k = 400, 30
-    dist_all = rng.uniform(0.5, 3.0, size=(n, k))
-    dist_all[:, 0] = np.inf  # own core
-    order = np.argsort(dist_all, axis=1)[:, :listed]
-    d_intra = rng.uniform(0.5, 2.0, size=n)
-    scorer = BoundaryScorer(d_intra, order, np.take_along_axis(dist_all, order, axis=1), n_cores=k, penalty=1.3,
-                            dynamic=True, all_opponent_distances=lambda pos: dist_all[pos])
+    scorer, dist_all, d_intra = _random_scorer(rng, n, k, listed=listed, penalty=1.3)
     everyone = np.arange(n)
     for _ in range(80):
         _, opponents = scorer.scores(everyone)
@@ -273,9 +279,5 @@ def test_scores_updated_pick_by_pick_equal_scores_recomputed_from_the_factors(li
         terms = scorer.factor[scorer.factor_index] * scorer.ratio - scorer.offset
         best = np.argmin(terms, axis=1)
         np.testing.assert_array_equal(scores, terms[everyone, best])
-        np.testing.assert_array_equal(opponents, order[everyone, best])
-    with np.errstate(invalid="ignore"):
-        brute = (dist_all * scorer.factor[None, :k] - d_intra[:, None]) / np.maximum(dist_all, d_intra[:, None])
-    brute[:, 0] = np.inf
-    np.testing.assert_allclose(scores, brute.min(axis=1))
-    np.testing.assert_array_equal(opponents, brute.argmin(axis=1))
+        np.testing.assert_array_equal(opponents, scorer.opponents[everyone, best])
+    _assert_brute_force(scorer, dist_all, d_intra, scores, opponents)
