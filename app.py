@@ -1,11 +1,16 @@
 """BiLAF Studio: the router and frame. Pages live in views/ (wired here by st.navigation,
-not auto-discovered), computation in bilaf_core."""
+not auto-discovered), computation in bilaf_core. The sidebar and the page's URL are
+written after the page has run, so they show what the page just did."""
+
+from pathlib import Path
 
 import streamlit as st
 
-from studio import state
+from studio import session, state
 
-st.set_page_config(page_title="BiLAF Studio", page_icon=":material/target:", layout="wide")
+# A local icon: a material-symbol icon is fetched from Google's font server, which an offline
+# machine cannot reach (a console error on every page).
+st.set_page_config(page_title="BiLAF Studio", page_icon=str(Path(__file__).parent / "assets" / "icon.png"), layout="wide")
 
 pages = [
     st.Page("views/data.py", title="Data", icon=":material/database:"),
@@ -16,14 +21,20 @@ pages = [
     st.Page("views/learn.py", title="Learn", icon=":material/school:"),
 ]
 page = st.navigation(pages)
-
+if "source" not in st.session_state:  # a new session: a reload or a shared link reopens its source and settings
+    problem = session.restore_from_url()
+    if problem:
+        st.warning(problem)
 with st.sidebar:
     st.markdown("### BiLAF Studio")
     st.caption("Choose which images to label before finetuning.")
-    source = state.current_source()
+    frame = st.container()
+try:
+    page.run()
+except session.Halt:
+    pass
+source = state.current_source()
+with frame:
     st.markdown(f"**Data** {source.label}  \n**Features** {source.backbone if not source.feature_file else 'from file'}")
-    run = st.session_state.get("selection")
-    if run is not None:
-        st.markdown(f"**Run** {run.params['method']} · B = {run.budget:,}"
-                    + (f" · K = {run.params['n_cores']}" if run.params["method"] == "bilaf" else ""))
-page.run()
+    st.markdown(session.run_line(source))
+session.write_url(source)

@@ -50,9 +50,12 @@ def to_csv(table: pd.DataFrame) -> str:
     return table.to_csv(index=False)
 
 
-def to_json(table: pd.DataFrame, params: dict) -> str:
+def to_json(table: pd.DataFrame, params: dict, *, provenance: dict | None = None) -> str:
+    """``{"params": ..., "provenance": ..., "samples": [...]}``; ``provenance`` says where the
+    selection came from (data source, features), and is left out when not given."""
     records = json.loads(table.to_json(orient="records"))
-    return json.dumps({"params": params, "samples": records}, indent=1)
+    about = {} if provenance is None else {"provenance": provenance}
+    return json.dumps({"params": params, **about, "samples": records}, indent=1)
 
 
 def to_label_studio(table: pd.DataFrame, *, image_root: str = "") -> str:

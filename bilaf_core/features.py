@@ -151,7 +151,8 @@ def _read_state_dict(path: Path) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickle with code in it, ...
-        raise ValueError(f"cannot read weights file {path}: {exc}") from None
+        raise ValueError(f"cannot read weights file {Path(path).name}: it is not a PyTorch checkpoint (torch.save) or "
+                         f"a .safetensors file, or it is damaged ({type(exc).__name__}: {exc})") from None
     for wrapper in ("state_dict", "model", "teacher", "student", "module"):
         if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
             state = state[wrapper]
@@ -536,6 +537,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"feature file not found: {file}")
+    _check_magic(file)
     labels = ids = test_features = test_labels = None
     try:
         if file.suffix == ".npy":
@@ -566,7 +568,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
             raise ValueError(f"feature files must be .npy, .npz or .parquet, got {file.name}")
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
-            raise ValueError(f"{file} holds Python objects; only plain numeric arrays are read") from None
+            raise ValueError(f"{file.name} holds Python objects; only plain numeric arrays are read") from None
         raise
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read feature file {file} (truncated or not that format?): {exc}") from None
@@ -589,6 +591,22 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     return FeatureSet(features, ids, None if labels is None else np.asarray(labels), np.arange(n, dtype=np.int64),
                       [], f"feature file {file.name}", False, test_features,
                       None if test_labels is None else np.asarray(test_labels))
+
+
+#: The first bytes of each feature-file format, and how to write one.
+_MAGIC = {".npy": (b"\x93NUMPY", "numpy.save"), ".npz": (b"PK", "numpy.savez"), ".parquet": (b"PAR1", "pandas.DataFrame.to_parquet")}
+
+
+def _check_magic(file: Path) -> None:
+    """Refuse a file whose content is not what its extension says (a renamed text file, say)."""
+    if file.suffix not in _MAGIC:
+        return
+    magic, writer = _MAGIC[file.suffix]
+    with open(file, "rb") as handle:
+        head = handle.read(len(magic))
+    if head != magic:
+        raise ValueError(f"{file.name} is not a {file.suffix} file (its content does not start like one; "
+                         f"{'it is empty' if not head else 'is it another file renamed?'}); write it with {writer}")
 
 
 def _check_streamed(features: np.ndarray, file: Path) -> None:

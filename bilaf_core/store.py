@@ -270,7 +270,7 @@ class RunStore:
         """Every run joined with its selection's data set, method and budget, newest first."""
         return [_decode(row) for row in self._read(
             "SELECT runs.*, selections.dataset, selections.backbone, selections.method, selections.budget,"
-            " selections.n_pool, selections.seed FROM runs LEFT JOIN selections ON selections.id = runs.selection_id"
+            " selections.n_pool, selections.seed, selections.params AS selection_params FROM runs LEFT JOIN selections ON selections.id = runs.selection_id"
             " ORDER BY runs.id DESC")]
 
     def reap_stale(self) -> int:
@@ -300,7 +300,7 @@ class TrackedRun:
 
 
 def _decode(row: dict) -> dict:
-    for key in ("params", "sample_ids", "indices", "metrics", "versions"):
+    for key in ("params", "selection_params", "sample_ids", "indices", "metrics", "versions"):
         if key in row and isinstance(row[key], str):
             row[key] = json.loads(row[key])
     return row

@@ -106,10 +106,19 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
 
 
 def picked_rows(points: list[dict]) -> np.ndarray:
-    """Feature-set rows of the points a plotly selection event reports, ascending."""
+    """Feature-set rows of the points a plotly selection event reports, ascending.
+
+    A point's ``customdata`` is its row (the pool layer) or a row of columns whose first
+    is the row (overlay layers). Plotly sends numeric arrays as typed arrays, and a typed
+    array reaches Python as a dict of its positions (``{"0": row, "1": cluster, ...}``).
+    """
     rows = set()
     for point in points:
         data = point.get("customdata")
+        if isinstance(data, dict):
+            data = data.get("0")
+        elif isinstance(data, (list, tuple)):
+            data = data[0] if data else None
         if data is not None:
-            rows.add(int(data[0]) if isinstance(data, (list, tuple)) else int(data))
+            rows.add(int(data))
     return np.array(sorted(rows), dtype=np.int64)

@@ -9,18 +9,21 @@ cached stage-1 cores.
 
 from __future__ import annotations
 
-import os
+import inspect
 import multiprocessing
+import os
+import threading
+from collections import OrderedDict
 import tempfile
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from bilaf_core import diagnostics, select, stage2_geometry
+from bilaf_core import default_n_cores, diagnostics, select, stage2_geometry
 from bilaf_core.core import l2_normalize, select_cores
 from bilaf_core.data import extract_image_zip, load_pool
 from bilaf_core.features import FeatureSet, extract_features, load_backbone, load_feature_file, thumbnails
@@ -52,9 +55,12 @@ class Source:
     weights: str = ""
     feature_file: str = ""
     test_root: str = ""  # image folders: an optional labelled test folder
+    upload: str = ""  # the user's name of an uploaded file (the app keeps it under its cache)
 
     @property
     def label(self) -> str:
+        if self.upload:
+            return f"upload {self.upload}"
         if self.feature_file:
             return f"feature file {Path(self.feature_file).name}"
         return f"{self.dataset}{f' ({self.root})' if self.root else ''}"
@@ -85,7 +91,7 @@ def check_allowed(path: str) -> str:
     resolved = Path(path).expanduser().resolve()
     if not any(resolved == root or resolved.is_relative_to(root) for root in allowed_roots()):
         raise ValueError(f"{resolved} is outside the folders this app may read ({', '.join(map(str, allowed_roots()))}); "
-                         "add it to BILAF_ALLOWED_ROOTS to allow it")
+                         "to allow it, add it to BILAF_ALLOWED_ROOTS (folders separated by ':') and restart the app")
     return str(resolved)
 
 
@@ -96,23 +102,39 @@ def pool(dataset: str, root: str, test_root: str = ""):
 
 def feature_set(source: Source, *, progress=None, notify=None) -> FeatureSet:
     """The source's features; extracted (with progress) or served from the caches."""
-    cached = _feature_sets()
-    if source not in cached:
+    def load() -> FeatureSet:
         if source.feature_file:
-            cached[source] = load_feature_file(source.feature_file)
-        else:
-            backbone = load_backbone(source.backbone, weights=source.weights or None, allow_fallback=True,
-                                     notify=notify or (lambda message: None))
-            cached[source] = extract_features(pool(source.dataset, source.root, source.test_root), backbone,
-                                             progress=progress)
-    return cached[source]
+            return load_feature_file(source.feature_file)
+        backbone = load_backbone(source.backbone, weights=source.weights or None, allow_fallback=True,
+                                 notify=notify or (lambda message: None))
+        return extract_features(pool(source.dataset, source.root, source.test_root), backbone, progress=progress)
+
+    return _remembered("features", source, load, max_entries=8)
 
 
 @st.cache_resource
-def _feature_sets() -> dict:
-    # A plain dict rather than @st.cache_resource on feature_set itself: Streamlit forbids a
-    # cached function to update elements made outside it, such as the Data page's progress bar.
-    return {}
+def _memos() -> tuple[threading.Lock, dict[str, OrderedDict]]:
+    # Plain dicts rather than @st.cache_data: Streamlit forbids a cached function to update
+    # elements made outside it, such as the progress bars that also let a rerun or a
+    # closed tab interrupt the work (each update is a point where Streamlit can stop it).
+    return threading.Lock(), {}
+
+
+def _remembered(table: str, key, compute, *, max_entries: int):
+    """``compute()`` once per key, shared read-only by all sessions; least recently used
+    entries beyond ``max_entries`` are dropped. An interrupted computation stores nothing."""
+    lock, tables = _memos()
+    with lock:
+        cache = tables.setdefault(table, OrderedDict())
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    value = compute()
+    with lock:
+        cache[key] = value
+        while len(cache) > max_entries:
+            cache.popitem(last=False)
+    return value
 
 
 def current_feature_set() -> tuple[Source, FeatureSet]:
@@ -142,9 +164,11 @@ def _thumbs(dataset: str, root: str):
     return thumbnails(pool(dataset, root), size=64)
 
 
-@st.cache_data(show_spinner="Stage 1: selecting core samples ...", max_entries=64)
-def cores(source: Source, n_cores: int, core_method: str, seed: int) -> np.ndarray:
-    return select_cores(space(source, True), n_cores, method=core_method, random_state=seed)
+def cores(source: Source, n_cores: int, core_method: str, seed: int, *, progress=None) -> np.ndarray:
+    """Stage 1's cores, once per (features, K, method, seed)."""
+    return _remembered("cores", (source, n_cores, core_method, seed),
+                       lambda: select_cores(space(source, True), n_cores, method=core_method, random_state=seed,
+                                            progress=progress), max_entries=64)
 
 
 @st.cache_resource(show_spinner="Stage 2: distances within each cluster ...", max_entries=2)
@@ -156,19 +180,51 @@ def geometry(source: Source, n_cores: int, core_method: str, seed: int, variant:
     return stage2_geometry(features(source), cores(source, n_cores, core_method, seed), variant=variant)
 
 
-@st.cache_data(show_spinner="Selecting ...", max_entries=64)
-def selection(source: Source, budget: int, params: tuple):
-    """Run the selection; BiLAF reuses the cached stage-1 cores of the same (K, method,
-    seed) and their stage-2 geometry."""
-    options = dict(params)
-    data = features(source)
-    n_cores, core_method = options.pop("n_cores"), options.pop("core_method")
-    if options["method"] == "bilaf" and n_cores <= budget:
-        options["cores"] = cores(source, n_cores, core_method, options["random_state"])
+def select_defaults(n: int) -> dict:
+    """The Select page's starting values for a pool of ``n`` samples: the library's own
+    defaults (:func:`bilaf_core.select`'s signature) plus the page's budget, K and map."""
+    signature = inspect.signature(select).parameters
+    library = ("method", "core_method", "variant", "k_neighbors", "include_ratio", "removal_ratio",
+               "opponent_penalty", "denoise", "criterion", "process")
+    return {**{name: signature[name].default for name in library}, "budget_unit": "samples",
+            "budget": min(n, max(10, n // 20)), "budget_percent": 5.0, "n_cores": min(1000, default_n_cores(n, n)),
+            "seed": 0, "projection": "umap", "color_by": "pseudo-class"}
+
+
+def budget_of(values: dict, n: int) -> int:
+    """The budget the Select page's values ask for, within the pool."""
+    if values["budget_unit"] == "samples":
+        return max(1, min(n, int(values["budget"])))
+    return max(1, min(n, round(n * float(values["budget_percent"]) / 100)))
+
+
+def selection_params(values: dict) -> tuple:
+    """The hashable parameter tuple of :func:`selection` from the Select page's values."""
+    return (("method", values["method"]), ("n_cores", int(values["n_cores"])), ("core_method", values["core_method"]),
+            ("variant", values["variant"]), ("k_neighbors", int(values["k_neighbors"])),
+            ("include_ratio", float(values["include_ratio"])), ("removal_ratio", float(values["removal_ratio"])),
+            ("opponent_penalty", float(values["opponent_penalty"])), ("denoise", values["denoise"]),
+            ("criterion", values["criterion"]), ("process", values["process"]), ("random_state", int(values["seed"])))
+
+
+def selection(source: Source, budget: int, params: tuple, *, progress=None):
+    """Run the selection (once per source, budget and parameters); BiLAF reuses the
+    stage-1 cores of the same (K, method, seed) and their stage-2 geometry. ``progress``
+    (fraction, message) is called during stage 1 and the baselines."""
+    def compute():
+        options = dict(params)
+        n_cores, core_method = options.pop("n_cores"), options.pop("core_method")
+        if options["method"] != "bilaf":
+            return select(features(source), budget, progress=progress, **options)
+        if n_cores > budget:  # let select() phrase the error
+            return select(features(source), budget, n_cores=n_cores, **options)
+        options["cores"] = cores(source, n_cores, core_method, options["random_state"], progress=progress)
         options["geometry"] = geometry(source, n_cores, core_method, options["random_state"], options["variant"])
-    elif options["method"] == "bilaf":  # let select() phrase the error
-        options["n_cores"] = n_cores
-    return select(data, budget, **options)
+        result = select(features(source), budget, **options)
+        # The cores came from this stage 1, not from the user: record how they were made.
+        return replace(result, params={**result.params, "core_method": core_method})
+
+    return _remembered("selection", (source, budget, params), compute, max_entries=32)
 
 
 @st.cache_resource(max_entries=16)

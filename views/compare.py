@@ -5,59 +5,62 @@ import pandas as pd
 import streamlit as st
 
 from bilaf_core import METHODS
-from studio import state
+from bilaf_core.boundary import DENOISERS
+from studio import session, state
 from studio.maps import selection_figure
 
 st.title("Compare selections")
 source, fs = state.current_feature_set()
 n = len(fs.ids)
-current = st.session_state.get("selection")
-budget = current.budget if current is not None else min(n, max(10, n // 20))
-n_cores = current.params["n_cores"] if current is not None and current.params.get("n_cores") else max(1, budget // 5)
+pool = session.pool_state(source)
+select_values = session.settings(source, n)  # the Select page's values: the base of every row
+budget = state.budget_of(select_values, n)
+EDITABLE = ("method", "n_cores", "removal_ratio", "opponent_penalty", "denoise", "seed")
 
-st.caption(f"Budget B = {budget:,} (from the Select page). Edit the rows: 2 to 4 settings.")
-default = pd.DataFrame({
-    "method": ["bilaf", "activeft", "kmeans", "random"],
-    "n_cores": [n_cores] * 4, "removal_ratio": [0.1] * 4, "opponent_penalty": [1.1] * 4,
-    "denoise": ["idc"] * 4, "seed": [0] * 4,
-})
+st.caption(f"Budget B = {budget:,} and every parameter not in the table come from the Select page. "
+           "Edit the rows: 2 to 4 settings.")
+key = session.chart_key("compare_settings", pool)
+if key not in st.session_state:  # new on this run (first visit, back from a page): the last edited rows
+    pool.values["compare_base"] = pool.values.get("compare_rows", pd.DataFrame(
+        [{**{name: select_values[name] for name in EDITABLE}, "method": method}
+         for method in ("bilaf", "activeft", "kmeans", "random")]))
 settings = st.data_editor(
-    default, num_rows="dynamic", hide_index=True, key="compare_settings",
+    pool.values["compare_base"], num_rows="dynamic", hide_index=True, key=key,
     column_config={"method": st.column_config.SelectboxColumn(options=list(METHODS), required=True),
-                   "denoise": st.column_config.SelectboxColumn(options=["idc", "density", "distance", "none"]),
+                   "denoise": st.column_config.SelectboxColumn(options=list(DENOISERS)),
                    "n_cores": st.column_config.NumberColumn(min_value=1, step=1),
                    "removal_ratio": st.column_config.NumberColumn(min_value=0.0, max_value=0.9, step=0.05),
                    "opponent_penalty": st.column_config.NumberColumn(min_value=1.0, max_value=3.0, step=0.05),
                    "seed": st.column_config.NumberColumn(min_value=0, step=1)},
 )
+pool.values["compare_rows"] = settings
 rows = settings.dropna(subset=["method"]).head(4)
 if len(rows) < 2:
     st.warning("Add at least two settings to compare.")
-    st.stop()
+    session.halt()
 
-coords = state.projection(source, st.session_state.get("projection", "umap"), start=False)
+coords = state.projection(source, session.setting(pool, "projection", "umap"), start=False)
 coords = coords if coords is not None else state.projection(source, "pca")
 columns = st.columns(len(rows))
 table = []
 for col, (_, row) in zip(columns, rows.iterrows()):
     name = f"{row.method}" + (f" K={int(row.n_cores)} Prm={row.removal_ratio:g} δ={row.opponent_penalty:g}"
                               if row.method == "bilaf" else "")
-    params = (("method", row.method), ("n_cores", int(row.n_cores)), ("core_method", "activeft"), ("variant", "paper"),
-              ("k_neighbors", 10), ("include_ratio", 0.1), ("removal_ratio", float(row.removal_ratio)),
-              ("opponent_penalty", float(row.opponent_penalty)), ("denoise", row.denoise or "idc"),
-              ("criterion", "boundary_score"), ("process", "iterative"), ("random_state", int(row.seed)))
+    values = {**select_values, **{column: row[column] for column in EDITABLE if pd.notna(row[column])}}
+    params = state.selection_params(values)
     with col:
         st.markdown(f"**{name}**")
         try:
-            result = state.selection(source, budget, params)
+            with session.progress_bar(name) as report:
+                result = state.selection(source, budget, params, progress=report)
         except ValueError as exc:
             st.error(str(exc))
             continue
         st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, height=320, show_legend=False),
                         width="stretch", key=f"compare_map_{len(table)}_{name}")
-        report = state.selection_diagnostics(source, result, normalize=True)  # one space for all settings
-        table.append({"setting": name, "EMD proxy": report["emd_proxy"], "coverage": report["coverage"],
-                      "classes covered": report.get("classes_covered", np.nan),
+        measured = state.selection_diagnostics(source, result, normalize=True)  # one space for all settings
+        table.append({"setting": name, "EMD proxy": measured["emd_proxy"], "coverage": measured["coverage"],
+                      "classes covered": measured.get("classes_covered", np.nan),
                       "removed": int(result.removed.size), "seconds": result.timings["total"]})
 if table:
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",

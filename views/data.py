@@ -1,7 +1,7 @@
 """Data page: choose the image pool and the backbone, extract features with progress."""
 
 import hashlib
-import time
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,7 @@ import streamlit as st
 
 from bilaf_core._io import atomic_open
 from bilaf_core.features import default_cache_dir
-from studio import state
+from studio import gallery, session, state
 
 st.title("Data")
 SOURCES = {"Built-in digits (offline)": "digits", "CIFAR-10": "cifar10", "CIFAR-100": "cifar100",
@@ -17,27 +17,46 @@ SOURCES = {"Built-in digits (offline)": "digits", "CIFAR-10": "cifar10", "CIFAR-
            "Feature file (upload)": "features"}
 shared_cifar = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
+current = state.current_source()
+form_state = session.app_state()
+CHOICE_OF = {value: label for label, value in SOURCES.items()}
+
+
+def keep(widget, name, label, default, **kwargs):
+    return session.kept(widget, name, label, default=default, state=form_state, **kwargs)
+
+
 with st.form("data_source"):
-    choice = st.selectbox("Source", list(SOURCES), key="source_choice")
+    choice = keep(st.selectbox, "source_choice", "Source", options=list(SOURCES),
+                  default=CHOICE_OF["zip" if current.upload and current.dataset == "folder" else
+                                    "features" if current.feature_file else current.dataset])
     dataset = SOURCES[choice]
-    root = st.text_input("Folder (local copy of the data set, or the image folder)", key="source_root",
-                         value=str(shared_cifar) if shared_cifar.is_dir() else "",
-                         help="CIFAR: the folder holding cifar-10-batches-py/ (or cifar10_jpeg.npz); "
-                              "Fashion-MNIST: the folder of the *-ubyte.gz files (Debian's package is found by itself)")
-    test_root = st.text_input("Test folder (optional, image folders): class subfolders, used to measure accuracy",
-                              key="source_test_root")
+    root = keep(st.text_input, "source_root", "Folder (local copy of the data set, or the image folder)",
+                current.root if current.root and not current.upload else
+                str(shared_cifar) if shared_cifar.is_dir() else "",
+                help="CIFAR: the folder holding cifar-10-batches-py/ (or cifar10_jpeg.npz); "
+                     "Fashion-MNIST: the folder of the *-ubyte.gz files (Debian's package is found by itself)")
+    test_root = keep(st.text_input, "source_test_root",
+                     "Test folder (optional, image folders): class subfolders, used to measure accuracy",
+                     current.test_root)
     upload = st.file_uploader("Upload: a feature file (.npy, .npz with 'features', .parquet) or a zip of images "
                               "(class subfolders give labels)", type=["npy", "npz", "parquet", "zip"])
-    backbone_label = st.selectbox("Backbone", list(state.BACKBONE_CHOICES), key="backbone_choice")
-    timm_name = st.text_input("timm model name (for 'Other timm model')", key="timm_name")
-    weights = st.text_input("Weights file (optional; for DINO: dino_deitsmall16_pretrain.pth)", key="weights_path")
+    backbone_label = keep(st.selectbox, "backbone_choice", "Backbone", options=list(state.BACKBONE_CHOICES),
+                          default=next((label for label, name in state.BACKBONE_CHOICES.items()
+                                        if name and name == current.backbone), list(state.BACKBONE_CHOICES)[0]))
+    timm_name = keep(st.text_input, "timm_name", "timm model name (for 'Other timm model')",
+                     current.backbone if current.backbone not in state.BACKBONE_CHOICES.values() else "")
+    weights = keep(st.text_input, "weights_path", "Weights file (optional; for DINO: dino_deitsmall16_pretrain.pth)",
+                   current.weights)
     submitted = st.form_submit_button("Load and extract features", type="primary")
 
 
 def save_upload(file) -> Path:
-    """Keep an upload under the cache, named by its content (a re-upload is free)."""
+    """Keep an upload under the cache, in a folder named by its content (a re-upload is
+    free) and under the user's own file name (so messages and labels name it)."""
     data = file.getvalue()
-    path = default_cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(file.name).suffix.lower()}"
+    name = re.sub(r"[^\w.\- ]", "_", Path(file.name).name) or "upload"
+    path = default_cache_dir() / "uploads" / hashlib.sha256(data).hexdigest()[:16] / name
     if not path.is_file():
         with atomic_open(path, "wb") as handle:
             handle.write(data)
@@ -52,42 +71,49 @@ def expected_upload(upload, suffixes: tuple[str, ...], what: str):
     return upload
 
 
+def chosen_source() -> state.Source:
+    """The source the form describes; ValueError when it is incomplete or not allowed."""
+    backbone = state.BACKBONE_CHOICES[backbone_label] or timm_name.strip()
+    if not backbone:
+        raise ValueError("type a timm model name, e.g. convnext_tiny, or pick another backbone")
+    checked_weights = state.check_allowed(weights.strip()) if weights.strip() else ""
+    if dataset == "features":
+        saved = save_upload(expected_upload(upload, (".npy", ".npz", ".parquet"), "a feature file"))
+        return state.Source(dataset="features", feature_file=str(saved), backbone="", upload=upload.name)
+    if dataset == "zip":
+        folder = state.unpacked_zip(save_upload(expected_upload(upload, (".zip",), "a zip of images")))
+        return state.Source(dataset="folder", root=str(folder), backbone=backbone, weights=checked_weights,
+                            upload=upload.name)
+    needs_root = dataset == "folder" or (dataset.startswith("cifar") and root.strip())
+    folder = state.check_allowed(root.strip()) if needs_root and root.strip() else ""
+    if dataset == "folder" and not folder:
+        raise ValueError("type the path of the image folder")
+    return state.Source(dataset=dataset, root=folder if dataset != "digits" else "", backbone=backbone,
+                        weights=checked_weights,
+                        test_root=state.check_allowed(test_root.strip()) if dataset == "folder" and test_root.strip()
+                        else "")
+
+
 if submitted:
     try:
-        backbone = state.BACKBONE_CHOICES[backbone_label] or timm_name.strip()
-        if not backbone:
-            raise ValueError("type a timm model name, e.g. convnext_tiny, or pick another backbone")
-        if dataset == "features":
-            saved = save_upload(expected_upload(upload, (".npy", ".npz", ".parquet"), "a feature file"))
-            source = state.Source(dataset="features", feature_file=str(saved), backbone="")
-        elif dataset == "zip":
-            folder = state.unpacked_zip(save_upload(expected_upload(upload, (".zip",), "a zip of images")))
-            source = state.Source(dataset="folder", root=str(folder), backbone=backbone,
-                                  weights=state.check_allowed(weights.strip()) if weights.strip() else "")
-        else:
-            needs_root = dataset == "folder" or (dataset.startswith("cifar") and root.strip())
-            folder = state.check_allowed(root.strip()) if needs_root and root.strip() else ""
-            if dataset == "folder" and not folder:
-                raise ValueError("type the path of the image folder")
-            source = state.Source(dataset=dataset, root=folder if dataset != "digits" else "", backbone=backbone,
-                                  weights=state.check_allowed(weights.strip()) if weights.strip() else "",
-                                  test_root=state.check_allowed(test_root.strip())
-                                  if dataset == "folder" and test_root.strip() else "")
-        with st.status(f"Loading {source.label} ...", expanded=True) as status:
-            bar = st.progress(0.0)
-            started = time.perf_counter()
-
-            def progress(fraction: float, message: str) -> None:
-                elapsed = time.perf_counter() - started
-                eta = f" · about {elapsed / fraction - elapsed:.0f} s left" if 0 < fraction < 1 and elapsed > 2 else ""
-                bar.progress(min(1.0, fraction), text=f"{message}{eta}")
-
-            fs = state.feature_set(source, progress=progress, notify=lambda message: st.warning(message))
-            status.update(label=f"{len(fs.ids):,} samples, {fs.features.shape[1]}-d features", state="complete")
-        st.session_state.source = source
-        st.session_state.pop("selection", None)
+        source = chosen_source()
     except ValueError as exc:
         st.error(f"Cannot load this source: {exc}")
+    else:
+        notices = []
+        with st.status(f"Loading {source.label} ...", expanded=True) as status:
+            try:
+                with session.progress_bar("Features") as report:
+                    fs = state.feature_set(source, progress=report, notify=notices.append)
+            except ValueError as exc:
+                status.update(label=f"Cannot load {source.label}", state="error")
+                st.error(f"Cannot load this source: {exc}")
+            else:
+                status.update(label=f"{len(fs.ids):,} samples, {fs.features.shape[1]}-d features", state="complete",
+                              expanded=False)
+                st.session_state.source = source
+        for notice in notices:  # e.g. the DINO -> EfficientNet fallback: outside the folded status box
+            st.warning(notice)
 
 source, fs = state.current_feature_set()
 st.subheader(source.label)
@@ -103,4 +129,4 @@ thumbs = state.thumbs(source)
 if thumbs is not None:
     sample = np.random.default_rng(0).choice(len(fs.ids), size=min(32, len(fs.ids)), replace=False)
     captions = [str(fs.ids[i]) for i in sample]
-    st.image([thumbs[i] for i in sample], caption=captions, width=72)
+    gallery.image_grid([thumbs[i] for i in sample], captions, width=80)

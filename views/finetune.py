@@ -6,22 +6,26 @@ import streamlit as st
 
 from bilaf_core.data import read_label_csv
 from bilaf_core.features import BUNDLED_BACKBONE
-from bilaf_core.finetune import FinetuneConfig
-from studio import jobs, state
+from bilaf_core.finetune import FinetuneCancelled, FinetuneConfig
+from studio import jobs, session, state
 
 st.title("Finetune and compare")
 store = state.run_store()
 source, fs = state.current_feature_set()
-result = st.session_state.get("selection")
-
-if result is None:
-    st.info("Run a selection on the Select page first; its accuracy is measured here.")
+pool = session.pool_state(source)
+try:
+    with session.progress_bar("Selecting") as report:
+        result = session.current_selection(source, len(fs.ids), progress=report)
+except ValueError as exc:
+    st.error(f"The Select page's parameters do not give a selection ({exc}); change them there.")
     st.page_link("views/select.py", label="Go to Select", icon=":material/scatter_plot:")
-else:
+    result = None
+
+if result is not None:
     st.markdown(f"**Selection** {result.params['method']} · B = {result.budget:,} of {len(fs.ids):,} · "
                 f"{source.label}")
-    protocol = st.radio("Protocol", list(jobs.PROTOCOL_NAMES), format_func=jobs.PROTOCOL_NAMES.get, horizontal=True,
-                        key="protocol", help="Linear probe and k-NN train on frozen features in seconds; full "
+    protocol = session.kept(st.radio, "protocol", "Protocol", options=list(jobs.PROTOCOL_NAMES), default="linear",
+                            state=pool, format_func=jobs.PROTOCOL_NAMES.get, horizontal=True, help="Linear probe and k-NN train on frozen features in seconds; full "
                         "finetuning trains the backbone (slow on a CPU).")
     selected_labels = None
     if fs.labels is None:
@@ -39,9 +43,11 @@ else:
     options, ready = {}, fs.labels is not None or selected_labels is not None
     with st.form("training_options"):
         if protocol == "knn":
-            options["k"] = st.slider("k neighbours", 1, 100, 20)
+            options["k"] = session.kept(st.slider, "knn_k", "k neighbours", min_value=1, max_value=100, default=20,
+                                        state=pool)
         elif protocol == "linear":
-            options["c"] = st.select_slider("C (inverse regularisation)", [0.1, 1.0, 10.0, 100.0, 1000.0], value=10.0)
+            options["c"] = session.kept(st.select_slider, "linear_c", "C (inverse regularisation)",
+                                        options=[0.1, 1.0, 10.0, 100.0, 1000.0], default=10.0, state=pool)
         else:
             if source.feature_file:
                 st.error("Full finetuning needs the images; this source is a feature file. Use linear probe or k-NN, "
@@ -52,14 +58,31 @@ else:
             backbone = source.backbone if source.backbone not in ("", "pixels") else BUNDLED_BACKBONE
             options["backbone"] = a.text_input("Backbone (timm)", backbone)
             options["weights"] = b.text_input("Weights file (optional)", source.weights).strip() or None
-            options["epochs"] = c.number_input("Epochs", 1, 1000, 10, key="ft_epochs")
-            options["image_size"] = a.select_slider("Image size", [32, 64, 96, 128, 160, 224], value=default.image_size, key="ft_image_size")
-            options["batch_size"] = b.number_input("Batch size", 1, 512, default.batch_size, key="ft_batch_size")
-            options["eval_every"] = c.number_input("Evaluate every N epochs", 1, 100, default.eval_every, key="ft_eval_every")
-            options["eval_limit"] = a.number_input("Evaluate on at most", 10, 100_000, default.eval_limit, key="ft_eval_limit")
-            options["random_state"] = b.number_input("Seed", 0, 2**31 - 1, 0, key="ft_seed")
+            options["epochs"] = session.kept(c.number_input, "ft_epochs", "Epochs", min_value=1, max_value=1000,
+                                             default=10, state=pool)
+            options["image_size"] = session.kept(a.select_slider, "ft_image_size", "Image size",
+                                                 options=[32, 64, 96, 128, 160, 224], default=default.image_size,
+                                                 state=pool)
+            options["batch_size"] = session.kept(b.number_input, "ft_batch_size", "Batch size", min_value=1,
+                                                 max_value=512, default=default.batch_size, state=pool)
+            options["warmup_epochs"] = session.kept(c.number_input, "ft_warmup", "Warm-up epochs", min_value=0,
+                                                    max_value=100, default=default.warmup_epochs, state=pool)
+            options["eval_every"] = session.kept(a.number_input, "ft_eval_every", "Evaluate every N epochs",
+                                                 min_value=1, max_value=100, default=default.eval_every, state=pool)
+            options["eval_limit"] = session.kept(b.number_input, "ft_eval_limit", "Evaluate on at most",
+                                                 min_value=10, max_value=100_000, default=default.eval_limit,
+                                                 state=pool)
+            options["random_state"] = session.kept(c.number_input, "ft_seed", "Seed", min_value=0,
+                                                   max_value=2**31 - 1, default=0, state=pool)
+            if options["epochs"] < 2 * max(1, options["warmup_epochs"]):
+                st.warning(f"{options['epochs']} epoch(s) with {options['warmup_epochs']} warm-up epoch(s): the "
+                           "learning rate spends most of the run warming up "
+                           + (f"(warm-up is cut to {options['epochs'] - 1}) " if options["epochs"] <=
+                              options["warmup_epochs"] else "")
+                           + "and accuracy stays low. Train at least twice as many epochs as warm-up epochs, or "
+                           "lower the warm-up.")
             st.caption(f"SGD momentum {default.momentum}, weight decay {default.weight_decay}, lr {default.lr} with "
-                       f"{default.warmup_epochs} warm-up epochs and cosine decay, label smoothing "
+                       "linear warm-up and cosine decay, label smoothing "
                        f"{default.label_smoothing}; the best top-1 seen is reported (the papers' protocol). "
                        "A checkpoint is kept per epoch: the same run launched again resumes.")
         launch = st.form_submit_button("Launch", type="primary", disabled=not ready or store is None)
@@ -84,15 +107,17 @@ else:
             return
         error = current.future.exception()
         if error is not None:
-            cancelled = type(error).__name__.endswith("Cancelled")
+            cancelled = isinstance(error, (jobs.JobCancelled, FinetuneCancelled))
             (st.warning if cancelled else st.error)(f"{title}: {'cancelled' if cancelled else 'failed'}: {error}")
             return
         outcome = current.future.result()
         if current.protocol == "finetune":
             st.success(f"{title}: best top-1 **{outcome.best_top1:.1%}** (epoch {outcome.best_epoch}), final "
                        f"{outcome.final_top1:.1%}, on {outcome.n_eval:,} samples of the {outcome.eval_split}")
-            history = pd.DataFrame(outcome.history)
-            st.line_chart(history.set_index("epoch")[["loss", "top1"]], height=220)
+            history = pd.DataFrame(outcome.history).set_index("epoch")
+            loss, top1 = st.columns(2)  # different units: one chart each
+            loss.line_chart(history[["loss"]], height=200)
+            top1.line_chart(history[["top1"]].dropna(), height=200)
         else:
             st.success(f"{title}: top-1 **{outcome.top1:.1%}** on {outcome.n_eval:,} samples of the "
                        f"{outcome.eval_split}; {outcome.classes_seen} of {outcome.n_classes} classes in the selection")
@@ -101,6 +126,18 @@ else:
             st.rerun()
 
     show_job()
+
+
+
+def describe_selection(params) -> str:
+    """The selection's parameters that tell runs apart, in one line."""
+    if not isinstance(params, dict):
+        return ""
+    keys = ("n_cores", "core_method", "removal_ratio", "opponent_penalty", "denoise", "variant", "random_state") \
+        if params.get("method") == "bilaf" else ("random_state",)
+    short = {"n_cores": "K", "removal_ratio": "P_rm", "opponent_penalty": "δ", "random_state": "seed"}
+    return " ".join(f"{short.get(k, k)}={params[k]}" for k in keys if k in params)
+
 
 st.subheader("Run history")
 if store is not None:
@@ -119,10 +156,11 @@ if store is not None:
             fig = px.line(curve, x="budget", y="mean", color="method", facet_col="protocol", markers=True,
                           error_y="std", labels={"mean": "top-1", "budget": "budget B"},
                           hover_data={"count": True})
-            fig.update_yaxes(tickformat=".0%")
+            fig.update_yaxes(tickformat=".1%")
             st.plotly_chart(fig, width="stretch", key="history_plot")
             st.caption("Mean top-1 per method and budget (error bars: std over repeated runs).")
-        st.dataframe(mine[["id", "started", "status", "protocol", "method", "budget", "seed", "top-1", "error"]],
+        mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]])
+        st.dataframe(mine[["id", "started", "status", "protocol", "method", "budget", "selection", "top-1", "error"]],
                      hide_index=True, width="stretch",
                      column_config={"top-1": st.column_config.NumberColumn(format="percent")})
         st.caption(f"Store: {store.path}")

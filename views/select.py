@@ -3,70 +3,83 @@
 import pandas as pd
 import streamlit as st
 
-from bilaf_core import METHODS, default_n_cores
+from bilaf_core import METHODS
 from bilaf_core.boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
 from bilaf_core.core import CORE_METHODS
-from bilaf_core.export import selection_table, to_csv, to_json, to_label_studio
-from studio import state
+from studio import exports, gallery, session, state
 from studio.maps import selection_figure
 
 source, fs = state.current_feature_set()
 n = len(fs.ids)
+pool = session.pool_state(source)
+default = state.select_defaults(n)
 st.title("Select samples to label")
 
+
+def keep(widget, name, label, **kwargs):
+    return session.kept(widget, name, label, default=default[name], state=pool, **kwargs)
+
+
+def switch_budget_unit() -> None:
+    """Keep the budget when its unit changes: the other input starts at the same number of samples."""
+    budget = state.budget_of({**session.settings(source, n), "budget_unit": "% of the pool"
+                              if st.session_state.budget_unit == "samples" else "samples"}, n)
+    pool.values.update(budget=budget, budget_percent=round(100 * budget / n, 2))
+    for key in ("budget", "budget_percent"):
+        st.session_state.pop(key, None)  # re-seeded from the pool's values below
+
+
+# Outside the form: switching the unit shows the other input at once, holding the same budget.
+unit = keep(st.radio, "budget_unit", "Budget in", options=["samples", "% of the pool"], horizontal=True,
+            on_change=switch_budget_unit)
 with st.form("selection_parameters"):
     left, mid, right = st.columns(3)
-    method = left.selectbox("Method", METHODS, key="method", help="BiLAF, or a baseline selecting the whole budget")
-    unit = mid.radio("Budget in", ["samples", "% of the pool"], horizontal=True, key="budget_unit")
+    keep(left.selectbox, "method", "Method", options=METHODS, help="BiLAF, or a baseline selecting the whole budget")
     if unit == "samples":
-        budget = int(right.number_input("Budget B", 1, n, value=min(n, max(10, n // 20)), key="budget"))
+        keep(mid.number_input, "budget", "Budget B", min_value=1, max_value=n)
     else:
-        percent = right.number_input("Budget (% of the pool)", 0.01, 100.0, value=5.0, step=0.5, key="budget_percent")
-        budget = max(1, min(n, round(n * percent / 100)))
+        keep(mid.number_input, "budget_percent", "Budget (% of the pool)", min_value=0.01, max_value=100.0, step=0.5)
     if n > 1:
-        n_cores = left.slider("K: core samples (stage 1)", 1, min(n, 1000), value=min(1000, default_n_cores(n, n)),
-                              key="n_cores", help="pseudo-class centres; must not exceed the budget")
+        keep(right.slider, "n_cores", "K: core samples (stage 1)", min_value=1, max_value=min(n, 1000),
+             help="pseudo-class centres; must not exceed the budget")
     else:  # a slider needs two values
-        n_cores = 1
-        left.caption("K = 1: the pool has a single sample")
-    removal_ratio = mid.slider("P_rm: removal ratio", 0.0, 0.9, 0.1, 0.05, key="removal_ratio")
-    include_ratio = right.slider("P_in: include ratio per IDC round", 0.05, 1.0, 0.1, 0.05, key="include_ratio")
-    k_neighbors = left.slider("k: density neighbours", 1, 50, 10, key="k_neighbors")
-    penalty = mid.slider("delta: opponent penalty (1 = off)", 1.0, 2.0, 1.1, 0.05, key="opponent_penalty")
+        pool.values["n_cores"] = 1
+        right.caption("K = 1: the pool has a single sample")
+    keep(left.slider, "removal_ratio", "P_rm: removal ratio", min_value=0.0, max_value=0.9, step=0.05)
+    keep(mid.slider, "include_ratio", "P_in: include ratio per IDC round", min_value=0.05, max_value=1.0, step=0.05)
+    keep(right.slider, "k_neighbors", "k: density neighbours", min_value=1, max_value=50)
+    keep(left.slider, "opponent_penalty", "delta: opponent penalty (1 = off)", min_value=1.0, max_value=2.0,
+         step=0.05)
     with st.expander("Advanced"):
         a, b, c = st.columns(3)
-        core_method = a.selectbox("Stage-1 core method", CORE_METHODS, key="core_method")
-        variant = b.selectbox("Variant", VARIANTS, key="variant", help="paper: defects fixed; reference: the authors' code")
-        denoise = c.selectbox("Denoiser", DENOISERS, key="denoise")
-        criterion = a.selectbox("Criterion", CRITERIA, key="criterion")
-        process = b.selectbox("Process", PROCESSES, key="process")
-        seed = int(c.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
+        keep(a.selectbox, "core_method", "Stage-1 core method", options=CORE_METHODS)
+        keep(b.selectbox, "variant", "Variant", options=VARIANTS, help="paper: defects fixed; reference: the authors' code")
+        keep(c.selectbox, "denoise", "Denoiser", options=DENOISERS)
+        keep(a.selectbox, "criterion", "Criterion", options=CRITERIA)
+        keep(b.selectbox, "process", "Process", options=PROCESSES)
+        keep(c.number_input, "seed", "Seed", min_value=0, max_value=2**31 - 1)
     st.form_submit_button("Select", type="primary")
 
-params = (("method", method), ("n_cores", int(n_cores)), ("core_method", core_method), ("variant", variant),
-          ("k_neighbors", int(k_neighbors)), ("include_ratio", float(include_ratio)),
-          ("removal_ratio", float(removal_ratio)), ("opponent_penalty", float(penalty)), ("denoise", denoise),
-          ("criterion", criterion), ("process", process), ("random_state", seed))
 try:
-    result = state.selection(source, budget, params)
+    with session.progress_bar("Selecting") as report:
+        result = session.current_selection(source, n, progress=report)
 except ValueError as exc:
-    st.session_state.pop("selection", None)
     st.error(f"Cannot select: {exc}")
-    st.stop()
-st.session_state.selection = result
+    session.halt()
 
 counts = result.role_counts()
 metrics = {"Selected": result.budget, "Core": counts.get("core", 0), "Boundary": counts.get("boundary", 0),
            "Removed": counts.get("removed", 0), "Unselected": counts.get("unselected", 0)}
 for col, (name, value) in zip(st.columns(5), metrics.items()):
     col.metric(name, f"{value:,}")
+st.caption(f"B = {result.budget:,} samples, {result.budget / n:.2%} of the {n:,}-sample pool.")
 
 map_col, info_col = st.columns([3, 2])
 with map_col:
     a, b = st.columns(2)
-    projection = a.radio("Map", ["umap", "tsne", "pca"], horizontal=True, key="projection",
-                         format_func={"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}.get)
-    color_by = b.radio("Colour pool by", ["pseudo-class", "true label"], horizontal=True, key="color_by")
+    projection = keep(a.radio, "projection", "Map", options=["umap", "tsne", "pca"], horizontal=True,
+                      format_func={"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}.get)
+    color_by = keep(b.radio, "color_by", "Colour pool by", options=["pseudo-class", "true label"], horizontal=True)
     on_request = n > state.AUTO_PROJECTION_MAX and projection != "pca"
     start = not on_request or st.session_state.get(f"project_{projection}", False)
     try:
@@ -88,10 +101,10 @@ with map_col:
                     st.rerun()
 
             wait_for_map()
-    fig = selection_figure(coords, result, ids=fs.ids, labels=fs.labels, color_by=color_by)
-    st.plotly_chart(fig, width="stretch", key="map")
+    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, color_by=color_by),
+                                    "select_map", pool)
     st.caption(f"2-D {shown.upper()} of the features (seed 0). Stars: cores; circles: boundary picks; "
-               "crosses: removed noise. Click a legend entry to hide a layer.")
+               "crosses: removed noise. Click a legend entry to hide a layer; lasso or box points to see them below.")
 with info_col:
     report = state.selection_diagnostics(source, result, normalize=result.params["normalize"])
     estimate = f", on {report['estimated_on']:,} random pool samples" if report["estimated_on"] < n else ""
@@ -108,22 +121,8 @@ with info_col:
         st.caption("Per-cluster budgets (after denoising)")
         st.bar_chart(pd.Series(result.allocation, name="budget"), height=180)
 
-table = selection_table(result, fs.ids, fs.labels, excluded=st.session_state.get("excluded", set()),
-                        forced=st.session_state.get("forced", set()))
-st.subheader(f"Export ({len(table):,} samples)")
-marks = len(st.session_state.get("excluded", ())) + len(st.session_state.get("forced", ()))
-if marks:
-    st.caption(f"{marks} manual mark(s) from the Inspect page applied.")
-c1, c2, c3 = st.columns(3)
-stem = f"{source.dataset}_{result.params['method']}_{len(table)}"
-# Files are written when a button is pressed, not on every slider move.
-c1.download_button("CSV", lambda: to_csv(table), file_name=f"{stem}.csv", mime="text/csv", key="export_csv")
-c2.download_button("JSON", lambda: to_json(table, result.params), file_name=f"{stem}.json", mime="application/json",
-                   key="export_json")
-if source.dataset == "folder":
-    c3.download_button("Label Studio tasks", lambda: to_label_studio(table, image_root=source.root),
-                       file_name=f"{stem}_label_studio.json", mime="application/json", key="export_ls")
-# The table is sent only while its expander is open (it has thousands of rows at CIFAR scale).
-selected_samples = st.expander("Selected samples", key="show_selected", on_change="rerun")
-if selected_samples.open:
-    selected_samples.dataframe(table, hide_index=True, width="stretch")
+if picked.size:
+    st.subheader(f"Picked on the map ({picked.size:,})")
+    gallery.show(picked, result, fs, state.thumbs(source), key="select_picked")
+
+exports.section(source, fs, result, pool)

@@ -1,0 +1,58 @@
+"""The Select page's export section: the selection as CSV, JSON and Label Studio tasks,
+with the pool's manual marks applied (and a way to clear them)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import streamlit as st
+
+from bilaf_core import Selection
+from bilaf_core.export import selection_table, to_csv, to_json, to_label_studio
+
+from . import session
+from .state import Source
+
+
+def provenance(source: Source, fs, pool: session.PoolState) -> dict:
+    """Where a selection came from: the data source, the features and the pool's fingerprint."""
+    return {"data": source.label, "source": {k: v for k, v in asdict(source).items() if v},
+            "features": fs.backbone, "n_pool": len(fs.ids), "pool_fingerprint": pool.key}
+
+
+def marks_line(pool: session.PoolState, *, key: str) -> None:
+    """How many marks this pool has, with a button that clears them."""
+    if not pool.n_marks:
+        return
+    text, button = st.columns([4, 1], vertical_alignment="center")
+    text.caption(f"Your marks on this pool: {len(pool.excluded)} excluded from the export, {len(pool.forced)} "
+                 "forced into it.")
+    button.button("Clear marks", on_click=pool.clear_marks, key=key)
+
+
+def section(source: Source, fs, result: Selection, pool: session.PoolState) -> None:
+    table = selection_table(result, fs.ids, fs.labels, excluded=pool.excluded, forced=pool.forced)
+    st.subheader(f"Export ({len(table):,} samples)")
+    marks_line(pool, key="clear_marks_export")
+    stem = f"{source.dataset}_{result.params['method']}_{len(table)}"
+    about = provenance(source, fs, pool)
+    c1, c2, c3 = st.columns(3)
+    # Files are built when a button is pressed (not on every slider move), and a press
+    # does not rerun the page, so several downloads in a row all arrive.
+    c1.download_button("CSV", lambda: to_csv(table), file_name=f"{stem}.csv", mime="text/csv", key="export_csv",
+                       on_click="ignore")
+    c2.download_button("JSON", lambda: to_json(table, result.params, provenance=about), file_name=f"{stem}.json",
+                       mime="application/json", key="export_json", on_click="ignore")
+    if source.dataset == "folder":
+        # An uploaded zip was unpacked into the app's cache: its tasks name the paths inside
+        # the zip, for Label Studio's local-files storage pointed at the user's own copy.
+        root = "" if source.upload else source.root
+        c3.download_button("Label Studio tasks", lambda: to_label_studio(table, image_root=root),
+                           file_name=f"{stem}_label_studio.json", mime="application/json", key="export_ls",
+                           on_click="ignore")
+        if source.upload:
+            c3.caption(f"Image paths are relative to the top of {source.upload}.")
+    # The table is sent only while its expander is open (it has thousands of rows at CIFAR scale).
+    selected_samples = st.expander("Selected samples", key="show_selected", on_change="rerun")
+    if selected_samples.open:
+        selected_samples.dataframe(table, hide_index=True, width="stretch")

@@ -1,0 +1,91 @@
+"""Looking at samples: a map that can be lassoed, and a paged gallery (or table) of rows."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from bilaf_core import Selection
+
+from . import session
+
+#: Images (or table rows) per gallery page.
+PAGE_SIZE = 60
+
+
+def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, height: int | None = None) -> np.ndarray:
+    """Draw ``fig`` with lasso, box and click selection; return the picked feature-set rows.
+    The pick belongs to the pool: it is shown again when the page comes back."""
+    key = session.chart_key(name, pool)
+    fresh = key not in st.session_state
+    if height is not None:
+        fig.update_layout(height=height)
+    event = st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
+                            config={"displaylogo": False})
+    return session.picked(key, fresh, event, pool)
+
+
+def image_grid(images, captions: list[str], *, width: int = 112) -> None:
+    """Thumbnails in a wrapping grid, each with its caption underneath (one line, cut with
+    an ellipsis; the whole caption on hover). The images travel inside the page as PNG
+    data, not as media files: a media file of a page that was left or rerun is deleted
+    and a late request for it fails (404s in the browser's console)."""
+    cells = []
+    for image, caption in zip(images, captions):
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(image)).save(buffer, format="PNG")
+        data = base64.b64encode(buffer.getvalue()).decode()
+        text = html.escape(caption)
+        cells.append(f'<figure class="bilaf-cell" title="{text}"><img src="data:image/png;base64,{data}" alt="{text}">'
+                     f'<figcaption class="bilaf-caption">{text}</figcaption></figure>')
+    st.html(f"""<style>
+.bilaf-grid {{display: flex; flex-wrap: wrap; gap: 10px;}}
+.bilaf-cell {{margin: 0; width: {width}px;}}
+.bilaf-cell img {{width: {width}px; height: {width}px; object-fit: contain; image-rendering: pixelated;
+  border-radius: 4px; background: #f0f2f6;}}
+.bilaf-caption {{font-size: 0.72rem; line-height: 1.2; color: #555; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis;}}
+</style><div class="bilaf-grid">{"".join(cells)}</div>""")
+
+
+def rows_table(rows: np.ndarray, result: Selection, ids: np.ndarray, labels: np.ndarray | None) -> pd.DataFrame:
+    """id, label, role, cluster and boundary score of pool rows (the gallery's captions as a table)."""
+    score = np.full(ids.size, np.nan)
+    score[result.indices] = result.boundary_score
+    table = pd.DataFrame({"id": ids[rows], "role": result.role[rows], "cluster": result.cluster[rows],
+                          "boundary score": score[rows]})
+    if labels is not None:
+        table.insert(1, "label", labels[rows])
+    return table
+
+
+def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str) -> None:
+    """A page of ``rows``: their images with id, label, role and score underneath, or, for a
+    pool without images (a feature file), the same columns as a table."""
+    if rows.size == 0:
+        st.caption("Nothing to show.")
+        return
+    pages = -(-rows.size // PAGE_SIZE)
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", 1, pages, 1, key=f"{key}_page"))
+    shown = rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+    table = rows_table(shown, result, np.asarray(fs.ids), fs.labels)
+    if thumbs is None:
+        st.dataframe(table, hide_index=True, width="stretch",
+                     column_config={"boundary score": st.column_config.NumberColumn(format="%.3f")})
+    else:
+        columns = [table["id"].astype(str), table["role"].astype(str),
+                   ["" if np.isnan(v) else f"BS {v:.3f}" for v in table["boundary score"]]]
+        if "label" in table:
+            columns.insert(1, "label " + table["label"].astype(str))
+        captions = [" · ".join(part for part in parts if part) for parts in zip(*columns)]
+        image_grid([thumbs[i] for i in shown], captions)
+    st.caption(f"{shown.size} of {rows.size:,} shown" + (f" (page {page} of {pages})" if pages > 1 else ""))

@@ -1,0 +1,231 @@
+"""What a user made, kept per pool: widget values, manual marks, the map's lasso.
+
+Streamlit forgets a widget's value when its page is left (its widgets are not drawn on
+that run) and everything on a reload. So every widget that matters is created through
+:func:`kept`: its value lives in the :class:`PoolState` of the current pool (keyed by
+the source's fingerprint), is put back into the widget when the widget comes back (page
+switch, another pool and back), and the values named in :data:`URL_FIELDS` travel in
+the page's URL (``st.query_params``), so a reload or a shared link reopens the same
+selection. Marks belong to their pool and are never applied to another one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
+
+import numpy as np
+import streamlit as st
+
+from .state import Source, budget_of, check_allowed, select_defaults, selection, selection_params
+
+#: Widget values written to the URL (besides the source); everything else stays in the session.
+URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
+              "k_neighbors", "opponent_penalty", "core_method", "variant", "denoise", "criterion", "process", "seed",
+              "projection", "color_by")
+#: URL keys of the source's fields (short, so a shared link stays readable).
+SOURCE_KEYS = {"dataset": "data", "root": "root", "backbone": "backbone", "weights": "weights",
+               "feature_file": "file", "test_root": "test", "upload": "upload"}
+
+
+class Halt(Exception):
+    """Ends a page early (like ``st.stop()``) but lets app.py finish the frame: the sidebar
+    and the URL are written after the page has run."""
+
+
+def halt() -> None:
+    raise Halt
+
+
+def pool_key(source: Source) -> str:
+    """The fingerprint of a pool: its source's fields (an upload's path holds its content hash)."""
+    return hashlib.sha256(json.dumps(asdict(source), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class PoolState:
+    """Everything a user made on one pool."""
+
+    key: str
+    values: dict = field(default_factory=dict)  # widget name -> value
+    url_values: dict = field(default_factory=dict)  # from a shared link / reload, as strings, until used
+    excluded: set = field(default_factory=set)  # feature-set rows marked "exclude from the export"
+    forced: set = field(default_factory=set)  # rows marked "force into the export"
+
+    @property
+    def n_marks(self) -> int:
+        return len(self.excluded) + len(self.forced)
+
+    def clear_marks(self) -> None:
+        self.excluded.clear()
+        self.forced.clear()
+
+
+def pool_state(source: Source) -> PoolState:
+    pools = st.session_state.setdefault("pools", {})
+    key = pool_key(source)
+    if key not in pools:
+        pools[key] = PoolState(key)
+    return pools[key]
+
+
+def app_state() -> PoolState:
+    """Values that belong to the session, not to a pool (the Data page's form)."""
+    return st.session_state.setdefault("pools", {}).setdefault("app", PoolState("app"))
+
+
+def _coerce(text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return text.lower() in ("1", "true", "yes")
+    return type(default)(text) if isinstance(default, (int, float)) else text
+
+
+def _valid(value: Any, options, min_value, max_value) -> Any:
+    """The value if a widget accepts it, else None (a stale or hand-edited URL, another pool's range)."""
+    if options is not None:
+        return value if value in list(options) else None
+    if min_value is not None and value < min_value:
+        return min_value
+    if max_value is not None and value > max_value:
+        return max_value
+    return value
+
+
+def setting(state: PoolState, name: str, default: Any) -> Any:
+    """A value the user set on this pool, else the one a URL carried, else ``default``."""
+    if name in state.values:
+        return state.values[name]
+    if name in state.url_values:
+        try:
+            return _coerce(state.url_values[name], default)
+        except ValueError:
+            pass
+    return default
+
+
+def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolState, options=None,
+         min_value=None, max_value=None, **kwargs) -> Any:
+    """Create ``widget`` (e.g. ``st.slider`` or ``column.selectbox``) with key ``name``,
+    its value kept in ``state``: seeded from there (else from the URL, else ``default``)
+    whenever the widget is new on this run or was last seeded for another pool; the
+    value it returns is stored back. Out-of-range values are clamped, unknown options
+    replaced by the default."""
+    owners = st.session_state.setdefault("_widget_pool", {})
+    if name not in st.session_state or owners.get(name) != state.key:
+        value = _valid(setting(state, name, default), options, min_value, max_value)
+        st.session_state[name] = default if value is None else value
+        owners[name] = state.key
+    args = () if options is None else (options,)
+    bounds = {k: v for k, v in (("min_value", min_value), ("max_value", max_value)) if v is not None}
+    value = widget(label, *args, key=name, **bounds, **kwargs)
+    state.values[name] = value
+    return value
+
+
+def settings(source: Source, n: int) -> dict:
+    """The Select page's values for this pool (set, from the URL, or the defaults)."""
+    state = pool_state(source)
+    return {name: setting(state, name, default) for name, default in select_defaults(n).items()}
+
+
+def current_selection(source: Source, n: int, *, progress=None):
+    """The selection the Select page's values ask for (computed once, then cached); every
+    page shows this one. Raises ValueError for parameters select() refuses."""
+    values = settings(source, n)
+    return selection(source, budget_of(values, n), selection_params(values), progress=progress)
+
+
+@contextmanager
+def progress_bar(what: str):
+    """A progress callback (fraction, message) drawing a bar with the time left; the bar
+    goes when the work ends. Each update also lets Streamlit stop work nobody waits for
+    any more (a newer rerun, a closed tab)."""
+    slot = st.empty()
+    started = time.perf_counter()
+
+    def report(fraction: float, message: str) -> None:
+        elapsed = time.perf_counter() - started
+        eta = f" · about {elapsed / fraction - elapsed:.0f} s left" if 0 < fraction < 1 and elapsed > 2 else ""
+        slot.progress(min(1.0, max(0.0, fraction)), text=f"{what}: {message}{eta}")
+
+    try:
+        yield report
+    finally:
+        slot.empty()
+
+
+def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
+    """The source a URL names (folders checked like typed ones), or None and why not."""
+    given = {name: params.get(key, "") for name, key in SOURCE_KEYS.items()}
+    if not given["dataset"]:
+        return None, None
+    try:
+        for name in ("root", "weights", "feature_file", "test_root"):
+            if given[name]:
+                given[name] = check_allowed(given[name])
+    except ValueError as exc:
+        return None, f"The link's data source was not opened: {exc}"
+    if not given["backbone"] and given["dataset"] != "features":
+        given["backbone"] = Source().backbone
+    return Source(**given), None
+
+
+def url_params(source: Source, state: PoolState) -> dict[str, str]:
+    """The query parameters that reopen this source with these settings."""
+    out = {SOURCE_KEYS[f.name]: str(getattr(source, f.name)) for f in fields(Source) if getattr(source, f.name)}
+    for name in URL_FIELDS:
+        value = state.values.get(name, state.url_values.get(name))
+        if value is not None:
+            out[name] = f"{value:g}" if isinstance(value, float) else str(value)
+    return out
+
+
+def write_url(source: Source) -> None:
+    wanted = url_params(source, pool_state(source))
+    if dict(st.query_params) != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def restore_from_url() -> str | None:
+    """On a session's first run: take the source and settings a URL carries. Returns a
+    message when the URL named something that could not be opened."""
+    params = {key: st.query_params.get(key) for key in st.query_params}
+    source, problem = source_from_url(params)
+    if source is None:
+        return problem
+    st.session_state.source = source
+    pool_state(source).url_values.update({k: v for k, v in params.items() if k in URL_FIELDS})
+    return None
+
+
+def chart_key(name: str, state: PoolState) -> str:
+    """A map's widget key, one per pool, so a lasso on one pool never reads as rows of another."""
+    return f"{name}_{state.key}"
+
+
+def picked(key: str, fresh: bool, event, state: PoolState) -> np.ndarray:
+    """The rows picked on a map (lasso, box or click), kept per pool: a chart that is new on
+    this run (``fresh``: back from another page, a reload) shows the pool's last pick; a
+    selection emptied on the map (double-click) clears it."""
+    from .maps import picked_rows
+
+    points = event.selection.get("points", []) if event is not None else []
+    if points or not fresh:
+        state.values["picked"] = picked_rows(points)
+    return state.values.get("picked", np.empty(0, dtype=np.int64))
+
+
+def run_line(source: Source) -> str:
+    """The sidebar's summary of this pool's settings and marks (empty before the Select page ran)."""
+    pool = pool_state(source)
+    values = pool.values
+    if "method" not in values:
+        return ""
+    budget = (f"B = {values['budget']:,}" if values["budget_unit"] == "samples"
+              else f"B = {values['budget_percent']:g} % of the pool")
+    k = f" · K = {values['n_cores']}" if values["method"] == "bilaf" else ""
+    return f"**Run** {values['method']} · {budget}{k}" + (f"  \n**Marks** {pool.n_marks}" if pool.n_marks else "")

@@ -1,0 +1,214 @@
+"""Driving the app in a real browser: Debian's chromium through playwright, against
+`streamlit run app.py` on localhost. Helpers shared by the browser tests; every page a
+test opens collects console errors and page errors, and :func:`assert_clean` fails on
+them and on any Streamlit exception box."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+PROBE = re.compile(r"/[\w-]+/_stcore/(health|host-config)$")
+LONG = 240_000  # ms: a first selection on a 50,000-sample pool takes about a minute on two cores
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(cache: Path, log: Path, **env):
+    """Start the app on a free localhost port; yield its URL; stop it."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does it)")
+    port = _free_port()
+    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "BILAF_CACHE_DIR": str(cache), **env}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
+                                 "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+                                 "--browser.gatherUsageStats", "false"], cwd=ROOT, env=environ, stdout=out, stderr=out)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            proc.kill()
+            pytest.fail("the streamlit server did not start within 90 s")
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+class Browser:
+    """One chromium for a test; pages made by :meth:`page` record their errors."""
+
+    def __init__(self):
+        self._playwright = sync_playwright().start()
+        self._browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        self.errors: list[str] = []
+
+    def page(self, width: int = 1500, height: int = 1100) -> Page:
+        page = self._browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+        page.on("console", lambda m: self._note(f"console: {m.text}", m.location.get("url", "")) if m.type == "error"
+                else None)
+        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        page.on("response", lambda r: self._note(f"HTTP {r.status}: {r.url}", r.url) if r.status >= 400 else None)
+        return page
+
+    def _note(self, error: str, url: str) -> None:
+        # Opened at a page's own address (/finetune after a reload), Streamlit's frontend
+        # finds its server by asking /finetune/_stcore/... first, then the root: two
+        # expected 404s of Streamlit's, not of this app.
+        if not PROBE.search(url):
+            self.errors.append(error)
+
+    def close(self) -> None:
+        self._browser.close()
+        self._playwright.stop()
+
+
+@pytest.fixture
+def browser():
+    b = Browser()
+    yield b
+    b.close()
+
+
+def assert_clean(page: Page, browser: Browser) -> None:
+    """No Streamlit exception box on the page, no console error, no page error."""
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, boxes.first.inner_text()
+    assert not browser.errors, browser.errors
+
+
+def go(page: Page, name: str, title: str) -> None:
+    """Switch page with the sidebar's link, as a user does; wait for the page's title."""
+    page.get_by_role("link", name=name, exact=True).click()
+    expect(page.get_by_role("heading", name=title)).to_be_visible(timeout=LONG)
+
+
+def wait_idle(page: Page, timeout: float = LONG) -> None:
+    """Wait until the app has finished its run (no running indicator, no progress bar)."""
+    time.sleep(0.4)
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=timeout)
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(0, timeout=timeout)
+
+
+def wait_select(page: Page) -> None:
+    """The Select page has drawn its selection and map."""
+    expect(page.get_by_role("heading", name="Select samples to label")).to_be_visible(timeout=LONG)
+    expect(page.locator(".legendtext").filter(has_text="boundary").first).to_be_attached(timeout=LONG)
+    wait_idle(page)
+
+
+def metric(page: Page, name: str) -> str:
+    return page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(name, exact=True)).locator(
+        '[data-testid="stMetricValue"]').inner_text()
+
+
+def slider(page: Page, label: str):
+    return page.locator('[data-testid="stSlider"]').filter(has_text=label).get_by_role("slider")
+
+
+def slider_value(page: Page, label: str) -> str:
+    """The value shown above a slider's thumb."""
+    return page.locator('[data-testid="stSlider"]').filter(has_text=label).locator(
+        '[data-testid="stSliderThumbValue"]').inner_text()
+
+
+def radio_value(page: Page, option: str) -> str:
+    """The chosen option of the radio group that offers ``option``."""
+    group = page.locator('[data-testid="stRadio"]').filter(has=page.get_by_text(option, exact=True))
+    return group.locator("label").filter(has=page.locator("input:checked")).inner_text().strip()
+
+
+def nudge(page: Page, label: str, steps: int) -> None:
+    """Move a slider by keyboard steps (right if positive)."""
+    thumb = slider(page, label)
+    thumb.focus()
+    for _ in range(abs(steps)):
+        thumb.press("ArrowRight" if steps > 0 else "ArrowLeft")
+
+
+def map_points(page: Page, index: int = 0) -> list[tuple[float, float, int]]:
+    """(x, y, row) in page pixels of every point drawn on the index-th plotly map, read
+    from the figure plotly drew (its data and axes), for checking what a lasso holds."""
+    plot = page.locator(".js-plotly-plot").nth(index)
+    return plot.evaluate("""gd => {
+        const box = gd.getBoundingClientRect(), L = gd._fullLayout, out = [];
+        for (const trace of gd._fullData) {
+            if (trace.visible !== true) continue;
+            for (let j = 0; j < trace.x.length; j++) {
+                const c = trace.customdata[j];
+                const row = (typeof c === 'number') ? c : c[0];
+                out.push([box.left + L._size.l + L.xaxis.l2p(trace.x[j]),
+                          box.top + L._size.t + L.yaxis.l2p(trace.y[j]), row]);
+            }
+        }
+        return out;
+    }""")
+
+
+def inside(polygon: list[tuple[float, float]], x: float, y: float) -> bool:
+    """Even-odd rule."""
+    result = False
+    for (x1, y1), (x2, y2) in zip(polygon, polygon[1:] + polygon[:1]):
+        if (y1 > y) != (y2 > y) and x < (x2 - x1) * (y - y1) / (y2 - y1) + x1:
+            result = not result
+    return result
+
+
+def pick_tool(page: Page, tool: str, index: int = 0) -> None:
+    """Click ``tool`` ("Lasso Select", "Box Select") in the index-th map's modebar; the map
+    is scrolled into view first, so positions read afterwards stay valid for a drag."""
+    plot = page.locator(".js-plotly-plot").nth(index)
+    plot.scroll_into_view_if_needed()
+    plot.hover()
+    plot.locator(f'.modebar-btn[data-title="{tool}"]').click()
+
+
+def drag(page: Page, polygon: list[tuple[float, float]], *, box: bool = False) -> None:
+    """Press the mouse at the polygon's first corner and move along it and back (a lasso),
+    or straight to the opposite corner (a box: where the mouse is released is the corner)."""
+    path = [polygon[2]] if box else polygon[1:] + polygon[:1]
+    page.mouse.move(*polygon[0])
+    page.mouse.down()
+    for point in path:
+        page.mouse.move(*point, steps=8)
+    page.mouse.up()
+
+
+def map_box(page: Page, index: int = 0) -> dict:
+    """The plotting area of the index-th map in page pixels (x, y, width, height)."""
+    return page.locator(".js-plotly-plot").nth(index).evaluate("""gd => {
+        const box = gd.getBoundingClientRect(), s = gd._fullLayout._size;
+        return {x: box.left + s.l, y: box.top + s.t, width: s.w, height: s.h};
+    }""")
+
+
+def gallery_ids(page: Page) -> list[str]:
+    """The ids under the gallery's images (the first part of each caption)."""
+    captions = page.locator('.bilaf-caption >> visible=true').all_inner_texts()
+    return [c.split(" · ")[0].strip() for c in captions]

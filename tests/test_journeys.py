@@ -1,0 +1,260 @@
+"""Browser journeys on the built-in digits: what a person does, and what they must see.
+Each test drives Debian's chromium against `streamlit run app.py` with the mouse and the
+keyboard, and fails on any Streamlit exception box, console error or page error."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from bilaf_core.data import load_pool
+
+from browser import (LONG, assert_clean, browser, drag, gallery_ids, go, inside, map_box, map_points, metric,  # noqa: F401
+                     nudge, pick_tool, radio_value, slider_value, streamlit_server, wait_idle, wait_select)
+
+DIGIT_IDS = load_pool("digits").ids
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    with streamlit_server(tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("log") / "streamlit.log",
+                          BILAF_ALLOWED_ROOTS=str(folder)) as url:
+        yield url, folder
+
+
+def _shape(tool: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    if tool == "Lasso Select":  # a hexagon
+        return [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 7)[:-1]]
+    return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+
+
+def _lasso_check(page, tool: str, index: int = 0) -> set[str]:
+    """Drag ``tool`` over a shape that holds 3 to 60 points, none of them within 3 pixels
+    of its outline (so what is inside is not a matter of rounding); return the ids
+    inside it, read from the figure's own coordinates."""
+    pick_tool(page, tool, index)
+    box = map_box(page, index)
+    points = map_points(page, index)
+    xy = np.array([(x, y) for x, y, _ in points])
+    for cx, cy in xy[:: max(1, len(xy) // 400)]:
+        if not (box["x"] + 60 < cx < box["x"] + box["width"] - 60 and box["y"] + 60 < cy < box["y"] + box["height"] - 60):
+            continue
+        for r in (60, 50, 40, 30, 24, 18, 14):
+            shape = _shape(tool, cx, cy, r)
+            held = [inside(shape, x, y) for x, y in xy]
+            if 3 <= sum(held) <= 60 and not any(inside(_shape(tool, cx, cy, r + 3), x, y) != inside(
+                    _shape(tool, cx, cy, r - 3), x, y) for x, y in xy):
+                drag(page, shape, box=tool == "Box Select")
+                return {str(DIGIT_IDS[int(row)]) for (x, y, row), h in zip(points, held) if h}
+    raise AssertionError("no shape with 3 to 60 clearly inside points on this map")
+
+
+def test_lasso_and_box_on_the_select_and_inspect_maps(server, browser):
+    url, _ = server
+    page = browser.page()
+    page.goto(url)
+    wait_select(page)
+    expect(page.get_by_text("Computing the UMAP map")).to_have_count(0, timeout=LONG)
+    wait_idle(page)
+
+    expected = _lasso_check(page, "Lasso Select")
+    expect(page.get_by_role("heading", name=f"Picked on the map ({len(expected)})")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    assert set(gallery_ids(page)) == expected
+    assert_clean(page, browser)
+
+    go(page, "Inspect", "Inspect the selection")  # the pick belongs to the pool: Inspect shows it
+    expect(page.get_by_text(f"{len(expected)} point(s) picked on the map")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    assert set(gallery_ids(page)) == expected
+    page.screenshot(path=str(Path(__file__).parents[1] / "assets" / "inspect.png"))
+
+    boxed = _lasso_check(page, "Box Select")
+    expect(page.get_by_text(f"{len(boxed)} point(s) picked on the map")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    assert set(gallery_ids(page)) == boxed
+    assert_clean(page, browser)
+
+
+def _tune(page) -> dict:
+    """Set B, K, P_rm and the map on the Select page as a user does; return what the page shows."""
+    page.get_by_label("Budget B").fill("120")
+    nudge(page, "K: core samples", 4)
+    nudge(page, "P_rm: removal ratio", 3)
+    page.get_by_role("button", name="Select", exact=True).click()
+    expect(page.get_by_text("B = 120 samples")).to_be_visible(timeout=LONG)
+    page.get_by_text("t-SNE", exact=True).click()
+    wait_select(page)
+    return _shown(page)
+
+
+def _shown(page) -> dict:
+    return {"budget": page.get_by_label("Budget B").input_value(),
+            "k": slider_value(page, "K: core samples"), "p_rm": slider_value(page, "P_rm: removal ratio"),
+            "map": radio_value(page, "t-SNE"),
+            **{name: metric(page, name) for name in ("Selected", "Core", "Boundary", "Removed")}}
+
+
+def test_settings_survive_every_page_and_a_reload(server, browser):
+    url, _ = server
+    page = browser.page()
+    page.goto(url)
+    wait_select(page)
+    tuned = _tune(page)
+    assert tuned["budget"] == "120" and tuned["k"] == "12" and tuned["p_rm"] == "0.25", tuned
+
+    go(page, "Inspect", "Inspect the selection")
+    page.get_by_role("tab", name="One cluster, in the algorithm's order").click()
+    go(page, "Finetune", "Finetune and compare")
+    page.get_by_text("k-NN", exact=True).click()
+    wait_idle(page)
+    for name, title in (("Data", "Data"), ("Compare", "Compare selections"), ("Learn", "Learn: BiLAF step by step"),
+                        ("Select", "Select samples to label")):
+        go(page, name, title)
+        wait_idle(page)
+    wait_select(page)
+    assert _shown(page) == tuned
+    go(page, "Finetune", "Finetune and compare")
+    expect(page.get_by_text("Linear probe", exact=True)).to_be_visible(timeout=LONG)
+    assert radio_value(page, "Linear probe") == "k-NN"
+
+    page.reload()  # a new session: the URL carries the source and the settings
+    go(page, "Select", "Select samples to label")
+    wait_select(page)
+    assert _shown(page) == tuned
+    shared = browser.page()  # the same link in another tab opens the same selection
+    shared.goto(page.url)
+    wait_select(shared)
+    assert _shown(shared) == tuned
+    assert_clean(page, browser)
+
+
+def test_budget_in_percent_switches_at_once_and_keeps_the_budget(server, browser):
+    url, _ = server
+    page = browser.page()
+    page.goto(url)
+    wait_select(page)
+    before = metric(page, "Selected")
+    page.get_by_text("% of the pool", exact=True).click()
+    expect(page.get_by_label("Budget (% of the pool)")).to_be_visible(timeout=30_000)
+    wait_select(page)
+    assert metric(page, "Selected") == before  # same budget, now shown as a percentage
+    page.get_by_label("Budget (% of the pool)").fill("10")
+    page.get_by_role("button", name="Select", exact=True).click()
+    expect(page.get_by_text("B = 180 samples")).to_be_visible(timeout=LONG)
+    assert metric(page, "Selected") == "180"
+    assert_clean(page, browser)
+
+
+def _download(page, button: str, target: Path) -> Path:
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name=button, exact=True).click()
+    download.value.save_as(target)
+    return target
+
+
+def _load_source(page, choice: str, *, folder: str = "", upload: Path | None = None) -> None:
+    go(page, "Data", "Data")
+    page.get_by_label("Source").click()  # a select box: open it, pick the option
+    page.get_by_role("option", name=choice, exact=True).click()
+    if folder:
+        page.get_by_role("textbox", name="Folder (local copy").fill(folder)
+    if upload is not None:
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+        expect(page.get_by_text(upload.name)).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Load and extract features").click()
+    wait_idle(page)
+
+
+def _feature_file(path: Path, n: int = 300) -> Path:
+    rng = np.random.default_rng(0)
+    np.savez(path, features=rng.standard_normal((n, 16)).astype(np.float32), labels=rng.integers(0, 3, n))
+    return path
+
+
+def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path):
+    url, _ = server
+    page = browser.page()
+    page.goto(url)
+    wait_select(page)
+    selected = {r["id"] for r in csv.DictReader(open(_download(page, "CSV", tmp_path / "s.csv")))}
+    go(page, "Inspect", "Inspect the selection")
+    expect(page.locator(".bilaf-caption").first).to_be_visible(timeout=LONG)
+    first = gallery_ids(page)[0]  # a selected sample, to exclude; and the first unselected one, to force
+    second = next(str(i) for i in DIGIT_IDS if str(i) not in selected)
+    for label, sample in (("Exclude from the export", first), ("Force into the export", second)):
+        page.locator('[data-testid="stMultiSelect"]').filter(has_text=label).locator("input").click()
+        page.keyboard.type(sample)
+        page.get_by_role("option", name=sample, exact=True).click()
+        page.keyboard.press("Escape")
+    page.get_by_role("button", name="Apply marks").click()
+    expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible(
+        timeout=30_000)
+
+    _load_source(page, "Feature file (upload)", upload=_feature_file(tmp_path / "my features.npz"))
+    expect(page.get_by_role("heading", name="upload my features.npz")).to_be_visible(timeout=LONG)
+    go(page, "Select", "Select samples to label")
+    wait_select(page)
+    expect(page.get_by_text("Your marks on this pool")).to_have_count(0)
+    rows = list(csv.DictReader(open(_download(page, "CSV", tmp_path / "f.csv"))))
+    assert len(rows) == int(metric(page, "Selected")) and not {r["role"] for r in rows} & {"forced"}
+    assert all(r["id"].startswith("row/") for r in rows)
+
+    _load_source(page, "Built-in digits (offline)")
+    go(page, "Select", "Select samples to label")
+    wait_select(page)
+    expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible()
+    rows = list(csv.DictReader(open(_download(page, "CSV", tmp_path / "d.csv"))))
+    assert first not in {r["id"] for r in rows} and {r["id"]: r["role"] for r in rows}[second] == "forced"
+    page.get_by_role("button", name="Clear marks").click()
+    expect(page.get_by_text("Your marks on this pool")).to_have_count(0, timeout=30_000)
+    rows = list(csv.DictReader(open(_download(page, "CSV", tmp_path / "c.csv"))))
+    assert len(rows) == int(metric(page, "Selected")) and "forced" not in {r["role"] for r in rows}
+    assert_clean(page, browser)
+
+
+def _image_folder(folder: Path, n: int = 100) -> Path:
+    """n digits as PNG files in class subfolders (a labelled image folder)."""
+    pool = load_pool("digits")
+    for i in range(n):
+        target = folder / str(pool.labels[i]) / f"digit {i:03d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pool.load_image(i).resize((32, 32)).save(target)
+    return folder
+
+
+def test_three_downloads_in_a_row_all_arrive_and_match_the_page(server, browser, tmp_path):
+    url, shared = server
+    folder = _image_folder(shared / "pics")
+    page = browser.page()
+    page.goto(url)
+    wait_select(page)
+    _load_source(page, "Image folder", folder=str(folder))
+    go(page, "Select", "Select samples to label")
+    wait_select(page)
+    count = int(page.get_by_role("heading", name="Export (").inner_text().split("(")[1].split()[0])
+    with page.expect_download(timeout=60_000) as a:
+        page.get_by_role("button", name="CSV", exact=True).click()
+    with page.expect_download(timeout=60_000) as b:
+        page.get_by_role("button", name="JSON", exact=True).click()
+    with page.expect_download(timeout=60_000) as c:
+        page.get_by_role("button", name="Label Studio tasks", exact=True).click()
+    files = [d.value.path() for d in (a, b, c)]
+    rows = list(csv.DictReader(open(files[0])))
+    data = json.loads(Path(files[1]).read_text())
+    tasks = json.loads(Path(files[2]).read_text())
+    assert len(rows) == len(data["samples"]) == len(tasks) == count == int(metric(page, "Selected"))
+    assert [r["id"] for r in rows] == [s["id"] for s in data["samples"]] == [t["data"]["id"] for t in tasks]
+    assert data["params"]["core_method"] == "activeft"  # not "given": the app ran stage 1 with ActiveFT
+    assert data["provenance"]["source"]["root"] == str(folder) and "features" in data["provenance"]
+    assert all(str(folder) in t["data"]["image"] for t in tasks)
+    assert_clean(page, browser)
