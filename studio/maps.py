@@ -67,7 +67,9 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
     """
     n = coords.shape[0]
     if color_by == "true label" and labels is not None:
-        colour = labels
+        colour = np.asarray(labels)
+        if not np.issubdtype(colour.dtype, np.number):  # class names: colour by their codes
+            colour = np.unique(colour, return_inverse=True)[1]
     else:
         colour = selection.cluster if (selection.cluster >= 0).any() else np.zeros(n)
     pool = shown_pool(n)
@@ -83,7 +85,11 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
     fig.add_trace(go.Scattergl(
         x=coords[pool, 0], y=coords[pool, 1], mode="markers",
         name="pool" if pool.size == n else f"pool ({pool.size:,} of {n:,} drawn)",
-        marker=dict(size=4, color=colour[pool], colorscale="Turbo", opacity=0.28),
+        marker=dict(size=4, color=colour[pool], colorscale="Turbo", opacity=0.28, showscale=show_legend,
+                    # explicit ends: one cluster (K = 1) would otherwise label its bar 0.999999998
+                    cmin=float(np.min(colour)), cmax=float(max(np.max(colour), np.min(colour) + 1)),
+                    colorbar=dict(title=dict(text=colour_name, side="right"), thickness=10, len=0.7,
+                                  tickformat="d", outlinewidth=0)),
         customdata=pool, text=id_text(pool),
         hovertemplate=f"{id_format or '%{text}'}<br>{colour_name} %{{marker.color}}<extra>pool</extra>"))
     score, opponent = np.full(n, np.nan), np.full(n, -1.0)
@@ -99,8 +105,9 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])
                                        + ((score[idx], opponent[idx]) if role == "boundary" else ())).astype(np.float32),
             text=id_text(idx), hovertemplate=_hovertemplate(role, labels is not None, id_format)))
-    fig.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0), showlegend=show_legend,
-                      legend=dict(orientation="h", y=1.02), dragmode="lasso",
+    # The legend goes under the map: above it, plotly's toolbar would cover it.
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), showlegend=show_legend,
+                      legend=dict(orientation="h", y=-0.02, yanchor="top", x=0), dragmode="lasso",
                       xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None))
     return fig
 

@@ -258,3 +258,84 @@ def test_three_downloads_in_a_row_all_arrive_and_match_the_page(server, browser,
     assert data["provenance"]["source"]["root"] == str(folder) and "features" in data["provenance"]
     assert all(str(folder) in t["data"]["image"] for t in tasks)
     assert_clean(page, browser)
+
+
+def test_data_sources_upload_zip_and_bad_files_say_what_is_wrong(server, browser, tmp_path):
+    url, _ = server
+    page = browser.page()
+    page.goto(url)
+    wait_select(page)
+    bad = tmp_path / "notes renamed.npz"
+    bad.write_text("this is a text file\n")
+    _load_source(page, "Feature file (upload)", upload=bad)
+    error = page.locator('[data-testid="stAlertContentError"]').first
+    expect(error).to_contain_text("notes renamed.npz is not a .npz file", timeout=60_000)
+    expect(page.get_by_text("Loading upload")).to_have_count(0)  # the status box says it failed
+    expect(page.get_by_text("Cannot load upload notes renamed.npz")).to_be_visible()
+
+    archive = tmp_path / "my digits.zip"
+    pool = load_pool("digits")
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for i in range(40):
+            buffer = io.BytesIO()
+            pool.load_image(i).resize((32, 32)).save(buffer, format="PNG")
+            bundle.writestr(f"digits/{pool.labels[i]}/d{i:02d}.png", buffer.getvalue())
+    _load_source(page, "Image folder (zip upload)", upload=archive)
+    expect(page.get_by_role("heading", name="upload my digits.zip")).to_be_visible(timeout=LONG)
+    expect(page.locator('[data-testid="stMetric"]').first).to_contain_text("40")
+    go(page, "Select", "Select samples to label")
+    wait_select(page)
+    tasks = json.loads(_download(page, "Label Studio tasks", tmp_path / "ls.json").read_text())
+    assert tasks and all(t["data"]["image"].startswith("/data/local-files/?d=digits") for t in tasks)
+    expect(page.get_by_text("Image paths are relative to the top of my digits.zip")).to_be_visible()
+
+    _load_source(page, "Image folder", folder="/etc")  # outside the allowed folders
+    expect(page.get_by_text("restart the app")).to_be_visible(timeout=30_000)
+    assert_clean(page, browser)
+
+
+def test_compare_with_an_edited_row(server, browser):
+    url, _ = server
+    page = browser.page()
+    page.goto(url)
+    wait_select(page)
+    go(page, "Compare", "Compare selections")
+    expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=LONG)
+    editor = page.locator('[data-testid="stDataFrame"]').first
+    box = editor.bounding_box()
+    # The grid is a canvas: click the first row's first cell, step right to n_cores, type, Enter.
+    page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")  # opens the cell's editor
+    page.keyboard.press("Control+a")
+    page.keyboard.type("20", delay=150)
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("bilaf K=20", exact=False)).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    expect(page.locator(".js-plotly-plot")).to_have_count(4)
+    go(page, "Select", "Select samples to label")
+    go(page, "Compare", "Compare selections")  # the edited row is kept
+    expect(page.get_by_text("bilaf K=20", exact=False)).to_be_visible(timeout=LONG)
+    assert_clean(page, browser)
+
+
+def test_finetune_launch_cancel_and_a_linear_probe(server, browser):
+    url, _ = server
+    page = browser.page()
+    page.goto(url)
+    wait_select(page)
+    go(page, "Finetune", "Finetune and compare")
+    page.get_by_text("Full finetuning", exact=True).click()
+    expect(page.get_by_label("Epochs", exact=True)).to_be_visible(timeout=30_000)
+    page.get_by_label("Epochs", exact=True).fill("2")
+    page.get_by_role("button", name="Launch").click()
+    expect(page.get_by_text("Train at least twice as many epochs as warm-up epochs")).to_be_visible(timeout=30_000)
+    cancel = page.get_by_role("button", name="Cancel")
+    expect(cancel).to_be_visible(timeout=60_000)
+    cancel.click()
+    expect(page.get_by_text("cancelled", exact=False).first).to_be_visible(timeout=LONG)
+    page.get_by_text("Linear probe", exact=True).click()
+    page.get_by_role("button", name="Launch").click()
+    expect(page.get_by_text("top-1", exact=False).first).to_be_visible(timeout=LONG)
+    expect(page.locator('[data-testid="stDataFrame"]').last).to_be_visible(timeout=60_000)
+    assert_clean(page, browser)

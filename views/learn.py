@@ -89,7 +89,7 @@ def move(delta: int) -> None:
     st.session_state.learn_step = STEPS[(STEPS.index(st.session_state.learn_step) + delta) % len(STEPS)]
 
 
-left, mid, right, play_col = st.columns([1, 7, 1, 1])
+left, mid, right, play_col = st.columns([1.6, 6, 1.4, 1.2], vertical_alignment="center")
 left.button("◀ Previous", on_click=move, args=(-1,), key="learn_prev", width="stretch")
 mid.radio("Step", STEPS, horizontal=True, key="learn_step", label_visibility="collapsed")
 right.button("Next ▶", on_click=move, args=(1,), key="learn_next", width="stretch")
@@ -113,7 +113,9 @@ traces = result.result.traces
 allocation = result.result.allocation
 if step in (2, 3, 4):
     default_cluster = int(np.argmax(allocation))
-    cluster = st.selectbox("Cluster to follow", range(len(traces)), index=default_cluster, key="learn_cluster",
+    # Keyed by the data and K: another data set starts on its own default cluster.
+    cluster = st.selectbox("Cluster to follow", range(len(traces)), index=default_cluster,
+                           key=f"learn_cluster_{data_name}_{n}_{data_seed}_{len(traces)}",
                            format_func=lambda c: f"cluster {c}: {traces[c].members.size} samples, "
                                                 f"{traces[c].kept.size} kept, budget {allocation[c]}")
 
