@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 
@@ -20,10 +21,16 @@ from . import session
 PAGE_SIZE = 60
 
 
-def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, height: int | None = None) -> np.ndarray:
+def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn: tuple,
+                   height: int | None = None) -> np.ndarray:
     """Draw ``fig`` with lasso, box and click selection; return the picked feature-set rows.
-    The pick belongs to the pool: it is shown again when the page comes back."""
-    key = session.chart_key(name, pool)
+    The pick belongs to the pool: it is shown again when the page comes back.
+
+    ``drawn`` names what the figure shows (selection parameters, projection, colouring):
+    another value draws a new chart instead of updating the old one in place, because a
+    lasso on a scattergl plot updated in place fails in plotly.js ("Cannot read
+    properties of undefined (reading '_hoverlayer')") and selects nothing."""
+    key = session.chart_key(f"{name}_{hashlib.sha256(repr(drawn).encode()).hexdigest()[:12]}", pool)
     fresh = key not in st.session_state
     if height is not None:
         fig.update_layout(height=height)

@@ -110,10 +110,13 @@ def go(page: Page, name: str, title: str) -> None:
 
 
 def wait_idle(page: Page, timeout: float = LONG) -> None:
-    """Wait until the app has finished its run (no running indicator, no progress bar)."""
-    time.sleep(0.4)
-    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=timeout)
-    expect(page.locator('[data-testid="stProgress"]')).to_have_count(0, timeout=timeout)
+    """Wait until the app has finished its run: no "Running..." icon, no stale element
+    (kept from the previous run until the new one replaces it), no progress bar; checked
+    twice, so a run that was about to start is waited for too."""
+    busy = page.locator('[data-testid="stStatusWidgetRunningIcon"], [data-stale="true"], [data-testid="stProgress"]')
+    for _ in range(2):
+        time.sleep(0.5)
+        expect(busy).to_have_count(0, timeout=timeout)
 
 
 def wait_select(page: Page) -> None:

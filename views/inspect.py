@@ -29,10 +29,12 @@ with tab_map:
     cluster = session.kept(b.selectbox, "inspect_cluster", "Cluster", options=clusters, default="all", state=pool)
     projection = session.setting(pool, "projection", "umap")
     coords = state.projection(source, projection, start=False)
+    shown = projection if coords is not None else "pca"
     coords = coords if coords is not None else state.projection(source, "pca")
     color_by = session.setting(pool, "color_by", "pseudo-class")
     picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, color_by=color_by),
-                                    "inspect_map", pool, height=460)
+                                    "inspect_map", pool, height=460,
+                                    drawn=(result.params, shown, color_by))
     pool_rows = picked if picked.size else np.arange(n)
     mask = np.isin(result.role[pool_rows], roles)
     if cluster != "all":

@@ -102,7 +102,7 @@ with map_col:
 
             wait_for_map()
     picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, color_by=color_by),
-                                    "select_map", pool)
+                                    "select_map", pool, drawn=(result.params, shown, color_by))
     st.caption(f"2-D {shown.upper()} of the features (seed 0). Stars: cores; circles: boundary picks; "
                "crosses: removed noise. Click a legend entry to hide a layer; lasso or box points to see them below.")
 with info_col:
