@@ -29,12 +29,21 @@ with st.sidebar:
     st.markdown("### BiLAF Studio")
     st.caption("Choose which images to label before finetuning.")
     frame = st.container()
+
+
+def write_frame() -> None:
+    source = state.current_source()
+    with frame:
+        st.markdown(f"**Data** {source.label}  \n**Features** {source.backbone if not source.feature_file else 'from file'}")
+        st.markdown(session.run_line(source))
+    session.write_url(source)
+
+
 try:
     page.run()
 except session.Halt:
     pass
-source = state.current_source()
-with frame:
-    st.markdown(f"**Data** {source.label}  \n**Features** {source.backbone if not source.feature_file else 'from file'}")
-    st.markdown(session.run_line(source))
-session.write_url(source)
+except Exception:  # a page's own error: Streamlit shows it; the sidebar and the URL still follow the state
+    write_frame()
+    raise
+write_frame()

@@ -333,7 +333,7 @@ def extract_image_zip(archive: str | os.PathLike, target: str | os.PathLike, *, 
     try:
         bundle = zipfile.ZipFile(archive)
     except (OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read the zip {archive}: {exc}") from None
+        raise ValueError(f"cannot read the zip {Path(archive).name}: {exc}") from None
     with bundle:
         entries = [e for e in bundle.infolist() if not e.is_dir()]
         if len(entries) > max_files:

@@ -546,7 +546,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
             with np.load(file, allow_pickle=False) as data:
                 key = next((k for k in ("features", "train_features") if k in data.files), None)
                 if key is None:
-                    raise ValueError(f"{file} has no 'features' array (it holds {', '.join(data.files) or 'nothing'})")
+                    raise ValueError(f"{file.name} has no 'features' array (it holds {', '.join(data.files) or 'nothing'})")
                 features = data[key]
                 label_key = next((k for k in ("labels", "train_labels") if k in data.files), None)
                 labels = data[label_key] if label_key else None
@@ -571,7 +571,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
             raise ValueError(f"{file.name} holds Python objects; only plain numeric arrays are read") from None
         raise
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read feature file {file} (truncated or not that format?): {exc}") from None
+        raise ValueError(f"cannot read feature file {file.name} (truncated or not that format?): {exc}") from None
     if isinstance(features, np.memmap) or getattr(features, "base", None) is not None:
         _check_streamed(features, file)
     else:

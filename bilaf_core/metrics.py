@@ -108,8 +108,10 @@ def diagnostics(
         out["per_cluster"] = {int(i): int(c) for i, c in zip(ids, counts) if i >= 0}
     if labels is not None:
         labels = np.asarray(labels)
-        ids, counts = np.unique(labels[indices], return_counts=True)
-        out["per_class"] = {str(i): int(c) for i, c in zip(ids, counts)}
-        out["classes_covered"] = int(ids.size)
-        out["n_classes"] = int(np.unique(labels).size)
+        classes = np.unique(labels)
+        counts = np.array([np.count_nonzero(labels[indices] == c) for c in classes]) if indices.size else \
+            np.zeros(classes.size, dtype=int)
+        out["per_class"] = {str(c): int(k) for c, k in zip(classes, counts)}  # every class, zeros too
+        out["classes_covered"] = int(np.count_nonzero(counts))
+        out["n_classes"] = int(classes.size)
     return out

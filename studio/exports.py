@@ -10,7 +10,7 @@ import streamlit as st
 from bilaf_core import Selection
 from bilaf_core.export import selection_table, to_csv, to_json, to_label_studio
 
-from . import session
+from . import session, state
 from .state import Source
 
 
@@ -20,20 +20,22 @@ def provenance(source: Source, fs, pool: session.PoolState) -> dict:
             "features": fs.backbone, "n_pool": len(fs.ids), "pool_fingerprint": pool.key}
 
 
-def marks_line(pool: session.PoolState, *, key: str) -> None:
+def marks_line(pool: session.PoolState, ids, *, key: str) -> None:
     """How many marks this pool has, with a button that clears them."""
+    session.load_marks(pool, ids)
     if not pool.n_marks:
         return
     text, button = st.columns([4, 1], vertical_alignment="center")
     text.caption(f"Your marks on this pool: {len(pool.excluded)} excluded from the export, {len(pool.forced)} "
                  "forced into it.")
-    button.button("Clear marks", on_click=pool.clear_marks, key=key)
+    button.button("Clear marks", on_click=session.clear_marks, args=(pool, ids), key=key)
 
 
 def section(source: Source, fs, result: Selection, pool: session.PoolState) -> None:
+    session.load_marks(pool, fs.ids)
     table = selection_table(result, fs.ids, fs.labels, excluded=pool.excluded, forced=pool.forced)
     st.subheader(f"Export ({len(table):,} samples)")
-    marks_line(pool, key="clear_marks_export")
+    marks_line(pool, fs.ids, key="clear_marks_export")
     stem = f"{source.dataset}_{result.params['method']}_{len(table)}"
     about = provenance(source, fs, pool)
     c1, c2, c3 = st.columns(3)
@@ -46,7 +48,7 @@ def section(source: Source, fs, result: Selection, pool: session.PoolState) -> N
     if source.dataset == "folder":
         # An uploaded zip was unpacked into the app's cache: its tasks name the paths inside
         # the zip, for Label Studio's local-files storage pointed at the user's own copy.
-        root = "" if source.upload else source.root
+        root = state.zip_prefix(source) if source.upload else source.root
         c3.download_button("Label Studio tasks", lambda: to_label_studio(table, image_root=root),
                            file_name=f"{stem}_label_studio.json", mime="application/json", key="export_ls",
                            on_click="ignore")

@@ -40,8 +40,8 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
 
 
 def image_grid(images, captions: list[str], *, width: int = 112) -> None:
-    """Thumbnails in a wrapping grid, each with its caption underneath (one line, cut with
-    an ellipsis; the whole caption on hover). The images travel inside the page as PNG
+    """Thumbnails in a wrapping grid, each with its caption underneath (a line per caption
+    line, each cut with an ellipsis; the whole caption on hover). The images travel inside the page as PNG
     data, not as media files: a media file of a page that was left or rerun is deleted
     and a late request for it fails (404s in the browser's console)."""
     cells = []
@@ -50,14 +50,15 @@ def image_grid(images, captions: list[str], *, width: int = 112) -> None:
         Image.fromarray(np.asarray(image)).save(buffer, format="PNG")
         data = base64.b64encode(buffer.getvalue()).decode()
         text = html.escape(caption)
+        lines = "<br>".join(html.escape(line) for line in caption.split("\n"))
         cells.append(f'<figure class="bilaf-cell" title="{text}"><img src="data:image/png;base64,{data}" alt="{text}">'
-                     f'<figcaption class="bilaf-caption">{text}</figcaption></figure>')
+                     f'<figcaption class="bilaf-caption">{lines}</figcaption></figure>')
     st.html(f"""<style>
 .bilaf-grid {{display: flex; flex-wrap: wrap; gap: 10px;}}
 .bilaf-cell {{margin: 0; width: {width}px;}}
 .bilaf-cell img {{width: {width}px; height: {width}px; object-fit: contain; image-rendering: pixelated;
   border-radius: 4px; background: #f0f2f6;}}
-.bilaf-caption {{font-size: 0.72rem; line-height: 1.2; color: #555; white-space: nowrap; overflow: hidden;
+.bilaf-caption {{font-size: 0.72rem; line-height: 1.25; color: #555; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis;}}
 </style><div class="bilaf-grid">{"".join(cells)}</div>""")
 
@@ -89,10 +90,10 @@ def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str) -> None:
         st.dataframe(table, hide_index=True, width="stretch",
                      column_config={"boundary score": st.column_config.NumberColumn(format="%.3f")})
     else:
-        columns = [table["id"].astype(str), table["role"].astype(str),
-                   ["" if np.isnan(v) else f"BS {v:.3f}" for v in table["boundary score"]]]
+        columns = [table["role"].astype(str), ["" if np.isnan(v) else f"BS {v:.3f}" for v in table["boundary score"]]]
         if "label" in table:
-            columns.insert(1, "label " + table["label"].astype(str))
-        captions = [" · ".join(part for part in parts if part) for parts in zip(*columns)]
+            columns.insert(0, "label " + table["label"].astype(str))
+        captions = [f"{sample}\n" + " · ".join(part for part in parts if part)
+                    for sample, *parts in zip(table["id"].astype(str), *columns)]
         image_grid([thumbs[i] for i in shown], captions)
     st.caption(f"{shown.size} of {rows.size:,} shown" + (f" (page {page} of {pages})" if pages > 1 else ""))

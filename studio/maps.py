@@ -66,10 +66,12 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
     in its legend entry.
     """
     n = coords.shape[0]
+    if labels is not None:
+        labels = np.asarray(labels)
+        if not np.issubdtype(labels.dtype, np.number):  # class names: drawn by their codes
+            labels = np.unique(labels, return_inverse=True)[1]
     if color_by == "true label" and labels is not None:
-        colour = np.asarray(labels)
-        if not np.issubdtype(colour.dtype, np.number):  # class names: colour by their codes
-            colour = np.unique(colour, return_inverse=True)[1]
+        colour = labels
     else:
         colour = selection.cluster if (selection.cluster >= 0).any() else np.zeros(n)
     pool = shown_pool(n)

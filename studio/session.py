@@ -16,10 +16,14 @@ import json
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
+
+from bilaf_core._io import atomic_open
+from bilaf_core.features import default_cache_dir
 
 from .state import Source, budget_of, check_allowed, select_defaults, selection, selection_params
 
@@ -56,13 +60,44 @@ class PoolState:
     excluded: set = field(default_factory=set)  # feature-set rows marked "exclude from the export"
     forced: set = field(default_factory=set)  # rows marked "force into the export"
 
+    marks_loaded: bool = False
+
     @property
     def n_marks(self) -> int:
         return len(self.excluded) + len(self.forced)
 
-    def clear_marks(self) -> None:
-        self.excluded.clear()
-        self.forced.clear()
+
+def _marks_file(pool: PoolState) -> Path:
+    return default_cache_dir() / "marks" / f"{pool.key}.json"
+
+
+def load_marks(pool: PoolState, ids: np.ndarray) -> None:
+    """Read the pool's marks from disk once per session (they outlive a reload or a
+    restart); they are stored by sample id, so a changed pool keeps the marks of the
+    samples it still has."""
+    if pool.marks_loaded:
+        return
+    pool.marks_loaded = True
+    try:
+        saved = json.loads(_marks_file(pool).read_text())
+    except (OSError, ValueError):
+        return  # none yet, or unreadable: start without
+    row = {str(sample): i for i, sample in enumerate(ids)}
+    for name in ("excluded", "forced"):
+        getattr(pool, name).update(row[s] for s in saved.get(name, []) if s in row)
+
+
+def save_marks(pool: PoolState, ids: np.ndarray) -> None:
+    """Write the pool's marks (by sample id), atomically."""
+    marks = {name: sorted(str(ids[i]) for i in getattr(pool, name)) for name in ("excluded", "forced")}
+    with atomic_open(_marks_file(pool), "w") as handle:
+        json.dump(marks, handle)
+
+
+def clear_marks(pool: PoolState, ids: np.ndarray) -> None:
+    pool.excluded.clear()
+    pool.forced.clear()
+    save_marks(pool, ids)
 
 
 def pool_state(source: Source) -> PoolState:

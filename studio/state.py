@@ -303,11 +303,21 @@ def _offer_new_store(path: Path) -> None:
 
 
 def unpacked_zip(archive: Path) -> Path:
-    """The folder an uploaded zip of images unpacks to (beside it, once per archive
-    content); checked entry by entry by :func:`bilaf_core.data.extract_image_zip`."""
+    """The image folder of an uploaded zip: unpacked beside it (once per archive content,
+    checked entry by entry by :func:`bilaf_core.data.extract_image_zip`), and, when the zip
+    holds a single top folder (a zipped folder, the usual way to make one), that folder,
+    so its subfolders are the classes."""
     folder = archive.with_suffix("")
     if not folder.is_dir():
         partial = folder.with_name(folder.name + ".partial")  # renamed only when complete
         extract_image_zip(archive, partial)
         partial.rename(folder)
-    return folder
+    entries = list(folder.iterdir())
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+def zip_prefix(source: Source) -> str:
+    """Where an uploaded zip's image folder lies inside the zip ("" at its top): the prefix
+    of its Label Studio paths."""
+    root = Path(source.root)  # uploads/<content hash>/<zip name>[/<its single top folder>]
+    return root.name if root.parent.parent.parent.name == "uploads" else ""

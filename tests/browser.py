@@ -32,9 +32,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def streamlit_server(cache: Path, log: Path, **env):
-    """Start the app on a free localhost port; yield its URL; stop it."""
+    """Start the app on a free localhost port; yield its URL (a :class:`ServerURL`, which
+    knows the server's process id); stop it."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does it)")
     port = _free_port()
@@ -55,10 +62,19 @@ def streamlit_server(cache: Path, log: Path, **env):
             proc.kill()
             pytest.fail("the streamlit server did not start within 90 s")
         try:
-            yield url
+            yield ServerURL(url, proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+class ServerURL(str):
+    """The server's address, knowing the server's process id."""
+
+    def __new__(cls, url: str, pid: int):
+        self = super().__new__(cls, url)
+        self.pid = pid
+        return self
 
 
 class Browser:
@@ -212,6 +228,6 @@ def map_box(page: Page, index: int = 0) -> dict:
 
 
 def gallery_ids(page: Page) -> list[str]:
-    """The ids under the gallery's images (the first part of each caption)."""
+    """The ids under the gallery's images (the first line of each caption)."""
     captions = page.locator('.bilaf-caption >> visible=true').all_inner_texts()
-    return [c.split(" · ")[0].strip() for c in captions]
+    return [c.split("\n")[0].strip() for c in captions]

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from browser import browser  # noqa: F401  (the fixture of every browser test: a chromium that records errors)
+
 SHARED = Path(os.environ.get("BILAF_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 

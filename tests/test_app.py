@@ -156,7 +156,9 @@ def test_finetune_page_runs_knn_in_the_background_and_records_it():
     (run,) = RunStore().runs()
     assert run["status"] == "completed" and run["protocol"] == "knn" and run["metrics"]["top1"] > 0.5
     assert run["dataset"] == "digits" and run["budget"] == 89  # the Select page's default budget
-    assert at.dataframe[-1].value["status"].tolist() == ["completed"]
+    history = at.dataframe[-1].value
+    assert history["status"].tolist() == ["completed"]
+    assert history["selection"].tolist() == ["K=8 core_method=activeft P_rm=0.1 δ=1.1 denoise=idc variant=paper seed=0"]
 
 
 def test_finetune_page_offers_a_new_store_when_the_store_is_corrupted(tmp_path, monkeypatch):
@@ -269,3 +271,27 @@ def test_map_prints_row_pattern_ids_from_row_numbers_and_sends_other_ids():
     named = selection_figure(features[:, :2], result, ids=np.array([f"img_{i}.png" for i in range(200)]))
     pool, *overlays = named.data
     assert pool.text[0] == f"img_{pool.customdata[0]}.png" and "%{text}" in overlays[0].hovertemplate
+
+
+def test_picked_rows_reads_the_typed_array_form_a_browser_sends():
+    """Chromium sends an overlay point's customdata (a typed array) as {"0": row, "1": ...};
+    int() of that dict crashed the Inspect page on every lasso that held a star or circle."""
+    from studio.maps import picked_rows
+
+    points = [{"curve_number": 1, "customdata": {"0": 1086, "1": 5, "2": 3}}, {"curve_number": 0, "customdata": 279},
+              {"curve_number": 3, "customdata": [12.0, 1.0]}, {"curve_number": 0}]
+    assert picked_rows(points).tolist() == [12, 279, 1086]
+
+
+def test_colour_bar_of_one_cluster_reads_whole_numbers():
+    from bilaf_core import select
+    from studio.maps import selection_figure
+
+    features = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
+    result = select(features, 5, n_cores=1, random_state=0)
+    marker = selection_figure(features[:, :2], result, ids=np.array([f"s{i}" for i in range(50)])).data[0].marker
+    assert (marker.cmin, marker.cmax) == (0.0, 1.0) and marker.colorbar.tickformat == "d" and marker.showscale
+    labels = np.array(["cat", "dog"] * 25)  # class names colour by their codes
+    pool = selection_figure(features[:, :2], result, ids=np.arange(50).astype(str), labels=labels,
+                            color_by="true label").data[0]
+    assert set(np.asarray(pool.marker.color).tolist()) == {0, 1}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from browser import LONG, assert_clean, browser, go, metric, nudge, streamlit_server, wait_select  # noqa: F401
+from browser import LONG, assert_clean, go, metric, nudge, streamlit_server, wait_select
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 

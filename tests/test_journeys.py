@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 import zipfile
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from playwright.sync_api import expect
 
 from bilaf_core.data import load_pool
 
-from browser import (LONG, assert_clean, browser, drag, gallery_ids, go, inside, map_box, map_points, metric,  # noqa: F401
+from browser import (LONG, assert_clean, drag, gallery_ids, go, inside, map_box, map_points, metric,
                      nudge, pick_tool, radio_value, slider_value, streamlit_server, wait_idle, wait_select)
 
 DIGIT_IDS = load_pool("digits").ids
@@ -35,6 +34,14 @@ def _shape(tool: str, cx: float, cy: float, r: float) -> list[tuple[float, float
     if tool == "Lasso Select":  # a hexagon
         return [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 7)[:-1]]
     return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+
+
+def _open(server, browser):
+    """A new tab on the app, its Select page drawn."""
+    page = browser.page()
+    page.goto(server[0])
+    wait_select(page)
+    return page
 
 
 def _lasso_check(page, tool: str, index: int = 0) -> set[str]:
@@ -59,10 +66,7 @@ def _lasso_check(page, tool: str, index: int = 0) -> set[str]:
 
 
 def test_lasso_and_box_on_the_select_and_inspect_maps(server, browser):
-    url, _ = server
-    page = browser.page()
-    page.goto(url)
-    wait_select(page)
+    page = _open(server, browser)
     expect(page.get_by_text("Computing the UMAP map")).to_have_count(0, timeout=LONG)
     wait_idle(page)
 
@@ -105,12 +109,10 @@ def _shown(page) -> dict:
 
 
 def test_settings_survive_every_page_and_a_reload(server, browser):
-    url, _ = server
-    page = browser.page()
-    page.goto(url)
-    wait_select(page)
+    page = _open(server, browser)
     tuned = _tune(page)
     assert tuned["budget"] == "120" and tuned["k"] == "12" and tuned["p_rm"] == "0.25", tuned
+    expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("B = 120 · K = 12")  # not one run behind
 
     go(page, "Inspect", "Inspect the selection")
     page.get_by_role("tab", name="One cluster, in the algorithm's order").click()
@@ -139,10 +141,7 @@ def test_settings_survive_every_page_and_a_reload(server, browser):
 
 
 def test_budget_in_percent_switches_at_once_and_keeps_the_budget(server, browser):
-    url, _ = server
-    page = browser.page()
-    page.goto(url)
-    wait_select(page)
+    page = _open(server, browser)
     before = metric(page, "Selected")
     page.get_by_text("% of the pool", exact=True).click()
     expect(page.get_by_label("Budget (% of the pool)")).to_be_visible(timeout=30_000)
@@ -182,10 +181,7 @@ def _feature_file(path: Path, n: int = 300) -> Path:
 
 
 def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path):
-    url, _ = server
-    page = browser.page()
-    page.goto(url)
-    wait_select(page)
+    page = _open(server, browser)
     selected = {r["id"] for r in csv.DictReader(open(_download(page, "CSV", tmp_path / "s.csv")))}
     go(page, "Inspect", "Inspect the selection")
     expect(page.locator(".bilaf-caption").first).to_be_visible(timeout=LONG)
@@ -213,6 +209,9 @@ def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path
     go(page, "Select", "Select samples to label")
     wait_select(page)
     expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible()
+    page.reload()  # marks outlive the session
+    wait_select(page)
+    expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible()
     rows = list(csv.DictReader(open(_download(page, "CSV", tmp_path / "d.csv"))))
     assert first not in {r["id"] for r in rows} and {r["id"]: r["role"] for r in rows}[second] == "forced"
     page.get_by_role("button", name="Clear marks").click()
@@ -233,11 +232,8 @@ def _image_folder(folder: Path, n: int = 100) -> Path:
 
 
 def test_three_downloads_in_a_row_all_arrive_and_match_the_page(server, browser, tmp_path):
-    url, shared = server
-    folder = _image_folder(shared / "pics")
-    page = browser.page()
-    page.goto(url)
-    wait_select(page)
+    folder = _image_folder(server[1] / "pics")
+    page = _open(server, browser)
     _load_source(page, "Image folder", folder=str(folder))
     go(page, "Select", "Select samples to label")
     wait_select(page)
@@ -261,10 +257,7 @@ def test_three_downloads_in_a_row_all_arrive_and_match_the_page(server, browser,
 
 
 def test_data_sources_upload_zip_and_bad_files_say_what_is_wrong(server, browser, tmp_path):
-    url, _ = server
-    page = browser.page()
-    page.goto(url)
-    wait_select(page)
+    page = _open(server, browser)
     bad = tmp_path / "notes renamed.npz"
     bad.write_text("this is a text file\n")
     _load_source(page, "Feature file (upload)", upload=bad)
@@ -283,6 +276,8 @@ def test_data_sources_upload_zip_and_bad_files_say_what_is_wrong(server, browser
     _load_source(page, "Image folder (zip upload)", upload=archive)
     expect(page.get_by_role("heading", name="upload my digits.zip")).to_be_visible(timeout=LONG)
     expect(page.locator('[data-testid="stMetric"]').first).to_contain_text("40")
+    classes = np.unique(pool.labels[:40]).size  # the zip's single top folder is not a class
+    expect(page.locator('[data-testid="stMetric"]').nth(2)).to_contain_text(str(classes))
     go(page, "Select", "Select samples to label")
     wait_select(page)
     tasks = json.loads(_download(page, "Label Studio tasks", tmp_path / "ls.json").read_text())
@@ -295,10 +290,7 @@ def test_data_sources_upload_zip_and_bad_files_say_what_is_wrong(server, browser
 
 
 def test_compare_with_an_edited_row(server, browser):
-    url, _ = server
-    page = browser.page()
-    page.goto(url)
-    wait_select(page)
+    page = _open(server, browser)
     go(page, "Compare", "Compare selections")
     expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=LONG)
     editor = page.locator('[data-testid="stDataFrame"]').first
@@ -310,20 +302,17 @@ def test_compare_with_an_edited_row(server, browser):
     page.keyboard.press("Control+a")
     page.keyboard.type("20", delay=150)
     page.keyboard.press("Enter")
-    expect(page.get_by_text("bilaf K=20", exact=False)).to_be_visible(timeout=LONG)
+    expect(page.get_by_text("bilaf K=20", exact=False).first).to_be_visible(timeout=LONG)
     wait_idle(page)
     expect(page.locator(".js-plotly-plot")).to_have_count(4)
     go(page, "Select", "Select samples to label")
     go(page, "Compare", "Compare selections")  # the edited row is kept
-    expect(page.get_by_text("bilaf K=20", exact=False)).to_be_visible(timeout=LONG)
+    expect(page.get_by_text("bilaf K=20", exact=False).first).to_be_visible(timeout=LONG)
     assert_clean(page, browser)
 
 
 def test_finetune_launch_cancel_and_a_linear_probe(server, browser):
-    url, _ = server
-    page = browser.page()
-    page.goto(url)
-    wait_select(page)
+    page = _open(server, browser)
     go(page, "Finetune", "Finetune and compare")
     page.get_by_text("Full finetuning", exact=True).click()
     expect(page.get_by_label("Epochs", exact=True)).to_be_visible(timeout=30_000)

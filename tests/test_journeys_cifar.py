@@ -4,12 +4,14 @@ where ../shared is not beside the checkout (CI has it)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from browser import (LONG, assert_clean, browser, drag, go, map_box, map_points, metric, nudge, pick_tool,  # noqa: F401
-                     slider_value, streamlit_server, wait_idle, wait_select)
+from browser import (LONG, assert_clean, cpu_seconds, drag, go, map_box, map_points, metric, nudge, pick_tool,
+                     slider_value, streamlit_server, wait_select)
 from conftest import SHARED
 
 FEATURES = SHARED / "data" / "cifar10" / "cifar10_effl0_features.npz"
@@ -64,3 +66,24 @@ def test_cifar_features_link_tune_lasso_leave_and_reload(server, browser):
     wait_select(page)
     assert metric(page, "Removed") == removed and metric(page, "Selected") == "500"
     assert_clean(page, browser)
+
+
+def test_stage1_nobody_waits_for_stops_on_reload_and_on_close(server, browser):
+    """A long stage 1 (K = 400) left by a reload, then by a closed tab, stops within seconds:
+    the server goes idle instead of finishing work nobody sees."""
+    page = browser.page()
+    link = f"{server}/?data=features&file={FEATURES}&budget=2000&n_cores=400&seed=7"
+    for leave in ("reload", "close"):
+        page.goto(link)
+        expect(page.get_by_text("ActiveFT step")).to_be_visible(timeout=LONG)
+        if leave == "reload":
+            page.reload()
+            page.close()  # the reloaded page starts stage 1 again; the close stops that one too
+        else:
+            page.close()
+        time.sleep(13)  # the session ends 10 s after its tab (disconnectedSessionTTL); its next progress update stops
+        before = cpu_seconds(server.pid)
+        time.sleep(5)
+        busy = cpu_seconds(server.pid) - before
+        assert busy < 1.5, f"the server used {busy:.1f} CPU seconds in 5 s after the tab was {leave}d"
+        page = browser.page()

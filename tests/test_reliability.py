@@ -458,3 +458,13 @@ def test_app_with_a_read_only_or_locked_store_says_so_and_offers_a_new_one(probl
     finally:
         if holder is not None:
             holder.execute("ROLLBACK")
+
+
+def test_a_weights_file_that_is_not_a_checkpoint_says_so_by_name(tmp_path):
+    """It said "cannot read weights file ...: 101" (the unpickler's complaint about byte 'e')."""
+    from bilaf_core.features import _read_state_dict
+
+    weights = tmp_path / "dino weights.pth"
+    weights.write_text("e not a checkpoint")
+    with pytest.raises(ValueError, match=r"dino weights.pth: it is not a PyTorch checkpoint"):
+        _read_state_dict(weights)

@@ -17,7 +17,7 @@ select_values = session.settings(source, n)  # the Select page's values: the bas
 budget = state.budget_of(select_values, n)
 EDITABLE = ("method", "n_cores", "removal_ratio", "opponent_penalty", "denoise", "seed")
 
-st.caption(f"Budget B = {budget:,} and every parameter not in the table come from the Select page. "
+st.caption(f"Budget B = {budget:,} and every parameter not in the table comes from the Select page. "
            "Edit the rows: 2 to 4 settings.")
 key = session.chart_key("compare_settings", pool)
 if key not in st.session_state:  # new on this run (first visit, back from a page): the last edited rows
@@ -34,7 +34,10 @@ settings = st.data_editor(
                    "seed": st.column_config.NumberColumn(min_value=0, step=1)},
 )
 pool.values["compare_rows"] = settings
-rows = settings.dropna(subset=["method"]).head(4)
+rows = settings.dropna(subset=["method"])
+if len(rows) > 4:
+    st.warning(f"Only the first 4 of the {len(rows)} settings are compared; delete a row to compare another one.")
+rows = rows.head(4)
 if len(rows) < 2:
     st.warning("Add at least two settings to compare.")
     session.halt()

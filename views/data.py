@@ -100,18 +100,20 @@ if submitted:
     except ValueError as exc:
         st.error(f"Cannot load this source: {exc}")
     else:
-        notices = []
+        notices, problem = [], None
         with st.status(f"Loading {source.label} ...", expanded=True) as status:
             try:
                 with session.progress_bar("Features") as report:
                     fs = state.feature_set(source, progress=report, notify=notices.append)
             except ValueError as exc:
-                status.update(label=f"Cannot load {source.label}", state="error")
-                st.error(f"Cannot load this source: {exc}")
+                status.update(label=f"Cannot load {source.label}", state="error", expanded=False)
+                problem = exc
             else:
                 status.update(label=f"{len(fs.ids):,} samples, {fs.features.shape[1]}-d features", state="complete",
                               expanded=False)
                 st.session_state.source = source
+        if problem is not None:  # outside the status box, which folds
+            st.error(f"Cannot load this source: {problem}")
         for notice in notices:  # e.g. the DINO -> EfficientNet fallback: outside the folded status box
             st.warning(notice)
 

@@ -93,7 +93,7 @@ if result is not None:
         job = jobs.submit(store.path, data, result, protocol, options, selected_labels=selected_labels)
         st.session_state.job_id = job.id
     elif launch:
-        st.warning("A run of this session is still going; wait for it or cancel it.")
+        st.warning("Not launched: a run of this session is still going; wait for it or cancel it.")
 
     @st.fragment(run_every=1.0)
     def show_job():
@@ -105,6 +105,9 @@ if result is not None:
             st.progress(min(1.0, current.progress), text=f"{title}: {current.message}")
             st.button("Cancel", on_click=current.cancel.set, key=f"cancel_{current.id}")
             return
+        if st.session_state.get("shown_job") != current.id:  # the run just ended: refresh the history once
+            st.session_state.shown_job = current.id
+            st.rerun()
         error = current.future.exception()
         if error is not None:
             cancelled = isinstance(error, (jobs.JobCancelled, FinetuneCancelled))
@@ -121,9 +124,6 @@ if result is not None:
         else:
             st.success(f"{title}: top-1 **{outcome.top1:.1%}** on {outcome.n_eval:,} samples of the "
                        f"{outcome.eval_split}; {outcome.classes_seen} of {outcome.n_classes} classes in the selection")
-        if st.session_state.get("shown_job") != current.id:  # refresh the history once the run lands
-            st.session_state.shown_job = current.id
-            st.rerun()
 
     show_job()
 
@@ -156,7 +156,7 @@ if store is not None:
             fig = px.line(curve, x="budget", y="mean", color="method", facet_col="protocol", markers=True,
                           error_y="std", labels={"mean": "top-1", "budget": "budget B"},
                           hover_data={"count": True})
-            fig.update_yaxes(tickformat=".1%")
+            fig.update_yaxes(tickformat=".1%", rangemode="tozero")
             st.plotly_chart(fig, width="stretch", key="history_plot")
             st.caption("Mean top-1 per method and budget (error bars: std over repeated runs).")
         mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]])

@@ -48,7 +48,7 @@ with tab_map:
                + f"{chosen.size:,} sample(s) match the filters; selected samples first, in selection order.")
     gallery.show(chosen, result, fs, thumbs, key="inspect_gallery")
     st.subheader("Marks")
-    exports.marks_line(pool, key="clear_marks_inspect")
+    exports.marks_line(pool, fs.ids, key="clear_marks_inspect")
     with st.form("marks"):
         options = [int(i) for i in chosen[:200]]
         st.caption("Marks apply to this pool's exports on the Select page"
@@ -62,6 +62,7 @@ with tab_map:
             pool.forced.difference_update(options)
             pool.excluded.update(drop)
             pool.forced.update(add)
+            session.save_marks(pool, fs.ids)
             st.rerun()
 
 with tab_cluster:

@@ -14,6 +14,7 @@ n = len(fs.ids)
 pool = session.pool_state(source)
 default = state.select_defaults(n)
 st.title("Select samples to label")
+MAP_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 
 
 def keep(widget, name, label, **kwargs):
@@ -78,7 +79,7 @@ map_col, info_col = st.columns([3, 2])
 with map_col:
     a, b = st.columns(2)
     projection = keep(a.radio, "projection", "Map", options=["umap", "tsne", "pca"], horizontal=True,
-                      format_func={"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}.get)
+                      format_func=MAP_NAMES.get)
     color_by = keep(b.radio, "color_by", "Colour pool by", options=["pseudo-class", "true label"], horizontal=True)
     on_request = n > state.AUTO_PROJECTION_MAX and projection != "pca"
     start = not on_request or st.session_state.get(f"project_{projection}", False)
@@ -91,19 +92,19 @@ with map_col:
     if coords is None:
         coords = state.projection(source, "pca")
         if on_request and not start:
-            st.button(f"Compute the {projection.upper()} map ({n:,} points, takes a while)",
+            st.button(f"Compute the {MAP_NAMES[projection]} map ({n:,} points, takes a while)",
                       on_click=lambda: st.session_state.update({f"project_{projection}": True}))
         else:
             @st.fragment(run_every="2s")
             def wait_for_map():
-                st.info(f"Computing the {projection.upper()} map in the background; PCA meanwhile.")
+                st.info(f"Computing the {MAP_NAMES[projection]} map in the background; PCA meanwhile.")
                 if state.projection(source, projection, seed=0, start=False) is not None:
                     st.rerun()
 
             wait_for_map()
     picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, color_by=color_by),
                                     "select_map", pool, drawn=(result.params, shown, color_by))
-    st.caption(f"2-D {shown.upper()} of the features (seed 0). Stars: cores; circles: boundary picks; "
+    st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). Stars: cores; circles: boundary picks; "
                "crosses: removed noise. Click a legend entry to hide a layer; lasso or box points to see them below.")
 with info_col:
     report = state.selection_diagnostics(source, result, normalize=result.params["normalize"])
@@ -116,7 +117,7 @@ with info_col:
     st.markdown("  \n".join(lines))
     if "per_class" in report:
         st.caption("Selected per class")
-        st.bar_chart(pd.Series(report["per_class"], name="selected"), height=180)
+        st.bar_chart(pd.Series(report["per_class"], name="selected"), height=180)  # every class, zeros too
     if result.allocation.size and result.params["method"] == "bilaf":
         st.caption("Per-cluster budgets (after denoising)")
         st.bar_chart(pd.Series(result.allocation, name="budget"), height=180)
