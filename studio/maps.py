@@ -91,7 +91,8 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
                     # explicit ends: one cluster (K = 1) would otherwise label its bar 0.999999998
                     cmin=float(np.min(colour)), cmax=float(max(np.max(colour), np.min(colour) + 1)),
                     colorbar=dict(title=dict(text=colour_name, side="right"), thickness=10, len=0.7,
-                                  tickformat="d", outlinewidth=0)),
+                                  tickformat="d", outlinewidth=0, tick0=0,
+                                  dtick=max(1, int(np.ceil((np.max(colour) - np.min(colour)) / 10))))),
         customdata=pool, text=id_text(pool),
         hovertemplate=f"{id_format or '%{text}'}<br>{colour_name} %{{marker.color}}<extra>pool</extra>"))
     score, opponent = np.full(n, np.nan), np.full(n, -1.0)

@@ -1,5 +1,6 @@
 """Page-level tests of every page with streamlit.testing.v1.AppTest, on the offline default."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -291,7 +292,24 @@ def test_colour_bar_of_one_cluster_reads_whole_numbers():
     result = select(features, 5, n_cores=1, random_state=0)
     marker = selection_figure(features[:, :2], result, ids=np.array([f"s{i}" for i in range(50)])).data[0].marker
     assert (marker.cmin, marker.cmax) == (0.0, 1.0) and marker.colorbar.tickformat == "d" and marker.showscale
+    assert marker.colorbar.dtick == 1  # whole-number ticks: "0, 0, 0, 1, 1, 1" before
     labels = np.array(["cat", "dog"] * 25)  # class names colour by their codes
     pool = selection_figure(features[:, :2], result, ids=np.arange(50).astype(str), labels=labels,
                             color_by="true label").data[0]
     assert set(np.asarray(pool.marker.color).tolist()) == {0, 1}
+
+
+def test_a_sample_marked_to_exclude_and_to_force_is_excluded_and_the_page_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))  # the marks file goes there
+    at = _app("views/inspect.py")
+    exclude, force = (next(m for m in at.multiselect if m.label == label)
+                      for label in ("Exclude from the export", "Force into the export"))
+    sample = exclude.options[0]
+    exclude.select(sample)
+    force.select(sample)
+    next(b for b in at.button if b.label == "Apply marks").click().run()
+    _no_failure(at)
+    assert any("marked both to exclude and to force; excluded" in w.value for w in at.warning)
+    assert any("1 excluded from the export, 0 forced" in c.value for c in at.caption)
+    (saved,) = (tmp_path / "marks").glob("*.json")
+    assert len(json.loads(saved.read_text())["excluded"]) == 1 and not json.loads(saved.read_text())["forced"]

@@ -260,6 +260,9 @@ def test_data_sources_upload_zip_and_bad_files_say_what_is_wrong(server, browser
     page = _open(server, browser)
     bad = tmp_path / "notes renamed.npz"
     bad.write_text("this is a text file\n")
+    _load_source(page, "Built-in digits (offline)", upload=bad)  # attached, but another source chosen
+    expect(page.get_by_text("notes renamed.npz is attached but the source is Built-in digits")).to_be_visible(
+        timeout=30_000)
     _load_source(page, "Feature file (upload)", upload=bad)
     error = page.locator('[data-testid="stAlertContentError"]').first
     expect(error).to_contain_text("notes renamed.npz is not a .npz file", timeout=60_000)

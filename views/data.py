@@ -77,6 +77,10 @@ def chosen_source() -> state.Source:
     if not backbone:
         raise ValueError("type a timm model name, e.g. convnext_tiny, or pick another backbone")
     checked_weights = state.check_allowed(weights.strip()) if weights.strip() else ""
+    if upload is not None and dataset not in ("features", "zip"):
+        raise ValueError(f"{upload.name} is attached but the source is {choice}: choose "
+                         f"'{CHOICE_OF['zip' if upload.name.lower().endswith('.zip') else 'features']}' to load it, "
+                         "or remove the upload")
     if dataset == "features":
         saved = save_upload(expected_upload(upload, (".npy", ".npz", ".parquet"), "a feature file"))
         return state.Source(dataset="features", feature_file=str(saved), backbone="", upload=upload.name)

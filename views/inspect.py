@@ -60,10 +60,17 @@ with tab_map:
         if st.form_submit_button("Apply marks"):
             pool.excluded.difference_update(options)
             pool.forced.difference_update(options)
+            both = set(drop) & set(add)
             pool.excluded.update(drop)
-            pool.forced.update(add)
+            pool.forced.update(set(add) - both)  # a sample in both lists is excluded
             session.save_marks(pool, fs.ids)
+            if both:
+                st.session_state.marks_conflict = sorted(str(fs.ids[i]) for i in both)
             st.rerun()
+    conflict = st.session_state.pop("marks_conflict", None)
+    if conflict:
+        st.warning(f"{', '.join(conflict)}: marked both to exclude and to force; excluded (a sample is one or the "
+                   "other).")
 
 with tab_cluster:
     if result.params["method"] != "bilaf":

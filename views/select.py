@@ -68,6 +68,9 @@ except ValueError as exc:
     st.error(f"Cannot select: {exc}")
     session.halt()
 
+if result.params["method"] == "bilaf" and result.cores.size == 1:
+    st.warning("K = 1: a single core has no opponent, so the boundary score only ranks how far a sample lies from "
+               "its core. Raise K (the number of classes, if you know it, is a good start).")
 counts = result.role_counts()
 metrics = {"Selected": result.budget, "Core": counts.get("core", 0), "Boundary": counts.get("boundary", 0),
            "Removed": counts.get("removed", 0), "Unselected": counts.get("unselected", 0)}
