@@ -1,10 +1,12 @@
-"""The app's state: the active data source, and cached access to its pool, features,
-thumbnails, cores, selections and 2-D maps. All computation is in bilaf_core.
+"""The app's computations: the active data source, and cached access to its pool,
+features, thumbnails, cores, selections and 2-D maps. All computation is in bilaf_core;
+what a user made (values, marks, picks) is in :mod:`studio.session`.
 
 Caching: ``st.cache_resource`` for objects shared read-only across sessions (pools,
-feature sets, background projection jobs); ``st.cache_data`` keyed on cheap values
-(source tuples, parameter tuples) for selections, so a stage-2 slider change reuses the
-cached stage-1 cores.
+thumbnails, stage-2 geometries, background projection jobs); feature sets, stage-1 cores
+and selections in shared least-recently-used memos keyed on cheap values (source and
+parameter tuples), so a stage-2 slider change reuses the cached stage-1 cores and a
+long computation can report progress (and be stopped) while it runs.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import inspect
 import multiprocessing
 import os
-import threading
-from collections import OrderedDict
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
