@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from conftest import CIFAR_IMAGES
 from bilaf_core import select
 from bilaf_core.cli import main
 from bilaf_core.data import load_pool, read_label_csv
@@ -30,8 +31,8 @@ def cifar_features(shared_dir):
 
 
 @pytest.fixture(scope="module")
-def cifar_pool(shared_dir):
-    return load_pool("cifar10", root=shared_dir / "data" / "cifar10")
+def cifar_pool():
+    return load_pool("cifar10", root=CIFAR_IMAGES)  # 300 real training images from tests/data
 
 
 # --- linear probe and k-NN -----------------------------------------------------------

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import CIFAR_IMAGES
 from bilaf_core.data import load_pool
 from bilaf_core.features import (
     extract_features,
@@ -27,17 +28,17 @@ def _knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float
     return float((predicted == labels).mean())
 
 
-def _cifar_pool(shared_dir, n):
-    """The first n real CIFAR-10 training images, as a pool."""
+def _cifar_pool(n):
+    """The first n (<= 300) real CIFAR-10 training images, as a pool (from tests/data)."""
     from bilaf_core.data import Pool
 
-    full = load_pool("cifar10", root=shared_dir / "data" / "cifar10")
+    full = load_pool("cifar10", root=CIFAR_IMAGES)
     return Pool("cifar10-sub", full.ids[:n], full.labels[:n], full.class_names, f"{full.fingerprint}:{n}", full.load_image)
 
 
 @pytest.fixture(scope="module")
-def cifar_subset(shared_dir):
-    return _cifar_pool(shared_dir, 240)
+def cifar_subset():
+    return _cifar_pool(240)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +90,8 @@ class _Interrupt(Exception):
     pass
 
 
-def test_interrupted_extraction_resumes_from_its_last_chunk(tmp_path, shared_dir):
-    cifar_subset = _cifar_pool(shared_dir, 100)
+def test_interrupted_extraction_resumes_from_its_last_chunk(tmp_path):
+    cifar_subset = _cifar_pool(100)
     backbone = load_backbone("tf_efficientnet_lite0", device="cpu", random_init=True)
     saved = []
 

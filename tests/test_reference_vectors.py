@@ -7,12 +7,13 @@ import pytest
 
 from bilaf_core import select
 from bilaf_core.boundary import select_boundary
+from conftest import DATA
 
 CASES = [1000, 1001, 1002, 1004, 1005, 1006]
 
 
-def _load(shared_dir, case):
-    folder = shared_dir / "testdata" / "reference_vectors"
+def _load(case):
+    folder = DATA / "reference_vectors"
     params = json.loads((folder / f"case_{case}.json").read_text())
     with np.load(folder / f"case_{case}.npz", allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
@@ -20,8 +21,8 @@ def _load(shared_dir, case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_reference_variant_reproduces_selection_allocation_and_denoising(shared_dir, case):
-    params, data = _load(shared_dir, case)
+def test_reference_variant_reproduces_selection_allocation_and_denoising(case):
+    params, data = _load(case)
     result = select_boundary(
         data["features"], data["cores"], params["budget"], variant="reference",
         k_neighbors=params["k_neighbors"], include_ratio=params["include_ratio"],
@@ -34,8 +35,8 @@ def test_reference_variant_reproduces_selection_allocation_and_denoising(shared_
 
 
 @pytest.mark.parametrize("case", CASES[:2])
-def test_public_select_matches_reference_given_cores(shared_dir, case):
-    params, data = _load(shared_dir, case)
+def test_public_select_matches_reference_given_cores(case):
+    params, data = _load(case)
     selection = select(
         data["features"], params["budget"], cores=data["cores"], variant="reference",
         k_neighbors=params["k_neighbors"], include_ratio=params["include_ratio"],
@@ -46,8 +47,8 @@ def test_public_select_matches_reference_given_cores(shared_dir, case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_paper_variant_is_valid_on_reference_inputs(shared_dir, case):
-    params, data = _load(shared_dir, case)
+def test_paper_variant_is_valid_on_reference_inputs(case):
+    params, data = _load(case)
     selection = select(data["features"], params["budget"], cores=data["cores"])
     assert selection.indices.size == params["budget"]
     assert np.unique(selection.indices).size == params["budget"]

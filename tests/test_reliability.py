@@ -22,6 +22,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_app import shown
 
+from conftest import CIFAR_IMAGES
 from bilaf_core import select
 from bilaf_core.cli import main
 from bilaf_core.data import extract_image_zip, load_pool
@@ -279,12 +280,12 @@ def _wait_for(process: subprocess.Popen, marker: str, timeout: float = 240) -> N
     raise AssertionError(f"never saw {marker!r}")
 
 
-def test_extraction_killed_midway_resumes_and_leaves_no_half_written_file(tmp_path, shared_dir):
+def test_extraction_killed_midway_resumes_and_leaves_no_half_written_file(tmp_path):
     code = f"""
         import numpy as np
         from bilaf_core.data import load_pool
         from bilaf_core.features import extract_features, load_backbone
-        pool = load_pool("cifar10", root={str(shared_dir / 'data' / 'cifar10')!r})
+        pool = load_pool("cifar10", root={str(CIFAR_IMAGES)!r})
         subset = pool.__class__(pool.name, pool.ids[:96], pool.labels[:96], pool.class_names, "kill-test",
                                 pool.load_image)
         backbone = load_backbone("tf_efficientnet_lite0", device="cpu", random_init=True)
@@ -312,14 +313,14 @@ def test_extraction_killed_midway_resumes_and_leaves_no_half_written_file(tmp_pa
     assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "meta.json"]  # no .tmp, no chunks
 
 
-def test_finetuning_killed_midway_is_marked_failed_and_resumes(tmp_path, shared_dir):
+def test_finetuning_killed_midway_is_marked_failed_and_resumes(tmp_path):
     selection = tmp_path / "sel.json"
-    pool = load_pool("cifar10", root=shared_dir / "data" / "cifar10")
+    pool = load_pool("cifar10", root=CIFAR_IMAGES)
     indices = np.concatenate([np.flatnonzero(pool.labels == c)[:5] for c in range(3)])
     selection.write_text(json.dumps({"indices": indices.tolist()}))
     store_path = tmp_path / "runs.sqlite"
     command = [sys.executable, "-u", "-m", "bilaf_core", "finetune", "--dataset", "cifar10", "--root",
-               str(shared_dir / "data" / "cifar10"), "--selection", str(selection), "--epochs", "40",
+               str(CIFAR_IMAGES), "--selection", str(selection), "--epochs", "40",
                "--image-size", "32", "--batch-size", "5", "--eval-limit", "10", "--checkpoint-dir", str(tmp_path / "ck"),
                "--store", str(store_path)]
     victim = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
