@@ -122,6 +122,8 @@ def _coerce(text: str, default: Any) -> Any:
 def _valid(value: Any, options, min_value, max_value) -> Any:
     """The value if a widget accepts it, else None (a stale or hand-edited URL, another pool's range)."""
     if options is not None:
+        if isinstance(value, list):  # a multiselect: the choices it still offers
+            return [v for v in value if v in list(options)]
         return value if value in list(options) else None
     if min_value is not None and value < min_value:
         return min_value

@@ -313,3 +313,17 @@ def test_a_sample_marked_to_exclude_and_to_force_is_excluded_and_the_page_says_s
     assert any("1 excluded from the export, 0 forced" in c.value for c in at.caption)
     (saved,) = (tmp_path / "marks").glob("*.json")
     assert len(json.loads(saved.read_text())["excluded"]) == 1 and not json.loads(saved.read_text())["forced"]
+
+
+def test_inspect_filters_and_finetune_protocol_survive_a_visit_to_another_page():
+    """A multiselect's value (a list) was checked as one option and reset to the default."""
+    at = _app("views/inspect.py")
+    at.multiselect(key="inspect_roles").set_value(["core", "removed"]).run()
+    at.switch_page("views/finetune.py").run()
+    at.radio(key="protocol").set_value("knn").run()
+    at.switch_page("views/select.py").run()
+    at.switch_page("views/inspect.py").run()
+    _no_failure(at)
+    assert at.multiselect(key="inspect_roles").value == ["core", "removed"]
+    at.switch_page("views/finetune.py").run()
+    assert at.radio(key="protocol").value == "knn"
