@@ -39,6 +39,9 @@ def write_frame() -> None:
     session.write_url(source)
 
 
+# The address is written before the page runs too (from what the previous run left), so a
+# reload at any moment, even while a slow page is still running, reopens the same settings.
+session.write_url(state.current_source())
 try:
     page.run()
 except session.Halt:

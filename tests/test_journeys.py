@@ -128,8 +128,11 @@ def test_settings_survive_every_page_and_a_reload(server, browser):
     go(page, "Finetune", "Finetune and compare")
     expect(page.get_by_text("Linear probe", exact=True)).to_be_visible(timeout=LONG)
     assert radio_value(page, "Linear probe") == "k-NN"
+    assert "budget=120" in page.url  # the address holds the settings on every page, from the start of its run
 
     page.reload()  # a new session: the URL carries the source and the settings
+    expect(page.get_by_role("heading", name="Finetune and compare")).to_be_visible(timeout=LONG)
+    wait_idle(page)  # the reloaded page has drawn (a click before its first run would go to a bare Select)
     go(page, "Select", "Select samples to label")
     wait_select(page)
     assert _shown(page) == tuned
