@@ -147,6 +147,9 @@ def _validate(features, budget, *, method, n_cores, core_method, cores, variant,
     v.check_penalty(opponent_penalty)
     seed = v.check_random_state(random_state)
     _resolve_normalize(normalize, variant)
+    if cores is not None and method != "bilaf":  # it was silently ignored, yet recorded as core_method="given"
+        raise ValueError(f"cores are BiLAF's stage 1; method={method!r} selects the whole budget itself: "
+                         "leave cores out, or use method='bilaf'")
     if cores is not None:
         cores = v.check_core_indices(cores, n, budget)
         if n_cores is not None and int(n_cores) != cores.size:

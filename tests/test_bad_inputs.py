@@ -27,6 +27,7 @@ X = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
         (X, 10, {"cores": [-1, 2]}, "cores must be indices in [0, 99]"),
         (X, 10, {"cores": [1, 2, 2]}, "cores must be distinct"),
         (X, 2, {"cores": [1, 2, 3]}, "budget must be at least the number of cores (3)"),
+        (X, 10, {"cores": [1, 2], "method": "kmeans"}, "cores are BiLAF's stage 1; method='kmeans' selects"),
         (X, 10, {"removal_ratio": -0.1}, "removal_ratio must be in [0, 1)"),
         (X, 10, {"removal_ratio": 1.0}, "removal_ratio must be in [0, 1)"),
         (X, 10, {"include_ratio": 1.5}, "include_ratio must be in (0, 1]"),
