@@ -147,9 +147,6 @@ def _validate(features, budget, *, method, n_cores, core_method, cores, variant,
     v.check_penalty(opponent_penalty)
     seed = v.check_random_state(random_state)
     _resolve_normalize(normalize, variant)
-    if cores is not None and method != "bilaf":  # it was silently ignored, yet recorded as core_method="given"
-        raise ValueError(f"cores are BiLAF's stage 1; method={method!r} selects the whole budget itself: "
-                         "leave cores out, or use method='bilaf'")
     if cores is not None:
         cores = v.check_core_indices(cores, n, budget)
         if n_cores is not None and int(n_cores) != cores.size:
@@ -238,6 +235,9 @@ def select(
     if geometry is not None and (method != "bilaf" or cores is None):
         raise ValueError("geometry is reused only by method='bilaf' with the cores it was computed for; "
                          "pass cores=geometry.cores, or leave geometry out")
+    if cores is not None and method != "bilaf":  # it was silently ignored, yet recorded as core_method="given"
+        raise ValueError(f"cores are BiLAF's stage 1; method={method!r} selects the whole budget itself: "
+                         "leave cores out, or use method='bilaf'")
     normalize = _resolve_normalize(normalize, variant)
     n = features.shape[0]
     unit = l2_normalize(features)

@@ -305,9 +305,10 @@ def test_compare_with_an_edited_row(server, browser):
     page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)
     page.keyboard.press("ArrowRight")
     page.keyboard.press("Enter")  # opens the cell's editor
-    page.keyboard.press("Control+a")
-    page.keyboard.type("20", delay=150)
-    page.keyboard.press("Enter")
+    cell = page.locator("input.gdg-input")
+    expect(cell).to_be_focused(timeout=30_000)
+    cell.fill("20")
+    cell.press("Enter")
     expect(page.get_by_text("bilaf K=20", exact=False).first).to_be_visible(timeout=LONG)
     wait_idle(page)
     expect(page.locator(".js-plotly-plot")).to_have_count(4)
