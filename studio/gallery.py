@@ -36,7 +36,7 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
         fig.update_layout(height=height)
     event = st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
                             config={"displaylogo": False})
-    return session.picked(key, fresh, event, pool)
+    return session.picked(fresh, event, pool)
 
 
 def image_grid(images, captions: list[str], *, width: int = 112) -> None:

@@ -59,8 +59,7 @@ class PoolState:
     url_values: dict = field(default_factory=dict)  # from a shared link / reload, as strings, until used
     excluded: set = field(default_factory=set)  # feature-set rows marked "exclude from the export"
     forced: set = field(default_factory=set)  # rows marked "force into the export"
-
-    marks_loaded: bool = False
+    marks_loaded: bool = False  # read from disk once per session (load_marks)
 
     @property
     def n_marks(self) -> int:
@@ -244,7 +243,7 @@ def chart_key(name: str, state: PoolState) -> str:
     return f"{name}_{state.key}"
 
 
-def picked(key: str, fresh: bool, event, state: PoolState) -> np.ndarray:
+def picked(fresh: bool, event, state: PoolState) -> np.ndarray:
     """The rows picked on a map (lasso, box or click), kept per pool: a chart that is new on
     this run (``fresh``: back from another page, a reload) shows the pool's last pick; a
     selection emptied on the map (double-click) clears it."""
