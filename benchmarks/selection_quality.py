@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_FEATURES = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10_effl0_features.npz"
-METHODS = ("random", "fds", "kmeans", "activeft", "bilaf (paper)", "bilaf (reference)", "typiclust", "probcover")
+METHODS = ("bilaf (auto, default)", "random", "fds", "kmeans", "activeft", "bilaf (paper)", "bilaf (reference)",
+           "typiclust", "probcover")
+#: Label-free diagnostics whose rank correlation with the probe's accuracy is measured.
+DIAGNOSTICS = ("emd_proxy", "coverage", "budget_coverage", "typicality", "pseudo_class_kl")
 ABLATIONS = {  # paper Table 2, BiLAF paper variant with one switch changed
     "denoise none": {"denoise": "none"},
     "denoise density": {"denoise": "density"},
@@ -80,7 +83,17 @@ class Bench:
         key = json.dumps([method, budget, seed, tag])
         if key in self.done:
             return self.done[key]
-        if method == "activeft":
+        if method.startswith("bilaf (auto"):  # select()'s default, its ActiveFT cores shared with the other rows
+            from bilaf_core.auto import auto_n_cores
+
+            split = auto_n_cores(self.features.shape[0], budget)
+            cores, stage1 = self.cores(split.n_cores, seed)
+            if split.n_cores == budget:
+                indices, seconds = cores, stage1
+            else:
+                selection = select(self.features, budget, cores=cores, random_state=seed)
+                indices, seconds = selection.indices, stage1 + selection.timings["total"]
+        elif method == "activeft":
             indices, seconds = self.cores(budget, seed)
         elif method.startswith("bilaf"):
             cores, stage1 = self.cores(self.n_cores, seed)
@@ -92,7 +105,7 @@ class Bench:
             selection = select(self.features, budget, method=method, random_state=seed)
             indices, seconds = selection.indices, selection.timings["total"]
         row = {"key": key, "method": method, "budget": budget, "seed": seed, "tag": tag, "seconds": seconds,
-               "classes": int(np.unique(self.labels[indices]).size)}
+               "classes": int(np.unique(self.labels[indices]).size), **self.diagnose(indices)}
         for protocol in ("linear", "knn"):
             result = evaluate(self.features, self.labels, indices, protocol=protocol,
                               test_features=self.test_features, test_labels=self.test_labels)
@@ -102,6 +115,63 @@ class Bench:
             handle.write(json.dumps(row) + "\n")
         self.done[key] = row
         return row
+
+
+    def diagnose(self, indices: np.ndarray) -> dict:
+        """The label-free diagnostics of one selection (on the L2-normalised pool)."""
+        from bilaf_core.metrics import budget_radius, default_coverage_radius, pseudo_classes, selection_diagnostics
+
+        if not hasattr(self, "_radius"):
+            self._radius, self._pseudo, self._radius_b = default_coverage_radius(self.unit), pseudo_classes(self.unit), {}
+        if indices.size not in self._radius_b:
+            self._radius_b[indices.size] = budget_radius(self.unit, indices.size)
+        return selection_diagnostics(self.unit, indices, radius=self._radius, radius_b=self._radius_b[indices.size],
+                                     pseudo=self._pseudo)
+
+
+def correlations(rows: list[dict], budgets: dict[float, int], protocol: str) -> dict[float, dict[str, dict]]:
+    """{percent: {diagnostic: {"rho", "n"}}}: Spearman rho, within each budget, of every
+    diagnostic with the protocol's accuracy over every selection made at that budget
+    (methods x seeds x settings); budgets with fewer than 4 selections are left out."""
+    from scipy.stats import spearmanr
+
+    out: dict[float, dict[str, dict]] = {}
+    for percent, b in budgets.items():
+        # one row per distinct selection: methods that coincide (auto = ActiveFT at low
+        # budgets, = the paper's K at 5 %) select the same samples, with the same values
+        distinct = {tuple(r.get(name) for name in DIAGNOSTICS): r for r in rows if r["budget"] == b}
+        for name in DIAGNOSTICS:
+            picked = [r for r in distinct.values() if name in r]
+            if len(picked) >= 4:
+                rho = spearmanr([r[name] for r in picked], [r[protocol] for r in picked]).statistic
+                out.setdefault(percent, {})[name] = {"rho": round(float(rho), 3), "n": len(picked)}
+    return out
+
+
+def spearman_table(rows: list[dict], budgets: dict[float, int]) -> list[str]:
+    """The correlations of :func:`correlations` for both protocols, as a markdown table."""
+    lines = ["### Which label-free diagnostic predicts accuracy? Spearman rho within each budget", "",
+             "Over every distinct selection of the budget (all methods, seeds and settings above); for EMD proxy and "
+             "pseudo-class KL lower is better, so a useful one has a negative rho. n = selections.", "",
+             "| diagnostic | protocol | " + " | ".join(f"{p:g} %" for p in budgets) + " |",
+             "|---|---|" + "---|" * len(budgets)]
+    for protocol in ("linear", "knn"):
+        measured = correlations(rows, budgets, protocol)
+        for name in DIAGNOSTICS:
+            cells = [f"{measured[p][name]['rho']:+.2f} (n={measured[p][name]['n']})" if name in measured.get(p, {})
+                     else "-" for p in budgets]
+            lines.append(f"| {name} | {protocol} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def write_guidance(path: Path, name: str, rows: list[dict], budgets: dict[float, int]) -> None:
+    """Merge this data set's linear-probe correlations into the app's guidance file."""
+    from bilaf_core._io import atomic_write_text
+    from bilaf_core.guidance import load_measurements
+
+    data = load_measurements(path)
+    data[name] = {f"{p:g}": table for p, table in correlations(rows, budgets, "linear").items()}
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -143,6 +213,7 @@ def report(rows: list[dict], n_pool: int, percents: list[float], header: str) ->
             seconds = [r["seconds"] for r in rows if r["method"] == method and r["budget"] == b and not r["tag"]]
             cells.append(f"{statistics.mean(seconds):.1f}" if seconds else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += [""] + spearman_table(rows, budgets)
     ablation = [r for r in rows if r["tag"] in ABLATIONS]
     if ablation:
         budget = ablation[0]["budget"]
@@ -194,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "bilaf-studio" / "selection_quality")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "selection_quality.md")
     parser.add_argument("--report-only", action="store_true", help="print the table from finished runs")
+    parser.add_argument("--name", help="the data set's name in the guidance file (default: the feature file's stem)")
+    parser.add_argument("--guidance", type=Path,
+                        help="merge the diagnostics' measured correlations into this file (the app reads "
+                             "bilaf_core/guidance.json)")
     parser.add_argument("--sweep", action="store_true",
                         help="instead: BiLAF (paper) at --sweep-budget over K x P_rm x normalisation (why BiLAF "
                              "leads or not)")
@@ -223,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'the test split' if bench.test_features is not None else 'the unselected pool'}\n\n"
               f"Machine: {platform.processor() or platform.machine()}, numbers are mean ± std over seeds.")
     table = report(list(bench.done.values()), n_pool, args.budgets, header)
+    if args.guidance:
+        budgets = {p: int(round(p / 100 * n_pool)) for p in args.budgets}
+        write_guidance(args.guidance, args.name or args.features.stem, list(bench.done.values()), budgets)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)

@@ -7,8 +7,10 @@
 (30,)
 """
 
+from .auto import auto_n_cores
 from .boundary import select_boundary
 from .core import select_cores
+from .errors import Cancelled
 from .metrics import ball_coverage, diagnostics, emd_proxy
 from .selection import METHODS, ROLES, BiLAF, Selection, default_n_cores, select, stage2_geometry
 
@@ -22,6 +24,8 @@ __all__ = [
     "METHODS",
     "ROLES",
     "default_n_cores",
+    "auto_n_cores",
+    "Cancelled",
     "select_cores",
     "select_boundary",
     "diagnostics",

@@ -63,7 +63,7 @@ def check_budget(budget: object, n_samples: int) -> int:
 
 def check_n_cores(n_cores: object, budget: int, n_samples: int) -> int:
     if not _is_int(n_cores):
-        raise ValueError(f"n_cores must be an integer, got {n_cores!r}")
+        raise ValueError(f"n_cores must be an integer or 'auto', got {n_cores!r}")
     n_cores = int(n_cores)
     if n_cores > budget:
         raise ValueError(

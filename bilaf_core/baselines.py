@@ -12,15 +12,14 @@ order.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from scipy import sparse
 
 from .core import faiss_kmeans
-from .distances import pairwise_distances
+from .distances import knn_distances, pairwise_distances, rows_per_chunk
 
-__all__ = ["typiclust", "probcover", "estimate_probcover_delta"]
+__all__ = ["typiclust", "probcover", "estimate_probcover_delta", "probcover_n_classes"]
 
 # TypiClust's published constants.
 TYPICLUST_MAX_CLUSTERS = 500
@@ -39,14 +38,9 @@ def _kmeans_labels(features: np.ndarray, n_clusters: int, random_state: int | No
 
 def _typicality(features: np.ndarray, k: int) -> np.ndarray:
     """1 / mean distance to the k nearest other samples (TypiClust Eq. 3)."""
-    n = features.shape[0]
-    if n == 1:
+    if features.shape[0] == 1:
         return np.ones(1)
-    k = min(k, n - 1)
-    dist = pairwise_distances(features, features, exact=False)
-    np.fill_diagonal(dist, np.inf)
-    mean_knn = np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
-    return 1.0 / np.maximum(mean_knn, 1e-12)
+    return 1.0 / np.maximum(knn_distances(features, features, k).mean(axis=1), 1e-12)
 
 
 def typiclust(features: np.ndarray, budget: int, *, random_state: int | None = None) -> np.ndarray:
@@ -104,7 +98,7 @@ def estimate_probcover_delta(
     rng = np.random.default_rng(random_state)
     queries = rng.choice(n, size=min(n, max_queries), replace=False)
     nearest_other = np.full(queries.size, np.inf)
-    step = max(1, 8_000_000 // max(queries.size, 1))
+    step = rows_per_chunk(queries.size)
     for start in range(0, n, step):
         block = pairwise_distances(features[queries], features[start : start + step], exact=False)
         block[labels[queries][:, None] == labels[start : start + step][None, :]] = np.inf
@@ -115,11 +109,16 @@ def estimate_probcover_delta(
     return float(np.quantile(finite, 1.0 - purity))
 
 
+def probcover_n_classes(n_samples: int) -> int:
+    """ProbCover's default number of pseudo-classes for the delta estimate: max(2, round(N / 200))."""
+    return max(2, round(n_samples / 200))
+
+
 def _ball_graph(features: np.ndarray, delta: float) -> sparse.csr_matrix:
     """Adjacency (i covers j when D(i, j) <= delta), self loops included."""
     n = features.shape[0]
     rows, cols, n_edges = [], [], 0
-    step = max(1, 8_000_000 // max(n, 1))
+    step = rows_per_chunk(n)
     for start in range(0, n, step):
         block = pairwise_distances(features[start : start + step], features, exact=False)
         r, c = np.nonzero(block <= delta)
@@ -159,7 +158,7 @@ def probcover(
     n = features.shape[0]
     if delta is None:
         delta = estimate_probcover_delta(
-            features, n_classes=n_classes or max(2, math.ceil(n / 200)), random_state=random_state
+            features, n_classes=n_classes or probcover_n_classes(n), random_state=random_state
         )
     graph = _ball_graph(features, delta)
     covers = np.asarray(graph.sum(axis=1)).ravel().astype(np.int64)  # uncovered samples in each ball

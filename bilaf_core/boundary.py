@@ -48,7 +48,7 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .distances import nearest_cores, pairwise_distances
+from .distances import nearest_cores, pairwise_distances, rows_per_chunk
 
 __all__ = [
     "VARIANTS",
@@ -163,7 +163,7 @@ class _LocalDistances:
 
 
 def _row_chunks(n_rows: int, n_cols: int) -> range:
-    step = max(1, 4_000_000 // max(n_cols, 1))
+    step = rows_per_chunk(n_cols)
     return range(0, n_rows, step), step
 
 
@@ -708,6 +708,9 @@ class ClusterGeometry:
         Which distances (``reference``: exact float64).
     core_features : (K, d)
         The cores' features as stage 2 saw them, to recognise the same inputs.
+    features : (N, d)
+        The features it was computed on (shared, not copied), so a caller reusing the
+        geometry need not prepare (normalise) the pool again.
     n_samples : int
     nbytes : int
         Memory held by the distance matrices.
@@ -720,6 +723,7 @@ class ClusterGeometry:
     local_distances: list
     variant: str
     core_features: np.ndarray
+    features: np.ndarray
     n_samples: int
     nbytes: int
 
@@ -761,7 +765,7 @@ def cluster_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = 
     return ClusterGeometry(
         cores=np.array(cores, dtype=np.int64), labels=nearest.labels, members_of=members_of,
         other_cores=_other_cores(nearest, nearest.labels, n_cores), local_distances=local, variant=variant,
-        core_features=np.array(features[cores]), n_samples=features.shape[0],
+        core_features=np.array(features[cores]), features=features, n_samples=features.shape[0],
         nbytes=sum(d.matrix.nbytes for d in local if d.matrix is not None))
 
 

@@ -67,12 +67,14 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _sample_ids(path: str) -> np.ndarray | None:
-    """The ``ids`` array of a feature .npz (as ``features`` writes), else None."""
-    if not path.endswith(".npz"):
-        return None
-    with np.load(path, allow_pickle=False) as archive:
-        return archive["ids"] if "ids" in archive.files else None
+def _n_cores(text: str) -> int | str:
+    """--n-cores: a positive integer or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
 
 
 def _open_store(path: str | None):
@@ -88,8 +90,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from .features import load_feature_file
     from .selection import select
 
-    features = load_feature_file(args.features).features  # the app's reader: same checks, same messages
-    ids = _sample_ids(args.features)
+    feature_set = load_feature_file(args.features)  # the app's reader: same checks, messages and ids
+    features, ids = feature_set.features, feature_set.ids
     cores = _load_array(args.cores, what="cores") if args.cores else None
     report = _ProgressBar()
     try:
@@ -104,10 +106,12 @@ def _cmd_select(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     selection_id = store.add_selection(
         dataset=Path(args.features).name, backbone="feature file", params=selection.params, indices=selection.indices,
-        sample_ids=None if ids is None else ids[selection.indices], n_pool=features.shape[0],
+        sample_ids=ids[selection.indices], n_pool=features.shape[0],
         seconds=selection.timings["total"])
-    json_path, npz_path = selection.save(args.out, sample_ids=None if ids is None else ids[selection.indices],
+    json_path, npz_path = selection.save(args.out, sample_ids=ids[selection.indices],
                                          extra={"store": {"path": str(store.path), "selection_id": selection_id}})
+    if selection.params["method"] == "bilaf":
+        print(f"K = {selection.params['n_cores']:,} ({selection.params['n_cores_rule']})", file=sys.stderr)
     print(f"selected {selection.budget} samples in {selection.timings['total']:.2f} s -> {json_path} (+ {npz_path.name});"
           f" selection #{selection_id} in {store.path}", file=sys.stderr)
     return 0
@@ -227,27 +231,38 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from .data import load_pool
     from .features import extract_features, load_backbone
 
-    pool = load_pool(args.dataset, root=args.root)
+    pool = load_pool(args.dataset, root=args.root).sample(args.limit, random_state=args.seed)
+    test = None
+    if pool.test is not None and args.test_limit != 0:
+        test = pool.test.sample(args.test_limit, random_state=args.seed)
     backbone = load_backbone(args.backbone, weights=args.weights, pooling=args.pooling, allow_fallback=args.fallback)
-    print(f"{pool.name}: {len(pool):,} images; backbone {backbone.name} ({backbone.weights_source})", file=sys.stderr)
-    report = _ProgressBar()
-    try:
-        result = extract_features(pool, backbone, batch_size=args.batch_size, num_workers=args.workers, progress=report)
-    finally:
-        report.close()
-    arrays = {"features": np.asarray(result.features, dtype=np.float32), "ids": result.ids}
-    if result.labels is not None:
-        arrays["labels"] = result.labels
+    arrays: dict[str, np.ndarray] = {}
+    for split, prefix in ((pool, ""), (test, "test_")):
+        if split is None:
+            continue
+        print(f"{pool.name} {prefix or 'train_'}split: {len(split):,} images; backbone {backbone.name} "
+              f"({backbone.weights_source})", file=sys.stderr)
+        report = _ProgressBar()
+        try:
+            result = extract_features(split, backbone, batch_size=args.batch_size, num_workers=args.workers,
+                                      progress=report)
+        finally:
+            report.close()
+        arrays[f"{prefix}features"] = np.asarray(result.features, dtype=np.float32)
+        arrays[f"{prefix}ids"] = result.ids
+        if result.labels is not None:
+            arrays[f"{prefix}labels"] = result.labels
+        source = "from cache" if result.from_cache else "extracted"
+        print(f"{result.features.shape[0]:,} x {result.features.shape[1]} {prefix}features {source}", file=sys.stderr)
+        if result.failed:
+            print(f"skipped {len(result.failed)} unreadable image(s):", file=sys.stderr)
+            for sample_id, reason in result.failed[:50]:
+                print(f"  {sample_id!r}: {reason}", file=sys.stderr)
+            if len(result.failed) > 50:
+                print(f"  ... and {len(result.failed) - 50} more", file=sys.stderr)
     with atomic_open(args.out, "wb") as handle:
         np.savez(handle, **arrays)
-    source = "from cache" if result.from_cache else "extracted"
-    print(f"{arrays['features'].shape[0]:,} x {arrays['features'].shape[1]} features {source} -> {args.out}", file=sys.stderr)
-    if result.failed:
-        print(f"skipped {len(result.failed)} unreadable image(s):", file=sys.stderr)
-        for sample_id, reason in result.failed[:50]:
-            print(f"  {sample_id!r}: {reason}", file=sys.stderr)
-        if len(result.failed) > 50:
-            print(f"  ... and {len(result.failed) - 50} more", file=sys.stderr)
+    print(f"written: {args.out} ({', '.join(arrays)})", file=sys.stderr)
     return 0
 
 
@@ -263,7 +278,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--budget", required=True, type=int, help="number of samples to select, cores included")
     sel.add_argument("--out", required=True, help="output JSON path (an .npz with every array is written beside it)")
     sel.add_argument("--cores", help="int array of core indices (.npy) instead of running stage 1")
-    sel.add_argument("--n-cores", type=int, help="K, number of cores (default 0.5%% of N)")
+    sel.add_argument("--n-cores", type=_n_cores, default="auto",
+                     help="K, number of cores, or 'auto' (default): K = B for budgets of at most 2%% of the pool, "
+                          "else round(sqrt(B))")
     sel.add_argument("--method", default="bilaf", choices=METHODS)
     sel.add_argument("--core-method", default="activeft", choices=CORE_METHODS)
     sel.add_argument("--variant", default="paper", choices=VARIANTS)
@@ -302,7 +319,13 @@ def _build_parser() -> argparse.ArgumentParser:
     feat.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1)")
     feat.add_argument("--no-fallback", dest="fallback", action="store_false",
                       help="fail instead of falling back to the bundled EfficientNet-Lite0 when weights are unavailable")
-    feat.add_argument("--out", required=True, help="output .npz with features, ids and labels")
+    feat.add_argument("--limit", type=int, help="a seeded random subset of this many training images (default: all)")
+    feat.add_argument("--test-limit", type=int,
+                      help="a seeded subset of the test split (default: all of it; 0 leaves the test split out)")
+    feat.add_argument("--seed", type=int, default=0, help="seed of the --limit / --test-limit subsets")
+    feat.add_argument("--out", required=True,
+                      help="output .npz with features, ids and labels (and test_features, test_ids, test_labels "
+                           "when the data set has a test split)")
     feat.set_defaults(handler=_cmd_features)
 
     ft = commands.add_parser("finetune", help="finetune a backbone on a selection's images and report top-1")

@@ -62,6 +62,18 @@ class Pool:
     def __len__(self) -> int:
         return int(self.ids.size)
 
+    def sample(self, size: int | None, *, random_state: int | None = 0) -> "Pool":
+        """A seeded random subset of ``size`` images (ids kept, order ascending); the
+        whole pool when ``size`` is None or not smaller. The test split is kept as is."""
+        if size is None or size >= len(self):
+            return self
+        if size < 1:
+            raise ValueError(f"a subset needs at least 1 image, got {size}")
+        rows = np.sort(np.random.default_rng(random_state).choice(len(self), size=size, replace=False))
+        load = self.load_image
+        return Pool(self.name, self.ids[rows], None if self.labels is None else self.labels[rows], self.class_names,
+                    f"{self.fingerprint}:sample{size}:{random_state}", lambda i: load(int(rows[i])), self.test)
+
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any mode (grayscale, RGBA, palette, 16-bit) to 8-bit RGB."""

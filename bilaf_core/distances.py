@@ -19,10 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.distance import cdist
 
-__all__ = ["pairwise_distances", "NearestCores", "nearest_cores"]
+__all__ = ["CHUNK_ELEMENTS", "rows_per_chunk", "pairwise_distances", "knn_distances", "NearestCores", "nearest_cores"]
 
-# Rows per chunk for pool-wide searches: bounds the temporary (chunk x K) block.
-_CHUNK_ELEMENTS = 16_000_000
+#: Elements of one temporary block (distances, products) a chunked loop holds at a time:
+#: 8 M, i.e. 32 MB in float32, 64 MB in float64. Every chunked loop derives its rows from it.
+CHUNK_ELEMENTS = 8_000_000
+
+
+def rows_per_chunk(n_cols: int) -> int:
+    """Rows of a chunk whose (rows x n_cols) block holds :data:`CHUNK_ELEMENTS` elements."""
+    return max(1, CHUNK_ELEMENTS // max(int(n_cols), 1))
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray, *, exact: bool) -> np.ndarray:
@@ -40,6 +46,25 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray, *, exact: bool) -> np.ndarr
     sq += np.einsum("ij,ij->i", b, b)[None, :]
     np.maximum(sq, 0.0, out=sq)
     return np.sqrt(sq, out=sq)
+
+
+def knn_distances(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    """(M, k) distances, ascending, from each query to its k nearest pool rows other than
+    itself; the queries are pool rows, so the smallest distance (to itself, 0) is dropped.
+    Fast float32 distances, the pool read in chunks; k is capped at N - 1.
+
+    Parameters
+    ----------
+    queries : (M, d) rows of ``pool``.
+    pool : (N, d), N >= 2.
+    """
+    k = min(int(k), pool.shape[0] - 1)
+    best = np.full((queries.shape[0], k + 1), np.inf)
+    step = rows_per_chunk(queries.shape[0])
+    for start in range(0, pool.shape[0], step):
+        block = pairwise_distances(queries, pool[start : start + step], exact=False)
+        best = np.partition(np.concatenate((best, block), axis=1), k, axis=1)[:, : k + 1]
+    return np.sort(best, axis=1)[:, 1:]
 
 
 @dataclass(frozen=True)
@@ -79,7 +104,7 @@ def nearest_cores(features: np.ndarray, core_features: np.ndarray, *, n_neighbor
     labels = np.empty(n_samples, dtype=np.int64)
     neighbors = np.empty((n_samples, m), dtype=np.int64)
     distances = np.empty((n_samples, m), dtype=np.float64)
-    chunk = max(1, _CHUNK_ELEMENTS // max(n_cores, 1))
+    chunk = rows_per_chunk(n_cores)
     if not exact:
         _nearest_cores_torch(features, core_features, chunk, labels, neighbors, distances)
         return NearestCores(labels=labels, neighbors=neighbors, distances=distances)

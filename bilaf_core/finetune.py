@@ -27,16 +27,13 @@ import numpy as np
 from . import _validation as v
 from ._io import atomic_open
 from .data import Pool
+from .errors import Cancelled
 from .evaluate import check_indices, check_selection_labels
 from .features import BUNDLED_BACKBONE, Backbone, load_backbone, pooled_features
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneCancelled", "finetune", "default_checkpoint_dir"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "default_checkpoint_dir"]
 
 Progress = Callable[[float, str], None]
-
-
-class FinetuneCancelled(RuntimeError):
-    """Raised when ``should_stop`` asked to stop; the last epoch's checkpoint is kept."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +212,7 @@ def finetune(
         ``~/.cache/bilaf-studio/checkpoints``); ``resume`` continues a matching run.
     device : ``cuda`` when available, else ``cpu`` (default).
     progress : callable(fraction, message), called per batch.
-    should_stop : polled per batch; when it returns True, :class:`FinetuneCancelled` is
+    should_stop : polled per batch; when it returns True, :class:`bilaf_core.errors.Cancelled` is
         raised and the last finished epoch's checkpoint stays for a resume.
     on_epoch : called with each epoch's history entry (e.g. to store it).
 
@@ -284,7 +281,7 @@ def finetune(
         total_loss, seen = 0.0, 0
         for step, (images, targets) in enumerate(loader):
             if stop():
-                raise FinetuneCancelled(f"cancelled during epoch {epoch + 1}; {epoch} finished epoch(s) kept in "
+                raise Cancelled(f"cancelled during epoch {epoch + 1}; {epoch} finished epoch(s) kept in "
                                         f"{checkpoint}")
             lr = _lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, config)
             for group in optimizer.param_groups:
@@ -328,6 +325,6 @@ def _accuracy(model, dataset: _Split, config: FinetuneConfig, device: str, stop:
     with torch.inference_mode():
         for images, targets in loader:
             if stop():
-                raise FinetuneCancelled("cancelled during evaluation")
+                raise Cancelled("cancelled during evaluation")
             correct += int((model(images.to(device)).argmax(dim=1).cpu() == targets).sum())
     return correct / len(dataset)

@@ -6,17 +6,29 @@
 * :func:`ball_coverage` -- ProbCover's measure: the fraction of the pool within
   ``radius`` of a selected sample.
 * :func:`default_coverage_radius` -- a radius that depends on the feature set only, so
-  coverages of different selections on the same pool are comparable.
-* :func:`diagnostics` -- all of them, plus per-cluster and per-class counts.
+  coverages of different selections on the same pool are comparable;
+  :func:`budget_radius` -- the radius B evenly spread balls would need to cover the pool.
+* :func:`typicality` -- TypiClust's typicality (Hacohen et al., ICML 2022, Eq. 3) of the
+  selected samples, averaged.
+* :func:`pseudo_classes`, :func:`pseudo_class_kl` -- how far the selection's mix of
+  K-Means pseudo-classes is from the pool's (a class-balance proxy without labels).
+* :func:`selection_diagnostics` -- the label-free ones of a selection;
+  :func:`diagnostics` -- those the app shows, plus per-cluster and per-class counts.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .distances import pairwise_distances
+from .distances import knn_distances, pairwise_distances, rows_per_chunk
 
-__all__ = ["nearest_selected_distance", "emd_proxy", "ball_coverage", "default_coverage_radius", "diagnostics"]
+__all__ = ["nearest_selected_distance", "emd_proxy", "ball_coverage", "default_coverage_radius", "budget_radius",
+           "typicality", "pseudo_classes", "pseudo_class_kl", "selection_diagnostics", "diagnostics", "N_PSEUDO_CLASSES"]
+
+#: K-Means clusters of :func:`pseudo_classes` (a fixed partition per pool, whatever the budget).
+N_PSEUDO_CLASSES = 50
+#: Neighbours of :func:`typicality` (TypiClust's 20).
+TYPICALITY_NEIGHBORS = 20
 
 
 def nearest_selected_distance(features: np.ndarray, indices: np.ndarray, *,
@@ -25,7 +37,7 @@ def nearest_selected_distance(features: np.ndarray, indices: np.ndarray, *,
     ``indices`` index ``selected_from`` (default: ``features`` itself)."""
     chosen = (features if selected_from is None else selected_from)[np.asarray(indices, dtype=np.int64)]
     out = np.empty(features.shape[0], dtype=np.float64)
-    step = max(1, 16_000_000 // max(chosen.shape[0], 1))
+    step = rows_per_chunk(chosen.shape[0])
     for start in range(0, features.shape[0], step):
         out[start : start + step] = pairwise_distances(features[start : start + step], chosen, exact=False).min(axis=1)
     return out
@@ -47,16 +59,63 @@ def default_coverage_radius(features: np.ndarray, *, k: int = 20, max_queries: i
     n = features.shape[0]
     if n < 2:
         return 0.0
-    k = min(k, n - 1)
     queries = np.random.default_rng(random_state).choice(n, size=min(n, max_queries), replace=False)
-    kth = np.full((queries.size, k + 1), np.inf)
-    step = max(1, 8_000_000 // max(queries.size, 1))
-    for start in range(0, n, step):
-        block = pairwise_distances(features[queries], features[start : start + step], exact=False)
-        merged = np.concatenate((kth, block), axis=1)
-        kth = np.partition(merged, k, axis=1)[:, : k + 1]
-    # column k of the k+1 smallest is the k-th neighbour (the sample itself is at 0)
-    return float(np.median(np.sort(kth, axis=1)[:, k]))
+    return float(np.median(knn_distances(features[queries], features, k)[:, -1]))
+
+
+def budget_radius(features: np.ndarray, budget: int, *, random_state: int = 0) -> float:
+    """The coverage radius fitted to a budget B: the median distance from a sample to its
+    ceil(N / B)-th nearest neighbour, the radius at which B balls, one per N / B samples,
+    could cover the pool."""
+    return default_coverage_radius(features, k=max(1, -(-features.shape[0] // max(int(budget), 1))),
+                                   random_state=random_state)
+
+
+def typicality(features: np.ndarray, indices: np.ndarray, *, k: int = TYPICALITY_NEIGHBORS) -> float:
+    """Mean over the selected samples of 1 / (mean distance to their k nearest pool
+    samples): high when the selection sits in dense regions (TypiClust, Eq. 3)."""
+    if features.shape[0] < 2:
+        return 0.0
+    chosen = features[np.asarray(indices, dtype=np.int64)]
+    return float((1.0 / np.maximum(knn_distances(chosen, features, k).mean(axis=1), 1e-12)).mean())
+
+
+def pseudo_classes(features: np.ndarray, *, n_classes: int = N_PSEUDO_CLASSES, random_state: int = 0) -> np.ndarray:
+    """(N,) K-Means pseudo-class of every pool sample (min(n_classes, N) clusters)."""
+    from .core import faiss_kmeans
+
+    data = np.ascontiguousarray(features, dtype=np.float32)
+    kmeans = faiss_kmeans(data, min(n_classes, data.shape[0]), seed=random_state)
+    return kmeans.index.search(data, 1)[1][:, 0].astype(np.int64)
+
+
+def pseudo_class_kl(pseudo: np.ndarray, indices: np.ndarray) -> float:
+    """KL(selected || pool) of the pseudo-class frequencies, in nats (0: the selection
+    mixes pseudo-classes exactly as the pool does). Add-one smoothing on the selected
+    counts, so a missed pseudo-class costs a finite amount."""
+    n_classes = int(pseudo.max()) + 1
+    pool = np.bincount(pseudo, minlength=n_classes) / pseudo.size
+    picked = np.bincount(pseudo[np.asarray(indices, dtype=np.int64)], minlength=n_classes) + 1.0
+    picked /= picked.sum()
+    return float(np.sum(picked * np.log(picked / np.maximum(pool, 1e-12))))
+
+
+def selection_diagnostics(features: np.ndarray, indices: np.ndarray, *, radius: float | None = None,
+                          radius_b: float | None = None, pseudo: np.ndarray | None = None) -> dict:
+    """The label-free diagnostics of one selection on the whole pool: ``emd_proxy``,
+    ``coverage`` (at ``radius``, default :func:`default_coverage_radius`),
+    ``budget_coverage`` (at ``radius_b``, default :func:`budget_radius`), ``typicality`` and, with
+    ``pseudo`` (from :func:`pseudo_classes`), ``pseudo_class_kl``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    nearest = nearest_selected_distance(features, indices)
+    radius = default_coverage_radius(features) if radius is None else radius
+    out = {"emd_proxy": float(nearest.mean()), "coverage": float((nearest <= radius).mean()),
+           "budget_coverage": float((nearest <= (budget_radius(features, indices.size) if radius_b is None
+                                                 else radius_b)).mean()),
+           "typicality": typicality(features, indices)}
+    if pseudo is not None:
+        out["pseudo_class_kl"] = pseudo_class_kl(pseudo, indices)
+    return out
 
 
 def diagnostics(

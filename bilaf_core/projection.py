@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_open
+from .distances import rows_per_chunk
 
 __all__ = ["PROJECTIONS", "project_2d", "cached_projection", "features_digest"]
 
@@ -23,7 +24,7 @@ PROJECTIONS = ("umap", "tsne", "pca")
 def features_digest(features: np.ndarray) -> str:
     """A short content hash of a feature matrix (reads it once, block by block)."""
     digest = hashlib.sha256(f"{features.shape}{features.dtype}".encode())
-    step = max(1, 8_000_000 // max(features.shape[1], 1))
+    step = rows_per_chunk(features.shape[1])
     for start in range(0, features.shape[0], step):
         digest.update(np.ascontiguousarray(features[start : start + step]).tobytes())
     return digest.hexdigest()[:20]

@@ -16,12 +16,13 @@ import numpy as np
 
 from . import _validation as v
 from ._io import atomic_open, atomic_write_text
+from .auto import AUTO, auto_n_cores
 from .baselines import probcover, typiclust
 from .boundary import (CRITERIA, DENOISERS, PROCESSES, VARIANTS, ClusterGeometry, assign_clusters, cluster_geometry,
                        select_boundary)
 from .core import CORE_METHODS, l2_normalize, select_cores
 
-__all__ = ["METHODS", "ROLES", "Selection", "select", "stage2_geometry", "default_n_cores", "BiLAF"]
+__all__ = ["METHODS", "ROLES", "Selection", "select", "stage2_geometry", "default_n_cores", "resolve_normalize", "BiLAF"]
 
 METHODS = ("bilaf", "activeft", "kmeans", "fds", "random", "typiclust", "probcover")
 #: Per-sample roles. Stage-1-only methods mark their picks "core"; TypiClust and
@@ -123,8 +124,9 @@ class Selection:
         return cls(**data, params=document.get("params", {}), timings=document.get("timings", {}))
 
 
-def _resolve_normalize(normalize: object, variant: str) -> bool:
-    """``normalize`` checked, with None meaning the variant's default (paper: True)."""
+def resolve_normalize(normalize: object, variant: str) -> bool:
+    """``normalize`` checked, with None meaning the variant's default (paper: True,
+    reference: False): whether :func:`select` works on L2-normalised features."""
     if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
         raise ValueError(f"normalize must be True, False or None (the variant's default), got {normalize!r}")
     return variant == "paper" if normalize is None else bool(normalize)
@@ -146,15 +148,24 @@ def _validate(features, budget, *, method, n_cores, core_method, cores, variant,
     v.check_ratio(removal_ratio, "removal_ratio")
     v.check_penalty(opponent_penalty)
     seed = v.check_random_state(random_state)
-    _resolve_normalize(normalize, variant)
+    resolve_normalize(normalize, variant)
     if cores is not None:
         cores = v.check_core_indices(cores, n, budget)
-        if n_cores is not None and int(n_cores) != cores.size:
+        if n_cores is not None and n_cores != AUTO and int(n_cores) != cores.size:
             raise ValueError(f"n_cores ({n_cores}) disagrees with the {cores.size} core indices given; pass one of them")
         n_cores = cores.size
+        rule = "given cores"
     elif method == "bilaf":
-        n_cores = default_n_cores(n, budget) if n_cores is None else v.check_n_cores(n_cores, budget, n)
-    return features, budget, method, variant, n_cores, cores, seed
+        if isinstance(n_cores, str) and n_cores == AUTO:
+            split = auto_n_cores(n, budget)
+            n_cores, rule = split.n_cores, split.reason
+        elif n_cores is None:
+            n_cores, rule = default_n_cores(n, budget), "0.5 % of the pool (the paper's generic default)"
+        else:
+            n_cores, rule = v.check_n_cores(n_cores, budget, n), "set by hand"
+    else:
+        rule = f"{method} selects the whole budget"
+    return features, budget, method, variant, n_cores, rule, cores, seed
 
 
 def select(
@@ -162,7 +173,7 @@ def select(
     budget: int,
     *,
     method: str = "bilaf",
-    n_cores: int | None = None,
+    n_cores: int | str | None = AUTO,
     core_method: str = "activeft",
     cores: np.ndarray | None = None,
     variant: str = "paper",
@@ -188,8 +199,12 @@ def select(
         B, the number of samples to select, cores included; 1 <= B <= N.
     method : {"bilaf", "activeft", "kmeans", "fds", "random", "typiclust", "probcover"}
         "bilaf" is the two-stage method; the stage-1 methods alone select B cores.
-    n_cores : int, optional
-        K for BiLAF; default 0.5% of N, at least 1, at most B.
+    n_cores : int, "auto" or None
+        K for BiLAF. "auto" (default): the label-free budget split of
+        :func:`bilaf_core.auto.auto_n_cores` (K = B for budgets of at most 2 % of N,
+        else round(sqrt(B))); None: the paper's generic 0.5 % of N, at least 1, at most B.
+        The chosen K and the reason are in ``params["n_cores"]`` and
+        ``params["n_cores_rule"]``.
     core_method : {"activeft", "kmeans", "fds", "random"}
         BiLAF's stage 1.
     cores : (K,) int array, optional
@@ -226,7 +241,7 @@ def select(
     ValueError
         For any invalid input; the message names the parameter and its allowed range.
     """
-    features, budget, method, variant, n_cores, cores, seed = _validate(
+    features, budget, method, variant, n_cores, n_cores_rule, cores, seed = _validate(
         features, budget, method=method, n_cores=n_cores, core_method=core_method, cores=cores, variant=variant,
         k_neighbors=k_neighbors, include_ratio=include_ratio, removal_ratio=removal_ratio,
         opponent_penalty=opponent_penalty, denoise=denoise, criterion=criterion, process=process,
@@ -238,13 +253,20 @@ def select(
     if cores is not None and method != "bilaf":  # it was silently ignored, yet recorded as core_method="given"
         raise ValueError(f"cores are BiLAF's stage 1; method={method!r} selects the whole budget itself: "
                          "leave cores out, or use method='bilaf'")
-    normalize = _resolve_normalize(normalize, variant)
+    normalize = resolve_normalize(normalize, variant)
     n = features.shape[0]
-    unit = l2_normalize(features)
-    space = unit if normalize else features
+    if geometry is not None:  # the pool as the geometry saw it: prepared once, not again per call
+        rows = l2_normalize(features[cores]) if normalize else features[cores]
+        if geometry.n_samples != n or not np.array_equal(geometry.core_features, rows):
+            raise ValueError("the cluster geometry was computed for other inputs than these (other features, cores "
+                             "or normalisation); compute it again with stage2_geometry on the same inputs")
+        unit = space = geometry.features
+    else:
+        unit = l2_normalize(features)
+        space = unit if normalize else features
     report = progress or (lambda fraction, message: None)
     params = {
-        "method": method, "budget": budget, "n_cores": n_cores, "core_method": core_method if cores is None else "given",
+        "method": method, "budget": budget, "n_cores": n_cores, "n_cores_rule": n_cores_rule, "core_method": core_method if cores is None else "given",
         "variant": variant, "k_neighbors": k_neighbors, "include_ratio": include_ratio, "removal_ratio": removal_ratio,
         "opponent_penalty": opponent_penalty, "denoise": denoise, "criterion": criterion, "process": process,
         "normalize": normalize, "random_state": seed, "n_samples": n, "n_dims": int(features.shape[1]),
@@ -307,7 +329,7 @@ def stage2_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = "
     variant = v.check_choice(variant, "variant", VARIANTS)
     features = v.check_features(features)
     cores = v.check_core_indices(cores, features.shape[0], features.shape[0])
-    space = l2_normalize(features) if _resolve_normalize(normalize, variant) else features
+    space = l2_normalize(features) if resolve_normalize(normalize, variant) else features
     return cluster_geometry(space, cores, variant=variant)
 
 
@@ -324,7 +346,8 @@ class BiLAF:
     >>> model.indices_[:5]  # doctest: +SKIP
     """
 
-    def __init__(self, budget: int, *, method: str = "bilaf", n_cores: int | None = None, core_method: str = "activeft",
+    def __init__(self, budget: int, *, method: str = "bilaf", n_cores: int | str | None = AUTO,
+                 core_method: str = "activeft",
                  variant: str = "paper", k_neighbors: int = 10, include_ratio: float = 0.1, removal_ratio: float = 0.1,
                  opponent_penalty: float = 1.1, denoise: str = "idc", criterion: str = "boundary_score",
                  process: str = "iterative", normalize: bool | None = None, random_state: int | None = None):

@@ -25,6 +25,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .errors import Cancelled
+
 __all__ = ["RunStore", "TrackedRun", "StoreError", "default_store_path", "library_versions", "RUN_STATUSES"]
 
 RUN_STATUSES = ("running", "completed", "failed", "cancelled")
@@ -245,13 +247,13 @@ class RunStore:
     @contextmanager
     def track(self, *, protocol: str, params: dict, selection_id: int | None = None) -> Iterator["TrackedRun"]:
         """Record a run around a block: ``running`` on entry; ``completed`` with the
-        metrics set on the handle, ``cancelled`` (KeyboardInterrupt or an exception named
-        ``*Cancelled``) or ``failed`` (any other error, its message kept) on exit."""
+        metrics set on the handle, ``cancelled`` (KeyboardInterrupt or
+        :class:`bilaf_core.errors.Cancelled`) or ``failed`` (any other error, its message kept) on exit."""
         run = TrackedRun(self, self.start_run(protocol=protocol, params=params, selection_id=selection_id))
         try:
             yield run
         except BaseException as exc:
-            cancelled = isinstance(exc, KeyboardInterrupt) or type(exc).__name__.endswith("Cancelled")
+            cancelled = isinstance(exc, (KeyboardInterrupt, Cancelled))
             self.finish_run(run.id, status="cancelled" if cancelled else "failed", metrics=run.metrics,
                             error=f"{type(exc).__name__}: {exc}"[:2000])
             raise

@@ -119,7 +119,7 @@ def walkthrough(points: np.ndarray, budget: int, *, n_cores: int, core_method: s
     the raw 2-D points with ``keep_trace=True``. ``stage2`` takes :func:`select`'s
     stage-2 keywords (variant, k_neighbors, include_ratio, removal_ratio,
     opponent_penalty, denoise, criterion, process); they are validated as there."""
-    points, budget, _, _, n_cores, given, _ = _validate(
+    points, budget, _, _, n_cores, _, given, _ = _validate(
         points, budget, method="bilaf", n_cores=n_cores, core_method=core_method, cores=cores, normalize=False,
         random_state=random_state, **_with_defaults(stage2))
     cores = given if given is not None else select_cores(lift_to_sphere(points), n_cores, method=core_method,

@@ -14,6 +14,8 @@ from typing import Callable
 import numpy as np
 import streamlit as st
 
+from bilaf_core.errors import Cancelled
+
 from bilaf_core.data import load_pool
 from bilaf_core.evaluate import evaluate
 from bilaf_core.features import extract_features, load_backbone
@@ -23,10 +25,6 @@ from bilaf_core.store import RunStore
 from .state import Source
 
 PROTOCOL_NAMES = {"linear": "Linear probe", "knn": "k-NN", "finetune": "Full finetuning"}
-
-
-class JobCancelled(RuntimeError):
-    """Raised inside a job when its cancel button was pressed (the store marks it cancelled)."""
 
 
 @dataclass
@@ -47,7 +45,7 @@ class Job:
 
     def report(self, fraction: float, message: str) -> None:
         if self.cancel.is_set():
-            raise JobCancelled("cancelled from the app")
+            raise Cancelled("cancelled from the app")
         self.progress, self.message = fraction, message
 
 

@@ -126,15 +126,18 @@ def score_figure(run: Walkthrough, cluster: int, *, penalty: float) -> go.Figure
 
 def picks_table(run: Walkthrough, cluster: int) -> list[dict]:
     """Step 4's table: each pick with its score, opponent and the penalty counts t_l
-    in force when it was scored (the opponents of the earlier picks)."""
+    in force when it was scored (the opponents of the earlier picks). The one-shot
+    process and the distance criterion apply no penalty: the column says so."""
     trace = run.result.traces[cluster]
+    no_penalty = ("none (one-shot process)" if run.params.get("process") == "one_shot"
+                  else "none (distance criterion)" if run.params.get("criterion") == "distance" else None)
     counts: dict[int, int] = {}
     rows = [{"pick": 0, "sample": trace.core, "BS": None, "opponent": None, "dropped before": 0,
              "t_l in force": "-"}]
     for j, pick in enumerate(trace.picks, start=1):
+        in_force = no_penalty or ", ".join(f"t{l}={t}" for l, t in sorted(counts.items())) or "all 0"
         rows.append({"pick": j, "sample": int(trace.kept[pick.position]), "BS": round(pick.score, 4),
-                     "opponent": pick.opponent, "dropped before": int(pick.dropped.size),
-                     "t_l in force": ", ".join(f"t{l}={t}" for l, t in sorted(counts.items())) or "all 0"})
+                     "opponent": pick.opponent, "dropped before": int(pick.dropped.size), "t_l in force": in_force})
         if pick.opponent >= 0:
             counts[pick.opponent] = counts.get(pick.opponent, 0) + 1
     return rows

@@ -115,7 +115,9 @@ def app_state() -> PoolState:
 def _coerce(text: str, default: Any) -> Any:
     if isinstance(default, bool):
         return text.lower() in ("1", "true", "yes")
-    return type(default)(text) if isinstance(default, (int, float)) else text
+    if isinstance(default, (int, float)):
+        return type(default)(text)
+    return int(text) if text.isdigit() else text  # K: "auto" or a number
 
 
 def _valid(value: Any, options, min_value, max_value) -> Any:
@@ -263,5 +265,5 @@ def run_line(source: Source) -> str:
         return ""
     budget = (f"B = {values['budget']:,}" if values["budget_unit"] == "samples"
               else f"B = {values['budget_percent']:g} % of the pool")
-    k = f" · K = {values['n_cores']}" if values["method"] == "bilaf" else ""
+    k = f" · K = {values['n_cores']}" if values["method"] == "bilaf" else ""  # "auto" or the number set
     return f"**Run** {values['method']} · {budget}{k}" + (f"  \n**Marks** {pool.n_marks}" if pool.n_marks else "")

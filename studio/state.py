@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from bilaf_core import default_n_cores, diagnostics, select, stage2_geometry
+from bilaf_core import diagnostics, select, stage2_geometry
+from bilaf_core.selection import resolve_normalize
+from bilaf_core.auto import AUTO, auto_n_cores
 from bilaf_core.core import l2_normalize, select_cores
 from bilaf_core.data import extract_image_zip, load_pool
 from bilaf_core.features import FeatureSet, extract_features, load_backbone, load_feature_file, thumbnails
@@ -178,19 +180,32 @@ def geometry(source: Source, n_cores: int, core_method: str, seed: int, variant:
     """Stage 2's parameter-independent part (assignment, per-cluster distance matrices),
     shared read-only: moving a stage-2 slider then redoes only ranking and picking.
     A resource, not data: it holds sum(n_i^2) distances (about 290 MB for 50,000
-    samples in 50 clusters), which must not be copied on every cache hit."""
-    return stage2_geometry(features(source), cores(source, n_cores, core_method, seed), variant=variant)
+    samples in 50 clusters), which must not be copied on every cache hit. Made on the
+    shared prepared space, which it keeps a reference to (no second normalised copy)."""
+    prepared = space(source, resolve_normalize(None, variant))
+    return stage2_geometry(prepared, cores(source, n_cores, core_method, seed), variant=variant, normalize=False)
 
 
 def select_defaults(n: int) -> dict:
     """The Select page's starting values for a pool of ``n`` samples: the library's own
     defaults (:func:`bilaf_core.select`'s signature) plus the page's budget, K and map."""
     signature = inspect.signature(select).parameters
-    library = ("method", "core_method", "variant", "k_neighbors", "include_ratio", "removal_ratio",
+    library = ("method", "n_cores", "core_method", "variant", "k_neighbors", "include_ratio", "removal_ratio",
                "opponent_penalty", "denoise", "criterion", "process")
     return {**{name: signature[name].default for name in library}, "budget_unit": "samples",
-            "budget": min(n, max(10, n // 20)), "budget_percent": 5.0, "n_cores": min(1000, default_n_cores(n, n)),
-            "seed": 0, "projection": "umap", "color_by": "pseudo-class"}
+            "budget": min(n, max(10, n // 20)), "budget_percent": 5.0, "seed": 0, "projection": "umap",
+            "color_by": "pseudo-class"}
+
+
+def n_cores_value(value) -> int | str:
+    """K as the app holds it: "auto" or a positive int (a table cell or a URL gives text)."""
+    text = str(value).strip()
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(float(text))
+    except ValueError:
+        raise ValueError(f"K must be 'auto' or a whole number, got {text!r}") from None
 
 
 def budget_of(values: dict, n: int) -> int:
@@ -202,7 +217,8 @@ def budget_of(values: dict, n: int) -> int:
 
 def selection_params(values: dict) -> tuple:
     """The hashable parameter tuple of :func:`selection` from the Select page's values."""
-    return (("method", values["method"]), ("n_cores", int(values["n_cores"])), ("core_method", values["core_method"]),
+    return (("method", values["method"]), ("n_cores", n_cores_value(values["n_cores"])),
+            ("core_method", values["core_method"]),
             ("variant", values["variant"]), ("k_neighbors", int(values["k_neighbors"])),
             ("include_ratio", float(values["include_ratio"])), ("removal_ratio", float(values["removal_ratio"])),
             ("opponent_penalty", float(values["opponent_penalty"])), ("denoise", values["denoise"]),
@@ -218,13 +234,17 @@ def selection(source: Source, budget: int, params: tuple, *, progress=None):
         n_cores, core_method = options.pop("n_cores"), options.pop("core_method")
         if options["method"] != "bilaf":
             return select(features(source), budget, progress=progress, **options)
-        if n_cores > budget:  # let select() phrase the error
+        rule = "set by hand"
+        if n_cores == AUTO:
+            split = auto_n_cores(len(feature_set(source).ids), budget)
+            n_cores, rule = split.n_cores, split.reason
+        elif n_cores > budget:  # let select() phrase the error
             return select(features(source), budget, n_cores=n_cores, **options)
         options["cores"] = cores(source, n_cores, core_method, options["random_state"], progress=progress)
         options["geometry"] = geometry(source, n_cores, core_method, options["random_state"], options["variant"])
         result = select(features(source), budget, **options)
-        # The cores came from this stage 1, not from the user: record how they were made.
-        return replace(result, params={**result.params, "core_method": core_method})
+        # The cores came from this stage 1, not from the user: record how they were made, and why this K.
+        return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": rule})
 
     return _remembered("selection", (source, budget, params), compute, max_entries=32)
 

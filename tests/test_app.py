@@ -58,7 +58,7 @@ def test_stage2_slider_change_updates_the_selection():
 def test_budget_below_k_shows_an_error_not_a_traceback():
     at = _app()
     at.number_input(key="budget").set_value(5)
-    at.slider(key="n_cores").set_value(20)
+    at.select_slider(key="n_cores").set_value(20)
     at.button[0].click().run()
     _no_failure(at)
     assert any("budget must be at least n_cores" in e.value for e in at.error)
@@ -159,7 +159,7 @@ def test_finetune_page_runs_knn_in_the_background_and_records_it():
     assert run["dataset"] == "digits" and run["budget"] == 89  # the Select page's default budget
     history = at.dataframe[-1].value
     assert history["status"].tolist() == ["completed"]
-    assert history["selection"].tolist() == ["K=8 core_method=activeft P_rm=0.1 δ=1.1 denoise=idc variant=paper seed=0"]
+    assert history["selection"].tolist() == ["K=9 core_method=activeft P_rm=0.1 δ=1.1 denoise=idc variant=paper seed=0"]
 
 
 def test_finetune_page_offers_a_new_store_when_the_store_is_corrupted(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ X = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
         (X, 0, {}, "budget must be in [1, 100]"),
         (X[:5], 5, {"n_cores": 6}, "n_cores"),
         (X, 10, {"n_cores": 0}, "n_cores must be in [1, 10]"),
+        (X, 10, {"n_cores": "automatic"}, "n_cores must be an integer or 'auto', got 'automatic'"),
         (np.where(np.arange(800).reshape(100, 8) == 17, np.nan, X), 10, {}, "NaN or infinite values in 1 row(s), first at row 2"),
         (np.where(np.arange(800).reshape(100, 8) == 0, np.inf, X), 10, {}, "NaN or infinite"),
         (X[:, 0], 10, {}, "must be 2-D"),
@@ -112,3 +113,23 @@ def test_cli_select_writes_json_with_required_keys(tmp_path, capsys):
     assert len(document["indices"]) == 12 and document["cores"] == [3, 50, 77]
     assert {"indices", "cores", "removed", "params"} <= set(document)
     assert document["indices"][0] == 3
+
+
+def test_cli_select_writes_the_ids_the_app_shows_for_every_feature_format(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from bilaf_core.features import load_feature_file
+
+    np.save(tmp_path / "plain.npy", X)
+    np.savez(tmp_path / "bare.npz", features=X)  # no ids: row ids, as the app makes them
+    pd.DataFrame({"id": [f"img{i}.jpg" for i in range(100)], "features": list(X)}).to_parquet(tmp_path / "named.parquet")
+    for name in ("plain.npy", "bare.npz", "named.parquet"):
+        out = tmp_path / f"{name}.json"
+        code, _, _ = _run_cli(["select", "--features", str(tmp_path / name), "--budget", "5", "--out", str(out),
+                               "--store", str(tmp_path / "runs.db"), "--seed", "0"], capsys)
+        document = json.loads(out.read_text())
+        expected = load_feature_file(tmp_path / name).ids[document["indices"]].tolist()
+        assert code == 0 and document["ids"] == expected
+    assert document["ids"][0].startswith("img")  # the parquet's own id column, not lost

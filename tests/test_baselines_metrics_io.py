@@ -20,6 +20,17 @@ def test_probcover_delta_is_below_the_gap_between_blobs(blobs):
     assert 0 < delta < 7.0
 
 
+def test_probcover_default_pseudo_classes_are_round_n_over_200_as_documented(monkeypatch):
+    import bilaf_core.baselines as baselines
+
+    seen = []
+    monkeypatch.setattr(baselines, "estimate_probcover_delta", lambda f, n_classes, random_state: seen.append(n_classes) or 0.5)
+    features = np.random.default_rng(0).standard_normal((650, 3)).astype(np.float32)
+    probcover(features, 5, random_state=0)
+    assert seen == [3]  # round(650 / 200) = 3; it was computed with ceil (4)
+    assert [baselines.probcover_n_classes(n) for n in (1, 399, 401, 650, 10_000)] == [2, 2, 2, 3, 50]
+
+
 def test_typiclust_takes_dense_points_from_each_cluster(blobs):
     chosen = typiclust(blobs, 3, random_state=0)
     assert np.unique(chosen // 60).size == 3
@@ -74,3 +85,38 @@ def test_estimator_wraps_select(blobs):
     assert model.labels_.shape == (180,) and model.get_params()["budget"] == 9
     with pytest.raises(ValueError, match="unknown parameter"):
         model.set_params(colour="red")
+
+
+def test_knn_distances_hand_checked_and_the_label_free_diagnostics():
+    from bilaf_core.distances import knn_distances
+    from bilaf_core.metrics import budget_radius, pseudo_class_kl, selection_diagnostics, typicality
+
+    line = np.array([[0.0], [1.0], [3.0], [7.0]], dtype=np.float32)
+    np.testing.assert_allclose(knn_distances(line, line, 2), [[1, 3], [1, 2], [2, 3], [4, 6]])
+    np.testing.assert_allclose(knn_distances(line[:1], line, 9), [[1, 3, 7]])  # k capped at N - 1
+    # typicality: 1 / mean distance to the 2 nearest others, averaged over the selected
+    assert typicality(line, np.array([1, 3]), k=2) == pytest.approx((1 / 1.5 + 1 / 5.0) / 2)
+    # B = 2 of 4: the radius to the ceil(4 / 2) = 2nd neighbour, median over the pool (3, 2, 3, 6)
+    assert budget_radius(line, 2) == pytest.approx(3.0)
+    pseudo = np.array([0, 0, 1, 1])
+    assert pseudo_class_kl(pseudo, np.array([0, 2])) == pytest.approx(0.0)  # one of each, as the pool
+    assert pseudo_class_kl(pseudo, np.array([0, 1])) > pseudo_class_kl(pseudo, np.array([0, 2]))
+    report = selection_diagnostics(line, np.array([1, 3]), radius=1.0, pseudo=pseudo)
+    assert report["emd_proxy"] == pytest.approx((1 + 0 + 2 + 0) / 4) and report["coverage"] == 0.75
+    assert set(report) == {"emd_proxy", "coverage", "budget_coverage", "typicality", "pseudo_class_kl"}
+
+
+def test_guidance_names_a_predictor_only_when_every_data_set_agrees():
+    from bilaf_core.guidance import guidance
+
+    measured = {"A": {"1": {"emd_proxy": {"rho": -0.8, "n": 20}, "coverage": {"rho": 0.3, "n": 20}},
+                      "5": {"emd_proxy": {"rho": -0.2, "n": 20}, "coverage": {"rho": 0.4, "n": 20}}},
+                "B": {"1": {"emd_proxy": {"rho": -0.6, "n": 20}, "coverage": {"rho": -0.7, "n": 20}},
+                      "5": {"emd_proxy": {"rho": 0.1, "n": 20}, "coverage": {"rho": 0.45, "n": 20}}}}
+    near_one = guidance(0.012, measurements=measured)  # 1.2 % -> the 1 % measurements
+    assert near_one.diagnostic == "emd_proxy" and near_one.budget_percent == 1.0
+    assert "lower is better" in near_one.message and "-0.80 on A" in near_one.message
+    at_five = guidance(0.04, measurements=measured)
+    assert at_five.diagnostic is None and at_five.budget_percent == 5.0  # coverage agrees in sign, but |rho| < 0.5
+    assert "No label-free diagnostic predicted" in at_five.message
+    assert guidance(0.01, measurements={}) is None

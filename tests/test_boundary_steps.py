@@ -245,6 +245,22 @@ def test_a_reused_geometry_gives_the_same_selection_as_a_fresh_one(variant):
     assert geometry.nbytes == sum(m.size ** 2 for m in geometry.members_of) * (8 if variant == "reference" else 4)
 
 
+def test_a_reused_geometry_spares_normalising_the_pool_again(monkeypatch):
+    import bilaf_core.selection as selection
+    from bilaf_core import select, stage2_geometry
+
+    features = np.random.default_rng(0).standard_normal((300, 5)).astype(np.float32)
+    cores = np.array([0, 1, 2, 3])
+    geometry = stage2_geometry(features, cores)
+    fresh = select(features, 30, cores=cores)
+    normalised = []
+    original = selection.l2_normalize
+    monkeypatch.setattr(selection, "l2_normalize", lambda x: normalised.append(x.shape[0]) or original(x))
+    reused = select(features, 30, cores=cores, geometry=geometry)
+    assert normalised == [cores.size]  # the core rows, to recognise the geometry; not the 300-sample pool
+    np.testing.assert_array_equal(reused.indices, fresh.indices)
+
+
 def test_a_geometry_for_other_inputs_is_refused():
     from bilaf_core import select, stage2_geometry
 

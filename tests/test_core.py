@@ -53,6 +53,21 @@ def test_activeft_lowers_its_loss_from_the_random_start():
     assert np.unique(start // 40).size == 4 and np.unique(cores // 40).size == 5
 
 
+def test_activeft_stops_once_its_loss_flattens_and_tol_none_runs_every_step():
+    rng = np.random.default_rng(0)
+    centers = l2_normalize(rng.standard_normal((5, 16)).astype(np.float32))
+    features = l2_normalize(np.repeat(centers, 40, axis=0) + 0.05 * rng.standard_normal((200, 16)).astype(np.float32))
+    for tol, stops_early in ((1e-3, True), (None, False)):
+        messages = []
+        cores = activeft_cores(features, 5, lr=0.01, tol=tol, random_state=0,  # lr 0.01: flat after ~90 steps
+                               progress=lambda f, m: messages.append((f, m)))
+        assert cores.size == 5 and messages[-1][0] == 1.0
+        last_step = int(messages[-1][1].split()[2].split("/")[0])
+        assert ("converged" in messages[-1][1]) is stops_early
+        assert (last_step < 300) is stops_early
+        assert np.unique(cores // 40).size == 5  # stopped early or not, the cores cover all five blobs
+
+
 def test_activeft_minibatch_path_runs_and_is_seeded():
     features = l2_normalize(np.random.default_rng(1).standard_normal((500, 8)).astype(np.float32))
     a = activeft_cores(features, 7, n_iter=20, batch_size=128, random_state=3)

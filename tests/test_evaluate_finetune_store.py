@@ -16,7 +16,8 @@ from bilaf_core import select
 from bilaf_core.cli import main
 from bilaf_core.data import load_pool, read_label_csv
 from bilaf_core.evaluate import evaluate, knn_accuracy, linear_probe
-from bilaf_core.finetune import FinetuneCancelled, FinetuneConfig, finetune
+from bilaf_core.errors import Cancelled
+from bilaf_core.finetune import FinetuneConfig, finetune
 from bilaf_core.store import RunStore, StoreError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,7 +126,7 @@ def test_finetune_resumes_after_interruption(cifar_pool, tmp_path):
         batches["n"] += 1
         return batches["n"] > 4  # 3 batches per epoch: stops in epoch 2
 
-    with pytest.raises(FinetuneCancelled):
+    with pytest.raises(Cancelled):
         finetune(cifar_pool, indices, config=FAST, checkpoint_dir=tmp_path, should_stop=stop_in_second_epoch)
     resumed = finetune(cifar_pool, indices, config=FAST, checkpoint_dir=tmp_path)
     assert resumed.resumed_from_epoch == 1 and len(resumed.history) == FAST.epochs
@@ -166,12 +167,18 @@ def test_store_records_selections_and_every_outcome(tmp_path):
         run.metrics = {"top1": 0.5}
     with pytest.raises(RuntimeError), store.track(protocol="linear", params={}, selection_id=selection_id):
         raise RuntimeError("boom")
-    with pytest.raises(FinetuneCancelled), store.track(protocol="finetune", params={}, selection_id=selection_id):
-        raise FinetuneCancelled("stop")
+    with pytest.raises(Cancelled), store.track(protocol="finetune", params={}, selection_id=selection_id):
+        raise Cancelled("stop")
+
+    class DownloadCancelled(RuntimeError):  # someone else's error: a name is not a cancellation
+        pass
+
+    with pytest.raises(DownloadCancelled), store.track(protocol="other", params={}, selection_id=selection_id):
+        raise DownloadCancelled("network")
     runs = {row["protocol"]: row for row in RunStore(tmp_path / "runs.sqlite").runs()}
     assert runs["knn"]["status"] == "completed" and runs["knn"]["metrics"] == {"top1": 0.5}
     assert runs["linear"]["status"] == "failed" and "boom" in runs["linear"]["error"]
-    assert runs["finetune"]["status"] == "cancelled"
+    assert runs["finetune"]["status"] == "cancelled" and runs["other"]["status"] == "failed"
     assert runs["knn"]["method"] == "bilaf" and runs["knn"]["budget"] == 2 and runs["knn"]["seed"] == 3
     saved = store.selection(selection_id)
     assert saved["sample_ids"] == ["a", "b"] and saved["indices"] == [4, 2] and "numpy" in saved["versions"]

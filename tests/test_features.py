@@ -273,6 +273,32 @@ def test_features_cli_writes_npz_and_serves_the_second_call_from_cache(tmp_path,
     assert "image folder not found" in capsys.readouterr().err
 
 
+def test_features_cli_subsets_and_writes_the_test_split(tmp_path, capsys, monkeypatch):
+    from bilaf_core.cli import main
+
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "cifar.npz"
+    args = ["features", "--dataset", "cifar10", "--root", str(CIFAR_IMAGES), "--backbone", "pixels", "--limit", "30",
+            "--test-limit", "12", "--seed", "3", "--out", str(out)]
+    assert main(args) == 0
+    pool = load_pool("cifar10", root=CIFAR_IMAGES)
+    with np.load(out, allow_pickle=False) as data:
+        assert data["features"].shape[0] == 30 and data["test_features"].shape[0] == 12
+        rows = np.searchsorted(pool.ids, data["ids"])
+        assert np.array_equal(pool.ids[rows], data["ids"]) and np.all(np.diff(rows) > 0)  # real ids, ascending
+        assert np.array_equal(data["labels"], pool.labels[rows])
+        assert set(data["test_ids"]) <= set(pool.test.ids)
+        first = data["ids"].copy()
+    assert main(args) == 0  # the same seed, the same subset
+    with np.load(out, allow_pickle=False) as data:
+        assert np.array_equal(data["ids"], first)
+    assert main(args[:7] + ["--test-limit", "0", "--out", str(out)]) == 0  # no --limit: every training image
+    with np.load(out, allow_pickle=False) as data:
+        assert "test_features" not in data.files and data["features"].shape[0] == pool.ids.size
+    with pytest.raises(ValueError, match="at least 1 image"):
+        pool.sample(0)
+
+
 def test_vit_poolings_and_a_dino_layout_checkpoint(tmp_path):
     import timm
     import torch

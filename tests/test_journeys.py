@@ -111,8 +111,8 @@ def _shown(page) -> dict:
 def test_settings_survive_every_page_and_a_reload(server, browser):
     page = _open(server, browser)
     tuned = _tune(page)
-    assert tuned["budget"] == "120" and tuned["k"] == "12" and tuned["p_rm"] == "0.25", tuned
-    expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("B = 120 · K = 12")  # not one run behind
+    assert tuned["budget"] == "120" and tuned["k"] == "4" and tuned["p_rm"] == "0.25", tuned
+    expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("B = 120 · K = 4")  # not one run behind
 
     go(page, "Inspect", "Inspect the selection")
     page.get_by_role("tab", name="One cluster, in the algorithm's order").click()

@@ -33,7 +33,7 @@ def problems(draw):
         features = rng.standard_normal((n, d)) * 0.1 + rng.integers(0, 4, size=(n, 1)) * 5.0
     budget = draw(st.integers(1, n))
     params = {
-        "n_cores": draw(st.integers(1, budget)),
+        "n_cores": draw(st.one_of(st.integers(1, budget), st.just("auto"))),
         "core_method": draw(st.sampled_from(["random", "kmeans", "fds"])),
         "variant": draw(st.sampled_from(["paper", "reference"])),
         "k_neighbors": draw(st.integers(1, 12)),

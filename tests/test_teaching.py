@@ -106,3 +106,19 @@ def test_walkthrough_bad_input():
         walkthrough(points, 20, n_cores=4, denoise="magic")
     with pytest.raises(ValueError, match="unknown stage-2 option"):
         walkthrough(points, 20, n_cores=4, temperature=3)
+
+
+@pytest.mark.parametrize("option,expected", [({}, None), ({"process": "one_shot"}, "none (one-shot process)"),
+                                              ({"criterion": "distance"}, "none (distance criterion)")])
+def test_learn_pick_table_shows_penalty_counts_only_where_a_penalty_applies(option, expected):
+    from studio.learn_figures import picks_table
+
+    points, _ = make_toy_dataset("blobs", n_samples=300, random_state=0)
+    run = walkthrough(points, 40, n_cores=4, random_state=0, **option)
+    cluster = max(range(4), key=lambda c: len(run.result.traces[c].picks))
+    shown = [row["t_l in force"] for row in picks_table(run, cluster)[1:]]
+    assert len(shown) > 2
+    if expected is None:  # iterative + boundary score: counts grow with the opponents of earlier picks
+        assert shown[0] == "all 0" and any(s.startswith("t") for s in shown[1:])
+    else:
+        assert set(shown) == {expected}

@@ -22,13 +22,14 @@ st.caption(f"Budget B = {budget:,} and every parameter not in the table comes fr
 key = session.chart_key("compare_settings", pool)
 if key not in st.session_state:  # new on this run (first visit, back from a page): the last edited rows
     pool.values["compare_base"] = pool.values.get("compare_rows", pd.DataFrame(
-        [{**{name: select_values[name] for name in EDITABLE}, "method": method}
+        [{**{name: select_values[name] for name in EDITABLE}, "n_cores": str(select_values["n_cores"]), "method": method}
          for method in ("bilaf", "activeft", "kmeans", "random")]))
 settings = st.data_editor(
     pool.values["compare_base"], num_rows="dynamic", hide_index=True, key=key,
     column_config={"method": st.column_config.SelectboxColumn(options=list(METHODS), required=True),
                    "denoise": st.column_config.SelectboxColumn(options=list(DENOISERS)),
-                   "n_cores": st.column_config.NumberColumn(min_value=1, step=1),
+                   "n_cores": st.column_config.TextColumn(validate=r"^\s*(auto|[1-9][0-9]*)\s*$",
+                                                          help="K: 'auto' or a whole number"),
                    "removal_ratio": st.column_config.NumberColumn(min_value=0.0, max_value=0.9, step=0.05),
                    "opponent_penalty": st.column_config.NumberColumn(min_value=1.0, max_value=3.0, step=0.05),
                    "seed": st.column_config.NumberColumn(min_value=0, step=1)},
@@ -47,7 +48,7 @@ coords = coords if coords is not None else state.projection(source, "pca")
 columns = st.columns(len(rows))
 table = []
 for col, (_, row) in zip(columns, rows.iterrows()):
-    name = f"{row.method}" + (f" K={int(row.n_cores)} Prm={row.removal_ratio:g} δ={row.opponent_penalty:g}"
+    name = f"{row.method}" + (f" K={str(row.n_cores).strip()} Prm={row.removal_ratio:g} δ={row.opponent_penalty:g}"
                               if row.method == "bilaf" else "")
     values = {**select_values, **{column: row[column] for column in EDITABLE if pd.notna(row[column])}}
     params = state.selection_params(values)
@@ -59,6 +60,8 @@ for col, (_, row) in zip(columns, rows.iterrows()):
         except ValueError as exc:
             st.error(str(exc))
             continue
+        if result.params["method"] == "bilaf":
+            st.caption(f"K = {result.params['n_cores']:,} ({result.params['n_cores_rule']})")
         st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, height=320, show_legend=False),
                         width="stretch", key=f"compare_map_{len(table)}_{name}")
         measured = state.selection_diagnostics(source, result, normalize=True)  # one space for all settings

@@ -6,7 +6,8 @@ import streamlit as st
 
 from bilaf_core.data import read_label_csv
 from bilaf_core.features import BUNDLED_BACKBONE
-from bilaf_core.finetune import FinetuneCancelled, FinetuneConfig
+from bilaf_core.errors import Cancelled
+from bilaf_core.finetune import FinetuneConfig
 from studio import jobs, session, state
 
 st.title("Finetune and compare")
@@ -110,7 +111,7 @@ if result is not None:
             st.rerun()
         error = current.future.exception()
         if error is not None:
-            cancelled = isinstance(error, (jobs.JobCancelled, FinetuneCancelled))
+            cancelled = isinstance(error, Cancelled)
             (st.warning if cancelled else st.error)(f"{title}: {'cancelled' if cancelled else 'failed'}: {error}")
             return
         outcome = current.future.result()

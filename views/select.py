@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from bilaf_core import METHODS
+from bilaf_core.auto import AUTO, LOW_BUDGET_POOL_PER_LABEL
 from bilaf_core.boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
 from bilaf_core.core import CORE_METHODS
 from studio import exports, gallery, session, state
@@ -41,8 +42,10 @@ with st.form("selection_parameters"):
     else:
         keep(mid.number_input, "budget_percent", "Budget (% of the pool)", min_value=0.01, max_value=100.0, step=0.5)
     if n > 1:
-        keep(right.slider, "n_cores", "K: core samples (stage 1)", min_value=1, max_value=min(n, 1000),
-             help="pseudo-class centres; must not exceed the budget")
+        keep(right.select_slider, "n_cores", "K: core samples (stage 1)", options=[AUTO, *range(1, min(n, 1000) + 1)],
+             help="pseudo-class centres; must not exceed the budget. auto: every label a core (K = B) for budgets "
+                  f"of at most 1/{LOW_BUDGET_POOL_PER_LABEL} of the pool, else K = round(sqrt(B)); the line under "
+                  "the counts says which K it chose and why.")
     else:  # a slider needs two values
         pool.values["n_cores"] = 1
         right.caption("K = 1: the pool has a single sample")
@@ -76,7 +79,9 @@ metrics = {"Selected": result.budget, "Core": counts.get("core", 0), "Boundary":
            "Removed": counts.get("removed", 0), "Unselected": counts.get("unselected", 0)}
 for col, (name, value) in zip(st.columns(5), metrics.items()):
     col.metric(name, f"{value:,}")
-st.caption(f"B = {result.budget:,} samples, {result.budget / n:.2%} of the {n:,}-sample pool.")
+k_line = (f" K = {result.params['n_cores']:,}: {result.params['n_cores_rule']}."
+          if result.params["method"] == "bilaf" else "")
+st.caption(f"B = {result.budget:,} samples, {result.budget / n:.2%} of the {n:,}-sample pool.{k_line}")
 
 map_col, info_col = st.columns([3, 2])
 with map_col:
