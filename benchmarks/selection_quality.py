@@ -27,12 +27,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# the label-free diagnostics whose rank correlation with the probes' accuracy is measured
+from bilaf_core.metrics import LABEL_FREE as DIAGNOSTICS  # noqa: E402
 
 DEFAULT_FEATURES = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10_effl0_features.npz"
 METHODS = ("bilaf (auto, default)", "random", "fds", "kmeans", "activeft", "bilaf (paper)", "bilaf (reference)",
            "typiclust", "probcover")
-#: Label-free diagnostics whose rank correlation with the probe's accuracy is measured.
-DIAGNOSTICS = ("emd_proxy", "coverage", "budget_coverage", "typicality", "pseudo_class_kl")
 ABLATIONS = {  # paper Table 2, BiLAF paper variant with one switch changed
     "denoise none": {"denoise": "none"},
     "denoise density": {"denoise": "density"},

@@ -1,7 +1,7 @@
 """Stage 2 of BiLAF: boundary sample selection.
 
 Implements Algorithm 1 of Lu, Xie, Yang and Yan, "Boundary Matters: A Bi-Level Active
-Finetuning Framework" (NeurIPS 2024), as specified in ``shared/spec/ALGORITHM.md``.
+Finetuning Framework" (NeurIPS 2024), as described in ``docs/ALGORITHM.md``.
 Read top to bottom, the steps appear in the paper's order:
 
 1. :func:`assign_clusters`   -- every sample joins its nearest core's pseudo-class.

@@ -27,7 +27,7 @@ from PIL import Image
 
 from .network import network_available
 
-__all__ = ["Pool", "DATASETS", "load_pool", "read_label_csv", "extract_image_zip", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
+__all__ = ["Pool", "DATASETS", "load_pool", "default_data_dir", "read_label_csv", "extract_image_zip", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Images larger than this are refused before their pixels are decoded.
@@ -117,7 +117,7 @@ def _cifar(name: str, root: str | None) -> Pool:
     jpeg_archive = Path(root) / "cifar10_jpeg.npz" if root else None
     if name == "cifar10" and jpeg_archive is not None and jpeg_archive.is_file():
         return _cifar10_jpeg(jpeg_archive)
-    folder = Path(root or _default_data_dir())
+    folder = Path(root or default_data_dir())
     try:
         train = cls(str(folder), train=True, download=False)
         test = cls(str(folder), train=False, download=False)
@@ -175,7 +175,7 @@ def _find_idx(folders: list[Path], stem: str) -> Path | None:
 
 
 def _fashion_mnist(root: str | None) -> Pool:
-    base = Path(root or _default_data_dir())
+    base = Path(root or default_data_dir())
     folders = [base, base / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST]
     stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     paths = [_find_idx(folders, stem) for stem in stems]
@@ -251,7 +251,9 @@ def _open_image(path: Path) -> Image.Image:
         return to_rgb(image)
 
 
-def _default_data_dir() -> Path:
+def default_data_dir() -> Path:
+    """Where data sets are looked for and downloaded when no folder is given: BILAF_DATA_DIR,
+    else ~/.cache/bilaf-studio/data."""
     return Path(os.environ.get("BILAF_DATA_DIR", Path.home() / ".cache" / "bilaf-studio" / "data"))
 
 

@@ -23,7 +23,7 @@ GUIDANCE_FILE = Path(__file__).with_name("guidance.json")
 #: |Spearman rho| from which a diagnostic counts as predicting accuracy.
 USEFUL_RHO = 0.5
 #: Display names, and whether lower values are better.
-DIAGNOSTIC_NAMES = {
+DIAGNOSTIC_NAMES = {  # one per bilaf_core.metrics.LABEL_FREE
     "emd_proxy": ("EMD proxy", True),
     "coverage": ("coverage", False),
     "budget_coverage": ("coverage at the budget's radius", False),

@@ -23,7 +23,8 @@ import numpy as np
 from .distances import knn_distances, pairwise_distances, rows_per_chunk
 
 __all__ = ["nearest_selected_distance", "emd_proxy", "ball_coverage", "default_coverage_radius", "budget_radius",
-           "typicality", "pseudo_classes", "pseudo_class_kl", "selection_diagnostics", "diagnostics", "N_PSEUDO_CLASSES"]
+           "typicality", "pseudo_classes", "pseudo_class_kl", "selection_diagnostics", "diagnostics", "N_PSEUDO_CLASSES",
+           "LABEL_FREE"]
 
 #: K-Means clusters of :func:`pseudo_classes` (a fixed partition per pool, whatever the budget).
 N_PSEUDO_CLASSES = 50
@@ -100,21 +101,32 @@ def pseudo_class_kl(pseudo: np.ndarray, indices: np.ndarray) -> float:
     return float(np.sum(picked * np.log(picked / np.maximum(pool, 1e-12))))
 
 
-def selection_diagnostics(features: np.ndarray, indices: np.ndarray, *, radius: float | None = None,
+#: The label-free diagnostics of :func:`selection_diagnostics`.
+LABEL_FREE = ("emd_proxy", "coverage", "budget_coverage", "typicality", "pseudo_class_kl")
+
+
+def selection_diagnostics(features: np.ndarray, indices: np.ndarray, *, names=LABEL_FREE, radius: float | None = None,
                           radius_b: float | None = None, pseudo: np.ndarray | None = None) -> dict:
-    """The label-free diagnostics of one selection on the whole pool: ``emd_proxy``,
-    ``coverage`` (at ``radius``, default :func:`default_coverage_radius`),
-    ``budget_coverage`` (at ``radius_b``, default :func:`budget_radius`), ``typicality`` and, with
-    ``pseudo`` (from :func:`pseudo_classes`), ``pseudo_class_kl``."""
+    """The label-free diagnostics ``names`` (of :data:`LABEL_FREE`) of one selection on
+    the whole pool: ``emd_proxy``, ``coverage`` (at ``radius``, default
+    :func:`default_coverage_radius`), ``budget_coverage`` (at ``radius_b``, default
+    :func:`budget_radius`), ``typicality`` and ``pseudo_class_kl`` (on ``pseudo``, default
+    :func:`pseudo_classes`). Each is computed only when asked for."""
     indices = np.asarray(indices, dtype=np.int64)
-    nearest = nearest_selected_distance(features, indices)
-    radius = default_coverage_radius(features) if radius is None else radius
-    out = {"emd_proxy": float(nearest.mean()), "coverage": float((nearest <= radius).mean()),
-           "budget_coverage": float((nearest <= (budget_radius(features, indices.size) if radius_b is None
-                                                 else radius_b)).mean()),
-           "typicality": typicality(features, indices)}
-    if pseudo is not None:
-        out["pseudo_class_kl"] = pseudo_class_kl(pseudo, indices)
+    out: dict = {}
+    if {"emd_proxy", "coverage", "budget_coverage"} & set(names):
+        nearest = nearest_selected_distance(features, indices)
+        if "emd_proxy" in names:
+            out["emd_proxy"] = float(nearest.mean())
+        if "coverage" in names:
+            out["coverage"] = float((nearest <= (default_coverage_radius(features) if radius is None else radius)).mean())
+        if "budget_coverage" in names:
+            limit = budget_radius(features, indices.size) if radius_b is None else radius_b
+            out["budget_coverage"] = float((nearest <= limit).mean())
+    if "typicality" in names:
+        out["typicality"] = typicality(features, indices)
+    if "pseudo_class_kl" in names:
+        out["pseudo_class_kl"] = pseudo_class_kl(pseudo_classes(features) if pseudo is None else pseudo, indices)
     return out
 
 

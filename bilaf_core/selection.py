@@ -89,6 +89,26 @@ class Selection:
         names, counts = np.unique(self.role, return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
 
+    def members(self, rows: np.ndarray | None = None, *, roles=ROLES, cluster: int | None = None) -> np.ndarray:
+        """Pool rows (of ``rows``, default every row) whose role is one of ``roles`` and,
+        when given, whose pseudo-class is ``cluster``: the selected ones first, in selection
+        order, then the others ascending. Returns (M,) int64."""
+        n = self.role.size
+        rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+        mask = np.isin(self.role[rows], list(roles))
+        if cluster is not None:
+            mask &= self.cluster[rows] == cluster
+        chosen = rows[mask]
+        position = np.full(n, -1)
+        position[self.indices] = np.arange(self.indices.size)
+        return chosen[np.argsort(np.where(position[chosen] >= 0, position[chosen], n + chosen), kind="stable")]
+
+    def cluster_view(self, cluster: int) -> tuple[np.ndarray, np.ndarray]:
+        """One pseudo-class as the algorithm treated it: (its core and boundary picks, in
+        the order they were picked; what denoising removed from it, least noisy first)."""
+        return (self.indices[self.cluster[self.indices] == cluster],
+                self.removed[self.cluster[self.removed] == cluster])
+
     def save(self, path: str | os.PathLike, *, sample_ids: np.ndarray | None = None,
              extra: dict | None = None) -> tuple[Path, Path]:
         """Write ``<stem>.json`` (indices, cores, removed, params, timings, readable by
@@ -210,7 +230,7 @@ def select(
     cores : (K,) int array, optional
         Give the core indices instead of running stage 1.
     variant : {"paper", "reference"}
-        See ``shared/spec/ALGORITHM.md``: the paper's method with the reference code's
+        See ``docs/ALGORITHM.md``: the paper's method with the reference code's
         defects fixed, or the authors' code reproduced index for index.
     k_neighbors, include_ratio, removal_ratio : int, float, float
         IDC's k (>= 1), P_in in (0, 1] and P_rm in [0, 1).

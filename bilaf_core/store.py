@@ -275,6 +275,20 @@ class RunStore:
             " selections.n_pool, selections.seed, selections.params AS selection_params FROM runs LEFT JOIN selections ON selections.id = runs.selection_id"
             " ORDER BY runs.id DESC")]
 
+    def learning_curve(self, dataset: str) -> list[dict]:
+        """The completed runs of one data set that measured a top-1, as a learning curve:
+        one row per (protocol, method, budget) with the ``mean``, ``std`` (NaN for a single
+        run) and ``count`` of their top-1, sorted by protocol, method and budget."""
+        groups: dict[tuple, list[float]] = {}
+        for run in self.runs():
+            metrics = run.get("metrics")
+            top1 = metrics.get("top1") if isinstance(metrics, dict) else None
+            if run["dataset"] == dataset and run["status"] == "completed" and top1 is not None:
+                groups.setdefault((run["protocol"], run["method"], run["budget"]), []).append(float(top1))
+        return [{"protocol": protocol, "method": method, "budget": budget, "mean": float(np.mean(values)),
+                 "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"), "count": len(values)}
+                for (protocol, method, budget), values in sorted(groups.items())]
+
     def reap_stale(self) -> int:
         """Mark ``running`` runs of dead processes on this host ``failed``; returns how many."""
         host = socket.gethostname()

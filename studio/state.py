@@ -26,6 +26,8 @@ import numpy as np
 import streamlit as st
 
 from bilaf_core import diagnostics, select, stage2_geometry
+from bilaf_core.guidance import Guidance, guidance
+from bilaf_core.metrics import selection_diagnostics as selection_diagnostics_of
 from bilaf_core.selection import resolve_normalize
 from bilaf_core.auto import AUTO, auto_n_cores
 from bilaf_core.core import l2_normalize, select_cores
@@ -264,6 +266,20 @@ def space(source: Source, normalize: bool) -> np.ndarray:
 def coverage_radius(source: Source, normalize: bool) -> float:
     """The diagnostics' coverage radius: a property of the feature set, computed once."""
     return default_coverage_radius(space(source, normalize))
+
+
+def guide(source: Source, result) -> tuple[Guidance | None, float | None]:
+    """The measured guidance for this selection's budget (:func:`bilaf_core.guidance.guidance`)
+    and, where it names a diagnostic, that diagnostic's value for this selection, on the
+    L2-normalised pool as the benchmark measured it (once per selection)."""
+    found = guidance(result.budget / len(feature_set(source).ids))
+    if found is None or found.diagnostic is None:
+        return found, None
+    key = (source, result.budget, tuple(sorted(result.params.items())), found.diagnostic)
+    value = _remembered("guide", key, lambda: selection_diagnostics_of(space(source, True), result.indices,
+                                                                     names=(found.diagnostic,))[found.diagnostic],
+                        max_entries=64)
+    return found, value
 
 
 def selection_diagnostics(source: Source, result, *, normalize: bool) -> dict:

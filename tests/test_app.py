@@ -1,9 +1,11 @@
 """Page-level tests of every page with streamlit.testing.v1.AppTest, on the offline default."""
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -327,3 +329,25 @@ def test_inspect_filters_and_finetune_protocol_survive_a_visit_to_another_page()
     assert at.multiselect(key="inspect_roles").value == ["core", "removed"]
     at.switch_page("views/finetune.py").run()
     assert at.radio(key="protocol").value == "knn"
+
+
+def test_source_from_form_checks_every_field_and_keeps_uploads_by_content(tmp_path, monkeypatch):
+    from studio.sources import source_from_form
+
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BILAF_ALLOWED_ROOTS", str(tmp_path))
+    digits = source_from_form("digits", root="/etc", backbone_label="Pixels (tiny demos)")
+    assert digits.dataset == "digits" and digits.root == ""  # no folder for the built-in set
+    with pytest.raises(ValueError, match="type the path of the image folder"):
+        source_from_form("folder", backbone_label="Pixels (tiny demos)")
+    with pytest.raises(ValueError, match="type a timm model name"):
+        source_from_form("digits", backbone_label="Other timm model")
+    with pytest.raises(ValueError, match="f.npy is attached but the source is CIFAR-10: choose 'Feature file"):
+        source_from_form("cifar10", backbone_label="Pixels (tiny demos)", upload=("f.npy", b"x"))
+    with pytest.raises(ValueError, match="notes.txt is not a feature file"):
+        source_from_form("features", upload=("notes.txt", b"x"), backbone_label="Pixels (tiny demos)")
+    data = io.BytesIO()
+    np.save(data, np.zeros((3, 2), dtype=np.float32))
+    first = source_from_form("features", upload=("my pool.npy", data.getvalue()), backbone_label="Pixels (tiny demos)")
+    again = source_from_form("features", upload=("my pool.npy", data.getvalue()), backbone_label="Pixels (tiny demos)")
+    assert first == again and first.feature_file.endswith("my pool.npy") and first.upload == "my pool.npy"

@@ -120,3 +120,24 @@ def test_guidance_names_a_predictor_only_when_every_data_set_agrees():
     assert at_five.diagnostic is None and at_five.budget_percent == 5.0  # coverage agrees in sign, but |rho| < 0.5
     assert "No label-free diagnostic predicted" in at_five.message
     assert guidance(0.01, measurements={}) is None
+    from bilaf_core.guidance import DIAGNOSTIC_NAMES
+    from bilaf_core.metrics import LABEL_FREE
+
+    assert set(DIAGNOSTIC_NAMES) == set(LABEL_FREE)  # a name for every diagnostic measured
+
+
+def test_selection_members_filter_and_order_and_one_cluster_view():
+    features = np.random.default_rng(3).standard_normal((120, 4)).astype(np.float32)
+    result = select(features, 20, n_cores=4, core_method="kmeans", random_state=0)
+    everyone = result.members()
+    assert sorted(everyone.tolist()) == list(range(120))
+    np.testing.assert_array_equal(everyone[:20], result.indices)  # selected first, in selection order
+    rest = everyone[20:]
+    assert np.all(np.diff(rest) > 0)  # then the others ascending
+    boundary_in_2 = result.members(roles=("boundary",), cluster=2)
+    assert set(boundary_in_2) == set(np.flatnonzero((result.role == "boundary") & (result.cluster == 2)))
+    some = np.array([5, 3, int(result.indices[7]), int(result.indices[1])])
+    np.testing.assert_array_equal(result.members(some), [result.indices[1], result.indices[7], 3, 5])
+    picks, removed = result.cluster_view(2)
+    assert picks[0] == result.cores[2] and set(picks) == set(result.indices[result.cluster[result.indices] == 2])
+    assert set(removed) == set(np.flatnonzero((result.role == "removed") & (result.cluster == 2)))

@@ -180,6 +180,16 @@ def test_store_records_selections_and_every_outcome(tmp_path):
     assert runs["linear"]["status"] == "failed" and "boom" in runs["linear"]["error"]
     assert runs["finetune"]["status"] == "cancelled" and runs["other"]["status"] == "failed"
     assert runs["knn"]["method"] == "bilaf" and runs["knn"]["budget"] == 2 and runs["knn"]["seed"] == 3
+    # the learning curve: completed runs with a top-1 only, per (protocol, method, budget)
+    (row,) = store.learning_curve("digits")
+    assert {k: row[k] for k in ("protocol", "method", "budget", "mean", "count")} == {
+        "protocol": "knn", "method": "bilaf", "budget": 2, "mean": 0.5, "count": 1}
+    assert np.isnan(row["std"]) and store.learning_curve("cifar10") == []
+    with store.track(protocol="knn", params={"k": 20}, selection_id=selection_id) as run:
+        run.metrics = {"top1": 0.7}
+    (row,) = store.learning_curve("digits")
+    assert row["mean"] == pytest.approx(0.6) and row["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert row["count"] == 2
     saved = store.selection(selection_id)
     assert saved["sample_ids"] == ["a", "b"] and saved["indices"] == [4, 2] and "numpy" in saved["versions"]
 

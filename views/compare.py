@@ -6,6 +6,7 @@ import streamlit as st
 
 from bilaf_core import METHODS
 from bilaf_core.boundary import DENOISERS
+from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import session, state
 from studio.maps import selection_figure
 
@@ -68,10 +69,14 @@ for col, (_, row) in zip(columns, rows.iterrows()):
         table.append({"setting": name, "EMD proxy": measured["emd_proxy"], "coverage": measured["coverage"],
                       "classes covered": measured.get("classes_covered", np.nan),
                       "removed": int(result.removed.size), "seconds": result.timings["total"]})
+        advice, value = state.guide(source, result)  # the same budget for every row: the same advice
+        if advice is not None and advice.diagnostic is not None:
+            table[-1][DIAGNOSTIC_NAMES[advice.diagnostic][0]] = value
 if table:
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
                  column_config={"coverage": st.column_config.NumberColumn(format="%.3f"),
                                 "EMD proxy": st.column_config.NumberColumn(format="%.4f"),
                                 "seconds": st.column_config.NumberColumn(format="%.2f")})
     st.caption("EMD proxy: mean distance of the pool to its nearest selected sample (lower is better). "
-               "Coverage: share of the pool within the default radius of a selected sample.")
+               "Coverage: share of the pool within the default radius of a selected sample."
+               + (f" {advice.message}" if advice is not None else ""))

@@ -1,21 +1,13 @@
 """Data page: choose the image pool and the backbone, extract features with progress."""
 
-import hashlib
-import re
-from pathlib import Path
-
 import numpy as np
 import streamlit as st
 
-from bilaf_core._io import atomic_open
-from bilaf_core.features import default_cache_dir
-from studio import gallery, session, state
+from bilaf_core.data import default_data_dir
+from studio import gallery, session, sources, state
 
 st.title("Data")
-SOURCES = {"Built-in digits (offline)": "digits", "CIFAR-10": "cifar10", "CIFAR-100": "cifar100",
-           "Fashion-MNIST": "fashion-mnist", "Image folder": "folder", "Image folder (zip upload)": "zip",
-           "Feature file (upload)": "features"}
-shared_cifar = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+SOURCES = sources.SOURCES
 
 current = state.current_source()
 form_state = session.app_state()
@@ -32,9 +24,9 @@ with st.form("data_source"):
                                     "features" if current.feature_file else current.dataset])
     dataset = SOURCES[choice]
     root = keep(st.text_input, "source_root", "Folder (local copy of the data set, or the image folder)",
-                current.root if current.root and not current.upload else
-                str(shared_cifar) if shared_cifar.is_dir() else "",
-                help="CIFAR: the folder holding cifar-10-batches-py/ (or cifar10_jpeg.npz); "
+                current.root if current.root and not current.upload else "",
+                help="CIFAR: the folder holding cifar-10-batches-py/ (or cifar10_jpeg.npz); empty: "
+                     f"{default_data_dir()} (BILAF_DATA_DIR), where downloads go; "
                      "Fashion-MNIST: the folder of the *-ubyte.gz files (Debian's package is found by itself)")
     test_root = keep(st.text_input, "source_test_root",
                      "Test folder (optional, image folders): class subfolders, used to measure accuracy",
@@ -51,56 +43,11 @@ with st.form("data_source"):
     submitted = st.form_submit_button("Load and extract features", type="primary")
 
 
-def save_upload(file) -> Path:
-    """Keep an upload under the cache, in a folder named by its content (a re-upload is
-    free) and under the user's own file name (so messages and labels name it)."""
-    data = file.getvalue()
-    name = re.sub(r"[^\w.\- ]", "_", Path(file.name).name) or "upload"
-    path = default_cache_dir() / "uploads" / hashlib.sha256(data).hexdigest()[:16] / name
-    if not path.is_file():
-        with atomic_open(path, "wb") as handle:
-            handle.write(data)
-    return path
-
-
-def expected_upload(upload, suffixes: tuple[str, ...], what: str):
-    if upload is None:
-        raise ValueError(f"choose {what} to upload")
-    if Path(upload.name).suffix.lower() not in suffixes:
-        raise ValueError(f"{upload.name} is not {what} ({', '.join(suffixes)})")
-    return upload
-
-
-def chosen_source() -> state.Source:
-    """The source the form describes; ValueError when it is incomplete or not allowed."""
-    backbone = state.BACKBONE_CHOICES[backbone_label] or timm_name.strip()
-    if not backbone:
-        raise ValueError("type a timm model name, e.g. convnext_tiny, or pick another backbone")
-    checked_weights = state.check_allowed(weights.strip()) if weights.strip() else ""
-    if upload is not None and dataset not in ("features", "zip"):
-        raise ValueError(f"{upload.name} is attached but the source is {choice}: choose "
-                         f"'{CHOICE_OF['zip' if upload.name.lower().endswith('.zip') else 'features']}' to load it, "
-                         "or remove the upload")
-    if dataset == "features":
-        saved = save_upload(expected_upload(upload, (".npy", ".npz", ".parquet"), "a feature file"))
-        return state.Source(dataset="features", feature_file=str(saved), backbone="", upload=upload.name)
-    if dataset == "zip":
-        folder = state.unpacked_zip(save_upload(expected_upload(upload, (".zip",), "a zip of images")))
-        return state.Source(dataset="folder", root=str(folder), backbone=backbone, weights=checked_weights,
-                            upload=upload.name)
-    needs_root = dataset == "folder" or (dataset.startswith("cifar") and root.strip())
-    folder = state.check_allowed(root.strip()) if needs_root and root.strip() else ""
-    if dataset == "folder" and not folder:
-        raise ValueError("type the path of the image folder")
-    return state.Source(dataset=dataset, root=folder if dataset != "digits" else "", backbone=backbone,
-                        weights=checked_weights,
-                        test_root=state.check_allowed(test_root.strip()) if dataset == "folder" and test_root.strip()
-                        else "")
-
-
 if submitted:
     try:
-        source = chosen_source()
+        source = sources.source_from_form(
+            dataset, root=root, test_root=test_root, backbone_label=backbone_label, timm_name=timm_name,
+            weights=weights, upload=None if upload is None else (upload.name, upload.getvalue()))
     except ValueError as exc:
         st.error(f"Cannot load this source: {exc}")
     else:

@@ -151,9 +151,8 @@ if store is not None:
         datasets = sorted(runs["dataset"].dropna().unique())
         chosen = st.selectbox("Data set", datasets, index=datasets.index(source.label) if source.label in datasets else 0)
         mine = runs[runs["dataset"] == chosen]
-        done = mine[(mine["status"] == "completed") & mine["top-1"].notna()]
-        if not done.empty:
-            curve = done.groupby(["protocol", "method", "budget"], as_index=False)["top-1"].agg(["mean", "std", "count"])
+        curve = pd.DataFrame(store.learning_curve(chosen))
+        if not curve.empty:
             fig = px.line(curve, x="budget", y="mean", color="method", facet_col="protocol", markers=True,
                           error_y="std", labels={"mean": "top-1", "budget": "budget B"},
                           hover_data={"count": True})

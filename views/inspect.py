@@ -1,8 +1,8 @@
 """Inspect page: look at the images behind the map before paying for labels."""
 
-import numpy as np
 import streamlit as st
 
+from bilaf_core.selection import ROLES
 from studio import exports, gallery, session, state
 from studio.maps import selection_figure
 
@@ -19,12 +19,11 @@ except ValueError as exc:
     session.halt()
 st.caption(f"{source.label} · {result.params['method']} · B = {result.budget:,} (the Select page's selection)")
 thumbs = state.thumbs(source)
-ROLES = ["core", "boundary", "selected", "removed", "unselected"]
 
 tab_map, tab_cluster = st.tabs(["From the map", "One cluster, in the algorithm's order"])
 with tab_map:
     a, b = st.columns(2)
-    roles = session.kept(a.multiselect, "inspect_roles", "Roles", options=ROLES, default=ROLES, state=pool)
+    roles = session.kept(a.multiselect, "inspect_roles", "Roles", options=list(ROLES), default=list(ROLES), state=pool)
     clusters = ["all"] + sorted(set(result.cluster[result.cluster >= 0].tolist()))
     cluster = session.kept(b.selectbox, "inspect_cluster", "Cluster", options=clusters, default="all", state=pool)
     projection = session.setting(pool, "projection", "umap")
@@ -35,14 +34,7 @@ with tab_map:
     picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, color_by=color_by),
                                     "inspect_map", pool, height=460,
                                     drawn=(result.params, shown, color_by))
-    pool_rows = picked if picked.size else np.arange(n)
-    mask = np.isin(result.role[pool_rows], roles)
-    if cluster != "all":
-        mask &= result.cluster[pool_rows] == cluster
-    chosen = pool_rows[mask]
-    position = np.full(n, -1)
-    position[result.indices] = np.arange(result.indices.size)
-    chosen = chosen[np.argsort(np.where(position[chosen] >= 0, position[chosen], n + chosen), kind="stable")]
+    chosen = result.members(picked if picked.size else None, roles=roles, cluster=None if cluster == "all" else cluster)
     st.caption((f"{picked.size:,} point(s) picked on the map (double-click the map to clear). " if picked.size
                 else "Lasso or box points on the map to narrow this down. ")
                + f"{chosen.size:,} sample(s) match the filters; selected samples first, in selection order.")
@@ -79,8 +71,7 @@ with tab_cluster:
         cid = session.kept(st.selectbox, "cluster_view", "Cluster", options=list(range(result.cores.size)), default=0,
                            state=pool, format_func=lambda c: f"cluster {c} · core {fs.ids[result.cores[c]]} · "
                                                              f"budget {result.allocation[c]}")
-        picks = result.indices[result.cluster[result.indices] == cid]  # selection order: core, then picks
-        removed = result.removed[result.cluster[result.removed] == cid]  # denoising's order: least noisy first
+        picks, removed = result.cluster_view(cid)
         st.markdown(f"**Core and boundary picks, in the order they were picked** ({picks.size})")
         gallery.show(picks, result, fs, thumbs, key="cluster_picks")
         st.markdown(f"**Removed as noise, least noisy first** ({removed.size})")

@@ -7,6 +7,7 @@ from bilaf_core import METHODS
 from bilaf_core.auto import AUTO, LOW_BUDGET_POOL_PER_LABEL
 from bilaf_core.boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
 from bilaf_core.core import CORE_METHODS
+from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import exports, gallery, session, state
 from studio.maps import selection_figure
 
@@ -122,7 +123,13 @@ with info_col:
              f"**Time** stage 1 {result.timings['stage1']:.2f} s · stage 2 {result.timings['stage2']:.2f} s"]
     if "classes_covered" in report:
         lines.insert(0, f"**Classes covered** {report['classes_covered']} / {report['n_classes']}")
+    advice, value = state.guide(source, result)
+    if advice is not None and advice.diagnostic is not None:
+        lines.insert(0, f"**{DIAGNOSTIC_NAMES[advice.diagnostic][0].capitalize()}** {value:.4f} "
+                        "(the best label-free guide at this budget)")
     st.markdown("  \n".join(lines))
+    if advice is not None:
+        st.caption(advice.message)
     if "per_class" in report:
         st.caption("Selected per class")
         st.bar_chart(pd.Series(report["per_class"], name="selected"), height=180)  # every class, zeros too
