@@ -22,13 +22,29 @@ def shown_pool(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, POOL_POINTS_SHOWN, replace=False))
 
 
-# role -> (marker symbol, size, colour); drawn bottom to top
+# role -> (marker symbol, largest size, colour); drawn bottom to top
 LAYERS = {
     "removed": ("x", 5, "rgba(95, 99, 104, 0.55)"),  # light: it can be a large share of the pool
     "selected": ("circle-open", 10, "#d62728"),
     "boundary": ("circle-open", 10, "#d62728"),
     "core": ("star", 14, "#111111"),
 }
+#: An overlay keeps its largest marker size up to this many points; beyond, the size
+#: shrinks with 1 / sqrt(count) (the area each point may cover), down to MIN_MARKER.
+FULL_SIZE_POINTS = 60
+MIN_MARKER = 4.0
+#: The map height the LAYERS sizes are meant for; smaller maps (Compare's small
+#: multiples) scale their markers down with their height.
+FULL_HEIGHT = 560
+
+
+def overlay_marker_size(largest: float, count: int, *, height: int = FULL_HEIGHT) -> float:
+    """Marker size of an overlay of ``count`` points on a map ``height`` pixels high:
+    ``largest`` for a few dozen (50 cores) on a full-size map, shrinking as 1 / sqrt(count)
+    so thousands of picks (a whole-budget baseline's 2,500 cores) stay points on the pool
+    instead of one blob, and with the map's height; never below MIN_MARKER."""
+    scale = min(1.0, height / FULL_HEIGHT) * min(1.0, np.sqrt(FULL_SIZE_POINTS / max(count, 1)))
+    return float(max(MIN_MARKER, largest * scale))
 
 
 def row_id_format(ids) -> str | None:
@@ -56,7 +72,7 @@ def _hovertemplate(role: str, has_labels: bool, id_format: str | None) -> str:
 
 
 def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=None,
-                     color_by: str = "pseudo-class", height: int = 560, show_legend: bool = True) -> go.Figure:
+                     color_by: str = "pseudo-class", height: int = FULL_HEIGHT, show_legend: bool = True) -> go.Figure:
     """Pool samples faint (coloured by pseudo-class or true label), then the removed
     noise (crosses), boundary picks (circles) and cores (stars) on top.
 
@@ -102,9 +118,10 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
         idx = np.flatnonzero(selection.role == role)
         if idx.size == 0:
             continue
+        shown = overlay_marker_size(size, idx.size, height=height)
         fig.add_trace(go.Scattergl(
             x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=f"{role} ({idx.size})",
-            marker=dict(symbol=symbol, size=size, color=col, line=dict(width=1.5, color=col)),
+            marker=dict(symbol=symbol, size=shown, color=col, line=dict(width=1.5 if shown >= 8 else 1, color=col)),
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])
                                        + ((score[idx], opponent[idx]) if role == "boundary" else ())).astype(np.float32),
             text=id_text(idx), hovertemplate=_hovertemplate(role, labels is not None, id_format)))

@@ -351,3 +351,13 @@ def test_source_from_form_checks_every_field_and_keeps_uploads_by_content(tmp_pa
     first = source_from_form("features", upload=("my pool.npy", data.getvalue()), backbone_label="Pixels (tiny demos)")
     again = source_from_form("features", upload=("my pool.npy", data.getvalue()), backbone_label="Pixels (tiny demos)")
     assert first == again and first.feature_file.endswith("my pool.npy") and first.upload == "my pool.npy"
+
+
+def test_overlay_markers_shrink_with_their_count_so_thousands_stay_points():
+    from studio.maps import MIN_MARKER, overlay_marker_size
+
+    assert overlay_marker_size(14, 50) == 14  # the paper's 50 cores: full size
+    sizes = [overlay_marker_size(14, k) for k in (50, 250, 1_000, 2_500, 50_000)]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == MIN_MARKER
+    assert overlay_marker_size(14, 2_500) < 6  # a whole-budget baseline at 5 % of CIFAR-10: no black blob
+    assert overlay_marker_size(14, 50, height=280) == 7  # half-height small multiples: half-size markers

@@ -46,6 +46,9 @@ if len(rows) < 2:
 
 coords = state.projection(source, session.setting(pool, "projection", "umap"), start=False)
 coords = coords if coords is not None else state.projection(source, "pca")
+st.caption("Every map has the same axes and colours: the pool faint (by pseudo-class), stars the cores (a "
+           "whole-budget method's picks), circles BiLAF's boundary picks, crosses the removed noise; markers shrink "
+           "as their number grows.")
 columns = st.columns(len(rows))
 table = []
 for col, (_, row) in zip(columns, rows.iterrows()):
@@ -61,10 +64,10 @@ for col, (_, row) in zip(columns, rows.iterrows()):
         except ValueError as exc:
             st.error(str(exc))
             continue
-        if result.params["method"] == "bilaf":
-            st.caption(f"K = {result.params['n_cores']:,} ({result.params['n_cores_rule']})")
         st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, height=320, show_legend=False),
                         width="stretch", key=f"compare_map_{len(table)}_{name}")
+        if result.params["method"] == "bilaf":  # under the map: the maps stay level with each other
+            st.caption(f"K = {result.params['n_cores']:,} ({result.params['n_cores_rule']})")
         measured = state.selection_diagnostics(source, result, normalize=True)  # one space for all settings
         table.append({"setting": name, "EMD proxy": measured["emd_proxy"], "coverage": measured["coverage"],
                       "classes covered": measured.get("classes_covered", np.nan),

@@ -84,8 +84,7 @@ k_line = (f" K = {result.params['n_cores']:,}: {result.params['n_cores_rule']}."
           if result.params["method"] == "bilaf" else "")
 st.caption(f"B = {result.budget:,} samples, {result.budget / n:.2%} of the {n:,}-sample pool.{k_line}")
 
-map_col, info_col = st.columns([3, 2])
-with map_col:
+with st.container():  # the map takes the page's width; the diagnostics go under it
     a, b = st.columns(2)
     projection = keep(a.radio, "projection", "Map", options=["umap", "tsne", "pca"], horizontal=True,
                       format_func=MAP_NAMES.get)
@@ -115,8 +114,9 @@ with map_col:
                                     "select_map", pool, drawn=(result.params, shown, color_by))
     st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). Stars: cores; circles: boundary picks; "
                "crosses: removed noise. Click a legend entry to hide a layer; lasso or box points to see them below.")
-with info_col:
-    report = state.selection_diagnostics(source, result, normalize=result.params["normalize"])
+text_col, class_col, cluster_col = st.columns(3)
+report = state.selection_diagnostics(source, result, normalize=result.params["normalize"])
+with text_col:
     estimate = f", on {report['estimated_on']:,} random pool samples" if report["estimated_on"] < n else ""
     lines = [f"**EMD proxy** {report['emd_proxy']:.4f} (ActiveFT Eq. 16; lower is better{estimate})",
              f"**Coverage** {report['coverage']:.1%} of the pool within r = {report['coverage_radius']:.3f}",
@@ -130,10 +130,12 @@ with info_col:
     st.markdown("  \n".join(lines))
     if advice is not None:
         st.caption(advice.message)
-    if "per_class" in report:
+if "per_class" in report:
+    with class_col:
         st.caption("Selected per class")
         st.bar_chart(pd.Series(report["per_class"], name="selected"), height=180)  # every class, zeros too
-    if result.allocation.size and result.params["method"] == "bilaf":
+if result.allocation.size and result.params["method"] == "bilaf":
+    with cluster_col:
         st.caption("Per-cluster budgets (after denoising)")
         st.bar_chart(pd.Series(result.allocation, name="budget"), height=180)
 
