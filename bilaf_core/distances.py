@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.distance import cdist
 
-__all__ = ["CHUNK_ELEMENTS", "rows_per_chunk", "pairwise_distances", "knn_distances", "NearestCores", "nearest_cores"]
+__all__ = ["CHUNK_ELEMENTS", "rows_per_chunk", "pairwise_distances", "knn_distances", "nearest_rows", "NearestCores",
+           "nearest_cores"]
 
 #: Elements of one temporary block (distances, products) a chunked loop holds at a time:
 #: 8 M, i.e. 32 MB in float32, 64 MB in float64. Every chunked loop derives its rows from it.
@@ -65,6 +66,16 @@ def knn_distances(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
         block = pairwise_distances(queries, pool[start : start + step], exact=False)
         best = np.partition(np.concatenate((best, block), axis=1), k, axis=1)[:, : k + 1]
     return np.sort(best, axis=1)[:, 1:]
+
+
+def nearest_rows(features: np.ndarray, row: int, k: int) -> np.ndarray:
+    """(min(k, N - 1),) the rows of ``features`` nearest to row ``row`` (itself excluded),
+    nearest first."""
+    distances = pairwise_distances(features[row : row + 1], features, exact=False)[0]
+    distances[row] = np.inf
+    k = min(int(k), features.shape[0] - 1)
+    nearest = np.argpartition(distances, k - 1)[:k] if k > 0 else np.empty(0, dtype=np.int64)
+    return nearest[np.argsort(distances[nearest], kind="stable")].astype(np.int64)
 
 
 @dataclass(frozen=True)

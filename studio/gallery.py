@@ -74,9 +74,10 @@ def rows_table(rows: np.ndarray, result: Selection, ids: np.ndarray, labels: np.
     return table
 
 
-def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str) -> None:
+def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=None) -> None:
     """A page of ``rows``: their images with id, label, role and score underneath, or, for a
-    pool without images (a feature file), the same columns as a table."""
+    pool without images (a feature file), the same columns as a table. ``closer``
+    (row -> None) draws the enlarged view of one of them, chosen under the grid."""
     if rows.size == 0:
         st.caption("Nothing to show.")
         return
@@ -97,3 +98,42 @@ def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str) -> None:
                     for sample, *parts in zip(table["id"].astype(str), *columns)]
         image_grid([thumbs[i] for i in shown], captions)
     st.caption(f"{shown.size} of {rows.size:,} shown" + (f" (page {page} of {pages})" if pages > 1 else ""))
+    if closer is not None:
+        ids = np.asarray(fs.ids)
+        chosen = st.selectbox("Look closer at", [None, *[int(i) for i in shown]], key=f"{key}_closer",
+                              format_func=lambda i: "choose a sample of this page" if i is None else str(ids[i]))
+        if chosen is not None:
+            closer(chosen)
+
+
+def closer_view(row: int, result: Selection, fs, image, coords: np.ndarray, neighbours: np.ndarray) -> None:
+    """One sample large, with its id, label, role and score, beside the map with it and its
+    nearest neighbours in feature space highlighted."""
+    left, right = st.columns([1, 2])
+    table = rows_table(np.array([row, *neighbours]), result, np.asarray(fs.ids), fs.labels)
+    first = table.iloc[0]
+    caption = f"{first['id']} · " + (f"label {first['label']} · " if "label" in table else "") + \
+        f"{first['role']} · cluster {first['cluster']}" + \
+        ("" if np.isnan(first["boundary score"]) else f" · BS {first['boundary score']:.3f}")
+    with left:
+        if image is not None:
+            st.image(image.resize((256, 256 * image.height // max(image.width, 1)), Image.NEAREST)
+                     if image.width < 256 else image, caption=caption, width=256)
+        else:
+            st.markdown(caption)
+        st.caption(f"Its {neighbours.size} nearest neighbours in feature space")
+        st.dataframe(table.iloc[1:], hide_index=True, height=200,
+                     column_config={"boundary score": st.column_config.NumberColumn(format="%.3f")})
+    with right:
+        fig = go.Figure()
+        fig.add_trace(go.Scattergl(x=coords[::max(1, coords.shape[0] // 5000), 0],
+                                   y=coords[::max(1, coords.shape[0] // 5000), 1], mode="markers", name="pool",
+                                   marker=dict(size=3, color="#c7c7c7"), hoverinfo="skip"))
+        fig.add_trace(go.Scattergl(x=coords[neighbours, 0], y=coords[neighbours, 1], mode="markers",
+                                   name=f"{neighbours.size} nearest", marker=dict(size=8, color="#1f77b4"),
+                                   text=np.asarray(fs.ids)[neighbours], hovertemplate="%{text}<extra></extra>"))
+        fig.add_trace(go.Scattergl(x=coords[[row], 0], y=coords[[row], 1], mode="markers", name=str(fs.ids[row]),
+                                   marker=dict(symbol="star", size=16, color="#d62728"), hoverinfo="name"))
+        fig.update_layout(height=380, margin=dict(l=0, r=0, t=10, b=0), legend=dict(orientation="h", y=-0.02),
+                          xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
+        st.plotly_chart(fig, width="stretch", key=f"closer_map_{row}")

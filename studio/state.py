@@ -27,6 +27,7 @@ import streamlit as st
 
 from bilaf_core import diagnostics, select, stage2_geometry
 from bilaf_core.guidance import Guidance, guidance
+from bilaf_core.distances import nearest_rows
 from bilaf_core.metrics import selection_diagnostics as selection_diagnostics_of
 from bilaf_core.selection import resolve_normalize
 from bilaf_core.auto import AUTO, auto_n_cores
@@ -163,6 +164,30 @@ def thumbs(source: Source):
         return None
     fs = feature_set(source)
     return _thumbs(source.dataset, source.root)[fs.kept]
+
+
+#: Nearest neighbours shown beside an enlarged sample.
+NEIGHBOURS_SHOWN = 12
+
+
+def neighbours(source: Source, row: int) -> np.ndarray:
+    """The NEIGHBOURS_SHOWN rows nearest to ``row`` in the L2-normalised feature space."""
+    return nearest_rows(space(source, True), row, NEIGHBOURS_SHOWN)
+
+
+def closer(source: Source, result, coords: np.ndarray):
+    """The gallery's enlarged view for this source and selection (a row -> None callable)."""
+    from .gallery import closer_view
+
+    fs = feature_set(source)
+    return lambda row: closer_view(row, result, fs, full_image(source, row), coords, neighbours(source, row))
+
+
+def full_image(source: Source, row: int):
+    """The image of feature row ``row`` at its own size (None for feature files)."""
+    if source.feature_file:
+        return None
+    return pool(source.dataset, source.root, source.test_root).load_image(int(feature_set(source).kept[row]))
 
 
 @st.cache_resource(show_spinner="Making thumbnails ...", max_entries=4)

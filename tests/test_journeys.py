@@ -335,3 +335,25 @@ def test_finetune_launch_cancel_and_a_linear_probe(server, browser):
     expect(page.get_by_text("top-1", exact=False).first).to_be_visible(timeout=LONG)
     expect(page.locator('[data-testid="stDataFrame"]').last).to_be_visible(timeout=60_000)
     assert_clean(page, browser)
+
+
+def test_inspect_enlarges_a_sample_beside_its_neighbours_on_the_map(server, browser):
+    page = _open(server, browser)
+    go(page, "Inspect", "Inspect the selection")
+    wait_idle(page)
+    first = gallery_ids(page)[0]
+    combo = page.get_by_role("combobox", name="Look closer at")
+    combo.scroll_into_view_if_needed()
+    combo.click()
+    combo.press("ArrowDown")  # opens the list
+    combo.fill(first)  # typing filters the options, as a user does
+    page.get_by_role("option", name=first, exact=True).click()
+    expect(page.get_by_text("Its 12 nearest neighbours in feature space")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    expect(page.locator('[data-testid="stImage"] img').first).to_be_visible()  # the sample, large
+    caption = page.locator('[data-testid="stImage"]').first.inner_text()
+    assert caption.startswith(first) and "label" in caption
+    # the map beside it: the pool, the 12 neighbours and the sample itself
+    expect(page.locator(".legendtext").filter(has_text="12 nearest")).to_have_count(1)
+    expect(page.locator(".legendtext").filter(has_text=first)).to_have_count(1)
+    assert_clean(page, browser)

@@ -38,7 +38,7 @@ with tab_map:
     st.caption((f"{picked.size:,} point(s) picked on the map (double-click the map to clear). " if picked.size
                 else "Lasso or box points on the map to narrow this down. ")
                + f"{chosen.size:,} sample(s) match the filters; selected samples first, in selection order.")
-    gallery.show(chosen, result, fs, thumbs, key="inspect_gallery")
+    gallery.show(chosen, result, fs, thumbs, key="inspect_gallery", closer=state.closer(source, result, coords))
     st.subheader("Marks")
     exports.marks_line(pool, fs.ids, key="clear_marks_inspect")
     with st.form("marks"):

@@ -141,6 +141,7 @@ if result.allocation.size and result.params["method"] == "bilaf":
 
 if picked.size:
     st.subheader(f"Picked on the map ({picked.size:,})")
-    gallery.show(picked, result, fs, state.thumbs(source), key="select_picked")
+    gallery.show(picked, result, fs, state.thumbs(source), key="select_picked",
+                 closer=state.closer(source, result, coords))
 
 exports.section(source, fs, result, pool)
