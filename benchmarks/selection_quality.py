@@ -65,7 +65,7 @@ class Bench:
         from bilaf_core._io import atomic_open
         from bilaf_core.core import select_cores
 
-        path = self.work / f"activeft_k{k}_seed{seed}.npz"
+        path = self.work / f"activeft_k{k}_seed{seed}_300steps.npz"  # the paper's 300 steps (no early stop)
         if path.is_file():
             with np.load(path) as saved:
                 return saved["cores"], float(saved["seconds"])

@@ -28,6 +28,7 @@ import streamlit as st
 from bilaf_core import diagnostics, select, stage2_geometry
 from bilaf_core.guidance import Guidance, guidance
 from bilaf_core.distances import nearest_rows
+from bilaf_core.metrics import pseudo_classes
 from bilaf_core.metrics import selection_diagnostics as selection_diagnostics_of
 from bilaf_core.selection import resolve_normalize
 from bilaf_core.auto import AUTO, auto_n_cores
@@ -300,9 +301,13 @@ def guide(source: Source, result) -> tuple[Guidance | None, float | None]:
     found = guidance(result.budget / len(feature_set(source).ids))
     if found is None or found.diagnostic is None:
         return found, None
+    unit = space(source, True)
+    # the pseudo-classes are a property of the pool: made once, shared by every selection
+    pseudo = (_remembered("pseudo_classes", source, lambda: pseudo_classes(unit), max_entries=4)
+              if found.diagnostic == "pseudo_class_kl" else None)
     key = (source, result.budget, tuple(sorted(result.params.items())), found.diagnostic)
-    value = _remembered("guide", key, lambda: selection_diagnostics_of(space(source, True), result.indices,
-                                                                     names=(found.diagnostic,))[found.diagnostic],
+    value = _remembered("guide", key, lambda: selection_diagnostics_of(unit, result.indices, names=(found.diagnostic,),
+                                                                     pseudo=pseudo)[found.diagnostic],
                         max_entries=64)
     return found, value
 

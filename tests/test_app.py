@@ -35,6 +35,20 @@ def test_select_page_runs_on_the_default_and_selects_the_budget():
     assert shown(at, "Selected") == at.number_input(key="budget").value == 89
     assert shown(at, "Core") + shown(at, "Boundary") == 89
     assert [b.label for b in at.get("download_button")][:2] == ["CSV", "JSON"]
+    # auto K, and why, in one line; the measured guidance in the help text
+    assert any("K = 9: auto: K = round(sqrt(B))" in c.value for c in at.caption)
+    assert any("label-free" in c.value and "rho" in c.value for c in at.caption)
+
+
+def test_guidance_names_the_measured_best_diagnostic_with_its_value(monkeypatch):
+    import bilaf_core.guidance as guidance
+
+    measured = {"A": {"5": {"typicality": {"rho": 0.9, "n": 20}, "emd_proxy": {"rho": -0.1, "n": 20}}}}
+    monkeypatch.setattr(guidance, "load_measurements", lambda path=None: measured)
+    at = _app()
+    _no_failure(at)
+    assert any(m.value.startswith("**Typicality** ") and "best label-free guide" in m.value for m in at.markdown)
+    assert any("Best label-free guide at 5 % of the pool: typicality" in c.value for c in at.caption)
 
 
 def test_selected_samples_table_is_sent_only_while_its_expander_is_open():

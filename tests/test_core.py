@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bilaf_core.core import (
+    ACTIVEFT_TOL,
     activeft_cores,
     activeft_loss_and_grad,
     fds_cores,
@@ -57,7 +58,7 @@ def test_activeft_stops_once_its_loss_flattens_and_tol_none_runs_every_step():
     rng = np.random.default_rng(0)
     centers = l2_normalize(rng.standard_normal((5, 16)).astype(np.float32))
     features = l2_normalize(np.repeat(centers, 40, axis=0) + 0.05 * rng.standard_normal((200, 16)).astype(np.float32))
-    for tol, stops_early in ((1e-3, True), (None, False)):
+    for tol, stops_early in ((ACTIVEFT_TOL, True), (None, False)):
         messages = []
         cores = activeft_cores(features, 5, lr=0.01, tol=tol, random_state=0,  # lr 0.01: flat after ~90 steps
                                progress=lambda f, m: messages.append((f, m)))
