@@ -151,8 +151,9 @@ def correlations(rows: list[dict], budgets: dict[float, int], protocol: str) -> 
 def spearman_table(rows: list[dict], budgets: dict[float, int]) -> list[str]:
     """The correlations of :func:`correlations` for both protocols, as a markdown table."""
     lines = ["### Which label-free diagnostic predicts accuracy? Spearman rho within each budget", "",
-             "Over every distinct selection of the budget (all methods, seeds and settings above); for EMD proxy and "
-             "pseudo-class KL lower is better, so a useful one has a negative rho. n = selections.", "",
+             "Over every distinct selection the benchmark made at the budget (all methods, seeds and tagged settings, "
+             "such as the ablation or early-stopped ActiveFT runs); for EMD proxy and pseudo-class KL lower is "
+             "better, so a useful one has a negative rho. n = selections.", "",
              "| diagnostic | protocol | " + " | ".join(f"{p:g} %" for p in budgets) + " |",
              "|---|---|" + "---|" * len(budgets)]
     for protocol in ("linear", "knn"):

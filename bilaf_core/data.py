@@ -126,7 +126,7 @@ def _cifar(name: str, root: str | None) -> Pool:
             raise ValueError(
                 f"{name} is not in {folder} and there is no network to download it. Download the 'python' "
                 f"version of {name.upper()} from https://www.cs.toronto.edu/~kriz/cifar.html, unpack it into "
-                f"{folder} (it creates {cls.base_folder}/), and pass that folder as --root"
+                f"{folder} (it creates {cls.base_folder}/), and give that folder (the app's Folder field, the CLI's --root)"
                 + (", or pass the folder holding cifar10_jpeg.npz" if name == "cifar10" else "")
             ) from None
         train = cls(str(folder), train=True, download=True)
@@ -184,7 +184,8 @@ def _fashion_mnist(root: str | None) -> Pool:
             raise ValueError(
                 f"Fashion-MNIST files not found in {base}, {base / 'FashionMNIST/raw'} or {DEBIAN_FASHION_MNIST}, and "
                 "there is no network to download them. Install Debian's package (apt-get install "
-                "dataset-fashion-mnist) or put the four *-ubyte.gz files in a folder and pass it as --root"
+                "dataset-fashion-mnist) or put the four *-ubyte.gz files in a folder and give it (the app's Folder field, the "
+                "CLI's --root)"
             )
         import torchvision
 

@@ -22,6 +22,8 @@ __all__ = ["GUIDANCE_FILE", "USEFUL_RHO", "DIAGNOSTIC_NAMES", "Guidance", "guida
 GUIDANCE_FILE = Path(__file__).with_name("guidance.json")
 #: |Spearman rho| from which a diagnostic counts as predicting accuracy.
 USEFUL_RHO = 0.5
+#: A measurement speaks for budgets within this factor of the one it was made at.
+MAX_BUDGET_RATIO = 2.0
 #: Display names, and whether lower values are better.
 DIAGNOSTIC_NAMES = {  # one per bilaf_core.metrics.LABEL_FREE
     "emd_proxy": ("EMD proxy", True),
@@ -67,6 +69,11 @@ def guidance(budget_fraction: float, *, measurements: dict | None = None) -> Gui
         return None
     wanted = 100 * budget_fraction
     nearest = min(percents, key=lambda p: abs(math.log(p / wanted)))
+    if abs(math.log(nearest / wanted)) > math.log(MAX_BUDGET_RATIO):
+        return Guidance(None, {}, nearest, (
+            f"No benchmark measured how well the label-free diagnostics predict accuracy near {wanted:.2g} % of the "
+            f"pool (measured at {', '.join(f'{p:g}' for p in percents)} %): read them as a description of the "
+            "selection, not as a ranking of settings."))
     table = {name: per_budget[key] for name, per_budget in data.items()
              for key in per_budget if float(key) == nearest}
     scores = {}
@@ -85,7 +92,7 @@ def guidance(budget_fraction: float, *, measurements: dict | None = None) -> Gui
     if strength >= USEFUL_RHO:
         return Guidance(best, rhos, nearest, (
             f"Best label-free guide {where}: {name} ({'lower' if lower_better else 'higher'} is better; Spearman rho "
-            f"with linear-probe accuracy {measured}, over every selection of the benchmark)."))
+            f"with linear-probe accuracy {measured}, over every selection the benchmark made on those features)."))
     return Guidance(None, rhos, nearest, (
         f"No label-free diagnostic predicted linear-probe accuracy well {where} (the best, {name}, has rho "
         f"{measured}; |rho| < {USEFUL_RHO}): read these numbers as a description of the selection, not as a "

@@ -35,6 +35,9 @@ def section(source: Source, fs, result: Selection, pool: session.PoolState) -> N
     session.load_marks(pool, fs.ids)
     table = selection_table(result, fs.ids, fs.labels, excluded=pool.excluded, forced=pool.forced)
     st.subheader(f"Export ({len(table):,} samples)")
+    if len(table) != result.budget:
+        st.caption(f"The selection has B = {result.budget:,}; the marks make the export {len(table):,} "
+                   f"({len(table) - result.budget:+,}): forced samples are added to it, excluded ones taken out.")
     marks_line(pool, fs.ids, key="clear_marks_export")
     stem = f"{source.dataset}_{result.params['method']}_{len(table)}"
     about = provenance(source, fs, pool)

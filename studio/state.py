@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from bilaf_core import diagnostics, select, stage2_geometry
@@ -251,6 +252,17 @@ def selection_params(values: dict) -> tuple:
             ("include_ratio", float(values["include_ratio"])), ("removal_ratio", float(values["removal_ratio"])),
             ("opponent_penalty", float(values["opponent_penalty"])), ("denoise", values["denoise"]),
             ("criterion", values["criterion"]), ("process", values["process"]), ("random_state", int(values["seed"])))
+
+
+def compare_setting(select_values: dict, row: dict) -> tuple[dict, str]:
+    """One Compare row: the Select page's values with the row's filled cells on top (an
+    empty cell, as in a new row, keeps the Select page's value), and the setting's name."""
+    values = {**select_values, **{k: v for k, v in row.items() if v is not None and not pd.isna(v)}}
+    name = str(values["method"])
+    if values["method"] == "bilaf":
+        name += (f" K={str(values['n_cores']).strip()} Prm={float(values['removal_ratio']):g} "
+                 f"δ={float(values['opponent_penalty']):g}")
+    return values, name
 
 
 def selection(source: Source, budget: int, params: tuple, *, progress=None):

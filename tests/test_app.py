@@ -36,7 +36,7 @@ def test_select_page_runs_on_the_default_and_selects_the_budget():
     assert shown(at, "Core") + shown(at, "Boundary") == 89
     assert [b.label for b in at.get("download_button")][:2] == ["CSV", "JSON"]
     # auto K, and why, in one line; the measured guidance in the help text
-    assert any("K = 9: auto: K = round(sqrt(B))" in c.value for c in at.caption)
+    assert any("K = 9 (auto: K = round(sqrt(B))" in c.value for c in at.caption)
     assert any("label-free" in c.value and "rho" in c.value for c in at.caption)
 
 
@@ -375,3 +375,24 @@ def test_overlay_markers_shrink_with_their_count_so_thousands_stay_points():
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] == MIN_MARKER
     assert overlay_marker_size(14, 2_500) < 6  # a whole-budget baseline at 5 % of CIFAR-10: no black blob
     assert overlay_marker_size(14, 50, height=280) == 7  # half-height small multiples: half-size markers
+
+
+def test_a_budget_above_the_pool_is_clamped_with_a_warning_not_ignored():
+    at = _app()
+    at.number_input(key="budget").set_value(100_000)
+    at.button[0].click().run()
+    _no_failure(at)
+    assert shown(at, "Selected") == 1797  # the whole pool, not the previous budget
+    assert any("100,000 samples is more than the pool's 1,797" in w.value for w in at.warning)
+
+
+def test_compare_names_a_new_row_by_the_values_it_takes_from_the_select_page():
+    from studio.state import compare_setting, select_defaults
+
+    base = select_defaults(1797)
+    values, name = compare_setting(base, {"method": "bilaf", "n_cores": None, "removal_ratio": float("nan"),
+                                          "opponent_penalty": float("nan"), "denoise": None, "seed": float("nan")})
+    assert name == "bilaf K=auto Prm=0.1 δ=1.1" and values["denoise"] == "idc"  # it was "bilaf K=nan Prm=nan δ=nan"
+    values, name = compare_setting(base, {"method": "bilaf", "n_cores": " 20", "removal_ratio": 0.3})
+    assert name == "bilaf K=20 Prm=0.3 δ=1.1" and values["removal_ratio"] == 0.3
+    assert compare_setting(base, {"method": "random", "n_cores": None})[1] == "random"

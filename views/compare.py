@@ -52,9 +52,7 @@ st.caption("Every map has the same axes and colours: the pool faint (by pseudo-c
 columns = st.columns(len(rows))
 table = []
 for col, (_, row) in zip(columns, rows.iterrows()):
-    name = f"{row.method}" + (f" K={str(row.n_cores).strip()} Prm={row.removal_ratio:g} δ={row.opponent_penalty:g}"
-                              if row.method == "bilaf" else "")
-    values = {**select_values, **{column: row[column] for column in EDITABLE if pd.notna(row[column])}}
+    values, name = state.compare_setting(select_values, {column: row[column] for column in EDITABLE})
     params = state.selection_params(values)
     with col:
         st.markdown(f"**{name}**")

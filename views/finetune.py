@@ -75,7 +75,7 @@ if result is not None:
                                                  state=pool)
             options["random_state"] = session.kept(c.number_input, "ft_seed", "Seed", min_value=0,
                                                    max_value=2**31 - 1, default=0, state=pool)
-            if options["epochs"] < 2 * max(1, options["warmup_epochs"]):
+            if options["warmup_epochs"] and options["epochs"] < 2 * options["warmup_epochs"]:
                 st.warning(f"{options['epochs']} epoch(s) with {options['warmup_epochs']} warm-up epoch(s): the "
                            "learning rate spends most of the run warming up "
                            + (f"(warm-up is cut to {options['epochs'] - 1}) " if options["epochs"] <=
@@ -119,9 +119,10 @@ if result is not None:
             st.success(f"{title}: best top-1 **{outcome.best_top1:.1%}** (epoch {outcome.best_epoch}), final "
                        f"{outcome.final_top1:.1%}, on {outcome.n_eval:,} samples of the {outcome.eval_split}")
             history = pd.DataFrame(outcome.history).set_index("epoch")
-            loss, top1 = st.columns(2)  # different units: one chart each
-            loss.line_chart(history[["loss"]], height=200)
-            top1.line_chart(history[["top1"]].dropna(), height=200)
+            if len(history) > 1:  # one epoch is a point, not a curve
+                loss, top1 = st.columns(2)  # different units: one chart each
+                loss.line_chart(history[["loss"]], height=200)
+                top1.line_chart(history[["top1"]].dropna(), height=200)
         else:
             st.success(f"{title}: top-1 **{outcome.top1:.1%}** on {outcome.n_eval:,} samples of the "
                        f"{outcome.eval_split}; {outcome.classes_seen} of {outcome.n_classes} classes in the selection")

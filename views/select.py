@@ -39,9 +39,9 @@ with st.form("selection_parameters"):
     left, mid, right = st.columns(3)
     keep(left.selectbox, "method", "Method", options=METHODS, help="BiLAF, or a baseline selecting the whole budget")
     if unit == "samples":
-        keep(mid.number_input, "budget", "Budget B", min_value=1, max_value=n)
+        keep(mid.number_input, "budget", "Budget B", min_value=1)  # above the pool: clamped below, with a warning
     else:
-        keep(mid.number_input, "budget_percent", "Budget (% of the pool)", min_value=0.01, max_value=100.0, step=0.5)
+        keep(mid.number_input, "budget_percent", "Budget (% of the pool)", min_value=0.01, step=0.5)
     if n > 1:
         keep(right.select_slider, "n_cores", "K: core samples (stage 1)", options=[AUTO, *range(1, min(n, 1000) + 1)],
              help="pseudo-class centres; must not exceed the budget. auto: every label a core (K = B) for budgets "
@@ -65,6 +65,10 @@ with st.form("selection_parameters"):
         keep(c.number_input, "seed", "Seed", min_value=0, max_value=2**31 - 1)
     st.form_submit_button("Select", type="primary")
 
+asked = session.settings(source, n)
+asked_samples = asked["budget"] if asked["budget_unit"] == "samples" else n * float(asked["budget_percent"]) / 100
+if asked_samples > n:
+    st.warning(f"A budget of {asked_samples:,.0f} samples is more than the pool's {n:,}: selecting all {n:,}.")
 try:
     with session.progress_bar("Selecting") as report:
         result = session.current_selection(source, n, progress=report)
@@ -80,9 +84,10 @@ metrics = {"Selected": result.budget, "Core": counts.get("core", 0), "Boundary":
            "Removed": counts.get("removed", 0), "Unselected": counts.get("unselected", 0)}
 for col, (name, value) in zip(st.columns(5), metrics.items()):
     col.metric(name, f"{value:,}")
-k_line = (f" K = {result.params['n_cores']:,}: {result.params['n_cores_rule']}."
+k_line = (f" K = {result.params['n_cores']:,} ({result.params['n_cores_rule']})."
           if result.params["method"] == "bilaf" else "")
-st.caption(f"B = {result.budget:,} samples, {result.budget / n:.2%} of the {n:,}-sample pool.{k_line}")
+st.caption(f"B = {result.budget:,} sample{'s' if result.budget != 1 else ''}, {result.budget / n:.2%} of the {n:,}-sample "
+           f"pool.{k_line}")
 
 with st.container():  # the map takes the page's width; the diagnostics go under it
     a, b = st.columns(2)
@@ -125,7 +130,8 @@ with text_col:
         lines.insert(0, f"**Classes covered** {report['classes_covered']} / {report['n_classes']}")
     advice, value = state.guide(source, result)
     if advice is not None and advice.diagnostic is not None:
-        lines.insert(0, f"**{DIAGNOSTIC_NAMES[advice.diagnostic][0].capitalize()}** {value:.4f} "
+        name = DIAGNOSTIC_NAMES[advice.diagnostic][0]
+        lines.insert(0, f"**{name[0].upper() + name[1:]}** {value:.4f} "
                         "(the best label-free guide at this budget)")
     st.markdown("  \n".join(lines))
     if advice is not None:
