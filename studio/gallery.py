@@ -106,7 +106,8 @@ def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=No
             closer(chosen)
 
 
-def closer_view(row: int, result: Selection, fs, image, coords: np.ndarray, neighbours: np.ndarray) -> None:
+def closer_view(row: int, result: Selection, fs, image, coords: np.ndarray, neighbours: np.ndarray,
+                thumbs=None) -> None:
     """One sample large, with its id, label, role and score, beside the map with it and its
     nearest neighbours in feature space highlighted."""
     left, right = st.columns([1, 2])
@@ -122,8 +123,13 @@ def closer_view(row: int, result: Selection, fs, image, coords: np.ndarray, neig
         else:
             st.markdown(caption)
         st.caption(f"Its {neighbours.size} nearest neighbours in feature space")
-        st.dataframe(table.iloc[1:], hide_index=True, height=200,
-                     column_config={"boundary score": st.column_config.NumberColumn(format="%.3f")})
+        if thumbs is not None:  # their images, with label and role
+            image_grid([thumbs[i] for i in neighbours],
+                       [f"{r['id']}\n" + (f"label {r['label']} · " if "label" in table else "") + str(r["role"])
+                        for _, r in table.iloc[1:].iterrows()], width=72)
+        else:
+            st.dataframe(table.iloc[1:], hide_index=True, height=200,
+                         column_config={"boundary score": st.column_config.NumberColumn(format="%.3f")})
     with right:
         fig = go.Figure()
         fig.add_trace(go.Scattergl(x=coords[::max(1, coords.shape[0] // 5000), 0],

@@ -182,7 +182,8 @@ def closer(source: Source, result, coords: np.ndarray):
     from .gallery import closer_view
 
     fs = feature_set(source)
-    return lambda row: closer_view(row, result, fs, full_image(source, row), coords, neighbours(source, row))
+    images = thumbs(source)
+    return lambda row: closer_view(row, result, fs, full_image(source, row), coords, neighbours(source, row), images)
 
 
 def full_image(source: Source, row: int):
