@@ -305,7 +305,7 @@ def test_compare_with_an_edited_row(server, browser):
     page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)
     page.keyboard.press("ArrowRight")
     page.keyboard.press("Enter")  # opens the cell's editor
-    cell = page.locator("input.gdg-input")
+    cell = page.locator(".gdg-input")  # an input for numbers, a textarea for text cells (K: "auto" or a number)
     expect(cell).to_be_focused(timeout=30_000)
     cell.fill("20")
     cell.press("Enter")
