@@ -12,7 +12,6 @@ order.
 
 from __future__ import annotations
 
-
 import numpy as np
 from scipy import sparse
 

@@ -727,16 +727,17 @@ class ClusterGeometry:
     n_samples: int
     nbytes: int
 
-    def check_matches(self, features: np.ndarray, cores: np.ndarray, *, variant: str) -> None:
-        """Raise ValueError unless this geometry was made for these cores and variant on
-        features of this size whose core rows are the same (a cheap check that catches
-        another feature set or another normalisation)."""
+    def check_matches(self, core_features: np.ndarray, cores: np.ndarray, *, n_samples: int, variant: str) -> None:
+        """Raise ValueError unless this geometry was made for these cores and variant on a
+        pool of ``n_samples`` whose core rows, prepared as stage 2 sees them, are
+        ``core_features`` (a cheap check that catches another feature set or another
+        normalisation)."""
         cores = np.asarray(cores)
-        if (self.variant != variant or self.n_samples != features.shape[0] or not np.array_equal(self.cores, cores)
-                or not np.array_equal(self.core_features, features[cores])):
+        if (self.variant != variant or self.n_samples != n_samples or not np.array_equal(self.cores, cores)
+                or not np.array_equal(self.core_features, core_features)):
             raise ValueError(
                 f"the cluster geometry was computed for other inputs ({self.n_samples} samples, {self.cores.size} "
-                f"cores, the {self.variant!r} variant) than these ({features.shape[0]} samples, {cores.size} cores, "
+                f"cores, the {self.variant!r} variant) than these ({n_samples} samples, {cores.size} cores, "
                 f"{variant!r}, or other features or normalisation); compute it again on the same inputs")
 
 
@@ -860,7 +861,7 @@ def select_boundary(
     if geometry is None:
         geometry = cluster_geometry(features, cores, variant=variant)
     else:
-        geometry.check_matches(features, cores, variant=variant)
+        geometry.check_matches(features[cores], cores, n_samples=features.shape[0], variant=variant)
     labels, members_of, others = geometry.labels, geometry.members_of, geometry.other_cores
     local_distances = geometry.local_distances
     core_features = features[cores]

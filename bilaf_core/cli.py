@@ -240,7 +240,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     for split, prefix in ((pool, ""), (test, "test_")):
         if split is None:
             continue
-        print(f"{pool.name} {prefix or 'train_'}split: {len(split):,} images; backbone {backbone.name} "
+        print(f"{pool.name} {'test' if prefix else 'training'} split: {len(split):,} images; backbone {backbone.name} "
               f"({backbone.weights_source})", file=sys.stderr)
         report = _ProgressBar()
         try:

@@ -16,13 +16,14 @@ import numpy as np
 
 from . import _validation as v
 from ._io import atomic_open, atomic_write_text
-from .auto import AUTO, auto_n_cores
+from .auto import AUTO, CoreSplit, auto_n_cores
 from .baselines import probcover, typiclust
 from .boundary import (CRITERIA, DENOISERS, PROCESSES, VARIANTS, ClusterGeometry, assign_clusters, cluster_geometry,
                        select_boundary)
 from .core import CORE_METHODS, l2_normalize, select_cores
 
-__all__ = ["METHODS", "ROLES", "Selection", "select", "stage2_geometry", "default_n_cores", "resolve_normalize", "BiLAF"]
+__all__ = ["METHODS", "ROLES", "Selection", "select", "stage2_geometry", "default_n_cores", "resolve_n_cores",
+           "resolve_normalize", "BiLAF"]
 
 METHODS = ("bilaf", "activeft", "kmeans", "fds", "random", "typiclust", "probcover")
 #: Per-sample roles. Stage-1-only methods mark their picks "core"; TypiClust and
@@ -35,6 +36,17 @@ Progress = Callable[[float, str], None]
 def default_n_cores(n_samples: int, budget: int) -> int:
     """K = 0.5% of N, at least 1, at most B (ALGORITHM.md, generic default)."""
     return max(1, min(budget, math.floor(0.005 * n_samples)))
+
+
+def resolve_n_cores(n_cores: int | str | None, n_samples: int, budget: int) -> CoreSplit:
+    """BiLAF's K for ``select(..., n_cores=n_cores)`` and why: "auto" (the budget split of
+    :func:`bilaf_core.auto.auto_n_cores`), None (the paper's generic 0.5 % of N) or an
+    integer checked against the budget and the pool. Raises ValueError for a bad one."""
+    if n_cores == AUTO:
+        return auto_n_cores(n_samples, budget)
+    if n_cores is None:
+        return CoreSplit(default_n_cores(n_samples, budget), "0.5 % of the pool (the paper's generic default)")
+    return CoreSplit(v.check_n_cores(n_cores, budget, n_samples), "set by hand")
 
 
 @dataclass(frozen=True)
@@ -176,13 +188,8 @@ def _validate(features, budget, *, method, n_cores, core_method, cores, variant,
         n_cores = cores.size
         rule = "given cores"
     elif method == "bilaf":
-        if isinstance(n_cores, str) and n_cores == AUTO:
-            split = auto_n_cores(n, budget)
-            n_cores, rule = split.n_cores, split.reason
-        elif n_cores is None:
-            n_cores, rule = default_n_cores(n, budget), "0.5 % of the pool (the paper's generic default)"
-        else:
-            n_cores, rule = v.check_n_cores(n_cores, budget, n), "set by hand"
+        split = resolve_n_cores(n_cores, n, budget)
+        n_cores, rule = split.n_cores, split.reason
     else:
         rule = f"{method} selects the whole budget"
     return features, budget, method, variant, n_cores, rule, cores, seed
@@ -276,10 +283,8 @@ def select(
     normalize = resolve_normalize(normalize, variant)
     n = features.shape[0]
     if geometry is not None:  # the pool as the geometry saw it: prepared once, not again per call
-        rows = l2_normalize(features[cores]) if normalize else features[cores]
-        if geometry.n_samples != n or not np.array_equal(geometry.core_features, rows):
-            raise ValueError("the cluster geometry was computed for other inputs than these (other features, cores "
-                             "or normalisation); compute it again with stage2_geometry on the same inputs")
+        geometry.check_matches(l2_normalize(features[cores]) if normalize else features[cores], cores, n_samples=n,
+                               variant=variant)
         unit = space = geometry.features
     else:
         unit = l2_normalize(features)

@@ -14,9 +14,8 @@ from typing import Callable
 import numpy as np
 import streamlit as st
 
-from bilaf_core.errors import Cancelled
-
 from bilaf_core.data import load_pool
+from bilaf_core.errors import Cancelled
 from bilaf_core.evaluate import evaluate
 from bilaf_core.features import extract_features, load_backbone
 from bilaf_core.finetune import FinetuneConfig, finetune

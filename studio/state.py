@@ -31,8 +31,8 @@ from bilaf_core.guidance import Guidance, guidance
 from bilaf_core.distances import nearest_rows
 from bilaf_core.metrics import pseudo_classes
 from bilaf_core.metrics import selection_diagnostics as selection_diagnostics_of
-from bilaf_core.selection import resolve_normalize
-from bilaf_core.auto import AUTO, auto_n_cores
+from bilaf_core.selection import resolve_n_cores, resolve_normalize
+from bilaf_core.auto import AUTO
 from bilaf_core.core import l2_normalize, select_cores
 from bilaf_core.data import extract_image_zip, load_pool
 from bilaf_core.features import FeatureSet, extract_features, load_backbone, load_feature_file, thumbnails
@@ -275,17 +275,13 @@ def selection(source: Source, budget: int, params: tuple, *, progress=None):
         n_cores, core_method = options.pop("n_cores"), options.pop("core_method")
         if options["method"] != "bilaf":
             return select(features(source), budget, progress=progress, **options)
-        rule = "set by hand"
-        if n_cores == AUTO:
-            split = auto_n_cores(len(feature_set(source).ids), budget)
-            n_cores, rule = split.n_cores, split.reason
-        elif n_cores > budget:  # let select() phrase the error
-            return select(features(source), budget, n_cores=n_cores, **options)
+        split = resolve_n_cores(n_cores, len(feature_set(source).ids), budget)  # K > B: select()'s own error
+        n_cores = split.n_cores
         options["cores"] = cores(source, n_cores, core_method, options["random_state"], progress=progress)
         options["geometry"] = geometry(source, n_cores, core_method, options["random_state"], options["variant"])
         result = select(features(source), budget, **options)
         # The cores came from this stage 1, not from the user: record how they were made, and why this K.
-        return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": rule})
+        return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": split.reason})
 
     return _remembered("selection", (source, budget, params), compute, max_entries=32)
 
