@@ -14,6 +14,7 @@ from bilaf_core.core import (
     kmeans_cores,
     l2_normalize,
     random_cores,
+    select_cores,
 )
 
 
@@ -75,6 +76,39 @@ def test_activeft_minibatch_path_runs_and_is_seeded():
     b = activeft_cores(features, 7, n_iter=20, batch_size=128, random_state=3)
     np.testing.assert_array_equal(a, b)
     assert np.unique(a).size == 7
+
+
+def test_bfloat16_product_finds_the_same_cores_on_separated_blobs_and_checks_its_name():
+    rng = np.random.default_rng(0)
+    centers = l2_normalize(rng.standard_normal((5, 16)).astype(np.float32))
+    features = l2_normalize(np.repeat(centers, 40, axis=0) + 0.05 * rng.standard_normal((200, 16)).astype(np.float32))
+    low = activeft_cores(features, 5, precision="bfloat16", random_state=0)
+    assert low.size == 5 and np.unique(low // 40).size == 5
+    # the loss and gradient from a bfloat16 product match float32 closely (one rounding of values below 1)
+    pool, theta = torch.from_numpy(features), torch.from_numpy(features[low]) + 0.01
+    exact, grad = activeft_loss_and_grad(pool, theta)
+    approx, grad_low = activeft_loss_and_grad(pool, theta, product_features=pool.to(torch.bfloat16))
+    assert approx == pytest.approx(exact, rel=1e-2)
+    torch.testing.assert_close(grad_low, grad, rtol=0.05, atol=1e-3)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        activeft_cores(features, 5, precision="half")
+
+
+def test_cores_cached_on_disk_are_served_without_recomputing(tmp_path, monkeypatch):
+    import bilaf_core.core as core
+
+    features = l2_normalize(np.random.default_rng(2).standard_normal((300, 8)).astype(np.float32))
+    first = select_cores(features, 6, method="activeft", random_state=1, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("cores_*_activeft_k6_seed1_*.npy"))) == 1
+    monkeypatch.setattr(core, "activeft_cores", lambda *a, **k: pytest.fail("cached cores were recomputed"))
+    np.testing.assert_array_equal(select_cores(features, 6, method="activeft", random_state=1, cache_dir=tmp_path),
+                                  first)
+    # another seed, K or pool is another entry
+    monkeypatch.undo()
+    other = select_cores(features[::-1].copy(), 6, method="activeft", random_state=1, cache_dir=tmp_path)
+    assert other.size == 6 and len(list(tmp_path.glob("cores_*.npy"))) == 2
+    with pytest.raises(ValueError, match="core_method must be one of"):
+        select_cores(features, 6, method="kmedoids", cache_dir=tmp_path)
 
 
 def test_greedy_mapping_gives_each_center_a_distinct_nearest_sample():
