@@ -25,6 +25,7 @@ __all__ = [
     "check_shape_and_dtype",
     "non_finite_message",
     "as_int64",
+    "is_int",
 ]
 
 
@@ -48,12 +49,12 @@ def check_features(features: object, *, name: str = "features") -> np.ndarray:
     return array
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_budget(budget: object, n_samples: int) -> int:
-    if not _is_int(budget):
+    if not is_int(budget):
         raise ValueError(f"budget must be an integer, got {budget!r}")
     budget = int(budget)
     if not 1 <= budget <= n_samples:
@@ -62,7 +63,7 @@ def check_budget(budget: object, n_samples: int) -> int:
 
 
 def check_n_cores(n_cores: object, budget: int, n_samples: int) -> int:
-    if not _is_int(n_cores):
+    if not is_int(n_cores):
         raise ValueError(f"n_cores must be an integer or 'auto', got {n_cores!r}")
     n_cores = int(n_cores)
     if n_cores > budget:
@@ -107,7 +108,7 @@ def check_ratio(value: object, name: str, *, high_inclusive: bool = False, low_e
 
 
 def check_positive_int(value: object, name: str) -> int:
-    if not _is_int(value) or int(value) < 1:
+    if not is_int(value) or int(value) < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
@@ -131,7 +132,7 @@ def check_random_state(random_state: object) -> int | None:
     """Accept None or a non-negative integer seed (numpy integers included)."""
     if random_state is None:
         return None
-    if not _is_int(random_state) or int(random_state) < 0:
+    if not is_int(random_state) or int(random_state) < 0:
         raise ValueError(f"random_state must be None or a non-negative integer seed, got {random_state!r}")
     return int(random_state)
 

@@ -77,6 +77,22 @@ def _n_cores(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
 
 
+#: argparse settings per kind of selection parameter (bilaf_core.params.ParamSpec.kind).
+_OPTION_KINDS = {
+    "choice": lambda spec: {"choices": spec.choices},
+    "int": lambda spec: {"type": int, "metavar": "N"},
+    "float": lambda spec: {"type": float, "metavar": "X"},
+    "n_cores": lambda spec: {"type": _n_cores, "metavar": "K|auto"},
+    "optional_bool": lambda spec: {"action": argparse.BooleanOptionalAction},
+    "seed": lambda spec: {"type": int, "metavar": "SEED"},
+}
+
+
+def _option_help(spec) -> str:
+    shown = "the variant's" if spec.default is None and spec.kind == "optional_bool" else spec.default
+    return f"{spec.help} Default: {shown}.".replace("%", "%%")
+
+
 def _open_store(path: str | None):
     from .store import RunStore, StoreError
 
@@ -88,6 +104,7 @@ def _open_store(path: str | None):
 
 def _cmd_select(args: argparse.Namespace) -> int:
     from .features import load_feature_file
+    from .params import param_specs
     from .selection import select
 
     feature_set = load_feature_file(args.features)  # the app's reader: same checks, messages and ids
@@ -96,11 +113,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
     report = _ProgressBar()
     try:
         selection = select(
-            features, args.budget, method=args.method, n_cores=args.n_cores, core_method=args.core_method, cores=cores,
-            variant=args.variant, k_neighbors=args.k_neighbors, include_ratio=args.include_ratio,
-            removal_ratio=args.removal_ratio, opponent_penalty=args.opponent_penalty, denoise=args.denoise,
-            criterion=args.criterion, process=args.process, random_state=args.seed, progress=report,
-        )
+            features, args.budget, cores=cores, progress=report,
+            **{spec.name: getattr(args, spec.name) for spec in param_specs()})
     finally:
         report.close()
     store = _open_store(args.store)
@@ -267,9 +281,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from .boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
-    from .core import CORE_METHODS
-    from .selection import METHODS
+    from .params import param_specs
 
     parser = _ArgumentParser(prog="python -m bilaf_core", description="BiLAF / ActiveFT sample selection.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
@@ -278,20 +290,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--budget", required=True, type=int, help="number of samples to select, cores included")
     sel.add_argument("--out", required=True, help="output JSON path (an .npz with every array is written beside it)")
     sel.add_argument("--cores", help="int array of core indices (.npy) instead of running stage 1")
-    sel.add_argument("--n-cores", type=_n_cores, default="auto",
-                     help="K, number of cores, or 'auto' (default): K = B for budgets of at most 2%% of the pool, "
-                          "else round(sqrt(B))")
-    sel.add_argument("--method", default="bilaf", choices=METHODS)
-    sel.add_argument("--core-method", default="activeft", choices=CORE_METHODS)
-    sel.add_argument("--variant", default="paper", choices=VARIANTS)
-    sel.add_argument("--k-neighbors", type=int, default=10)
-    sel.add_argument("--include-ratio", type=float, default=0.1)
-    sel.add_argument("--removal-ratio", type=float, default=0.1)
-    sel.add_argument("--opponent-penalty", type=float, default=1.1)
-    sel.add_argument("--denoise", default="idc", choices=DENOISERS)
-    sel.add_argument("--criterion", default="boundary_score", choices=CRITERIA)
-    sel.add_argument("--process", default="iterative", choices=PROCESSES)
-    sel.add_argument("--seed", type=int, default=None, help="random seed (same seed, same selection)")
+    for spec in param_specs():  # every selection parameter, from its one definition
+        sel.add_argument(spec.flag, dest=spec.name, default=spec.default, help=_option_help(spec),
+                         **_OPTION_KINDS[spec.kind](spec))
     sel.add_argument("--store", help="run store (SQLite) to record the selection in (default: BILAF_STORE or the data dir)")
     sel.set_defaults(handler=_cmd_select)
 

@@ -3,6 +3,7 @@ scikit-learn style :class:`BiLAF` estimator (a thin wrapper over :func:`select`)
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -13,19 +14,18 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from . import _validation as v
 from ._io import atomic_open, atomic_write_text
 from .auto import AUTO, CoreSplit, auto_n_cores
 from .baselines import probcover, typiclust
-from .boundary import (CRITERIA, DENOISERS, PROCESSES, VARIANTS, ClusterGeometry, assign_clusters, cluster_geometry,
-                       select_boundary)
-from .core import CORE_METHODS, l2_normalize, select_cores
+from .boundary import ClusterGeometry, assign_clusters, cluster_geometry, select_boundary
+from .core import l2_normalize, select_cores
+from .params import METHODS, SelectionParams, keyword_parameters
 
 __all__ = ["METHODS", "ROLES", "Selection", "select", "stage2_geometry", "default_n_cores", "resolve_n_cores",
            "resolve_normalize", "BiLAF"]
-
-METHODS = ("bilaf", "activeft", "kmeans", "fds", "random", "typiclust", "probcover")
 #: Per-sample roles. Stage-1-only methods mark their picks "core"; TypiClust and
 #: ProbCover, which have no pseudo-classes, mark theirs "selected".
 ROLES = ("core", "boundary", "selected", "removed", "unselected")
@@ -157,64 +157,40 @@ class Selection:
 
 
 def resolve_normalize(normalize: object, variant: str) -> bool:
-    """``normalize`` checked, with None meaning the variant's default (paper: True,
-    reference: False): whether :func:`select` works on L2-normalised features."""
-    if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
-        raise ValueError(f"normalize must be True, False or None (the variant's default), got {normalize!r}")
-    return variant == "paper" if normalize is None else bool(normalize)
+    """``normalize`` with None meaning the variant's default (paper: True, reference:
+    False): whether :func:`select` works on L2-normalised features."""
+    params = SelectionParams(variant=variant, normalize=normalize)  # validates both
+    return params.variant == "paper" if params.normalize is None else bool(params.normalize)
 
 
-def _validate(features, budget, *, method, n_cores, core_method, cores, variant, k_neighbors, include_ratio,
-              removal_ratio, opponent_penalty, denoise, criterion, process, normalize, random_state):
-    method = v.check_choice(method, "method", METHODS)
-    variant = v.check_choice(variant, "variant", VARIANTS)
-    v.check_choice(core_method, "core_method", CORE_METHODS)
-    v.check_choice(denoise, "denoise", DENOISERS)
-    v.check_choice(criterion, "criterion", CRITERIA)
-    v.check_choice(process, "process", PROCESSES)
+def _validate(features, budget, params: SelectionParams, cores):
+    """The checks that need the pool: features, budget, K against B and N, given cores."""
     features = v.check_features(features)
     n = features.shape[0]
     budget = v.check_budget(budget, n)
-    v.check_positive_int(k_neighbors, "k_neighbors")
-    v.check_ratio(include_ratio, "include_ratio", high_inclusive=True, low_exclusive=True)
-    v.check_ratio(removal_ratio, "removal_ratio")
-    v.check_penalty(opponent_penalty)
-    seed = v.check_random_state(random_state)
-    resolve_normalize(normalize, variant)
+    n_cores = params.n_cores
     if cores is not None:
         cores = v.check_core_indices(cores, n, budget)
         if n_cores is not None and n_cores != AUTO and int(n_cores) != cores.size:
             raise ValueError(f"n_cores ({n_cores}) disagrees with the {cores.size} core indices given; pass one of them")
         n_cores = cores.size
         rule = "given cores"
-    elif method == "bilaf":
+    elif params.method == "bilaf":
         split = resolve_n_cores(n_cores, n, budget)
         n_cores, rule = split.n_cores, split.reason
     else:
-        rule = f"{method} selects the whole budget"
-    return features, budget, method, variant, n_cores, rule, cores, seed
+        rule = f"{params.method} selects the whole budget"
+    return features, budget, n_cores, rule, cores
 
 
 def select(
     features: np.ndarray,
     budget: int,
     *,
-    method: str = "bilaf",
-    n_cores: int | str | None = AUTO,
-    core_method: str = "activeft",
     cores: np.ndarray | None = None,
-    variant: str = "paper",
-    k_neighbors: int = 10,
-    include_ratio: float = 0.1,
-    removal_ratio: float = 0.1,
-    opponent_penalty: float = 1.1,
-    denoise: str = "idc",
-    criterion: str = "boundary_score",
-    process: str = "iterative",
-    normalize: bool | None = None,
-    random_state: int | None = None,
     progress: Progress | None = None,
     geometry: ClusterGeometry | None = None,
+    **options,
 ) -> Selection:
     """Select ``budget`` samples to label from a pool of features.
 
@@ -224,40 +200,23 @@ def select(
         The pool's features (e.g. DINO ViT-S/16 CLS tokens).
     budget : int
         B, the number of samples to select, cores included; 1 <= B <= N.
-    method : {"bilaf", "activeft", "kmeans", "fds", "random", "typiclust", "probcover"}
-        "bilaf" is the two-stage method; the stage-1 methods alone select B cores.
-    n_cores : int, "auto" or None
-        K for BiLAF. "auto" (default): the label-free budget split of
-        :func:`bilaf_core.auto.auto_n_cores` (K = B for budgets of at most 2 % of N,
-        else round(sqrt(B))); None: the paper's generic 0.5 % of N, at least 1, at most B.
-        The chosen K and the reason are in ``params["n_cores"]`` and
-        ``params["n_cores_rule"]``.
-    core_method : {"activeft", "kmeans", "fds", "random"}
-        BiLAF's stage 1.
     cores : (K,) int array, optional
-        Give the core indices instead of running stage 1.
-    variant : {"paper", "reference"}
-        See ``docs/ALGORITHM.md``: the paper's method with the reference code's
-        defects fixed, or the authors' code reproduced index for index.
-    k_neighbors, include_ratio, removal_ratio : int, float, float
-        IDC's k (>= 1), P_in in (0, 1] and P_rm in [0, 1).
-    opponent_penalty : float
-        delta >= 1 of paper Eq. 7; 1.0 switches the penalty off.
-    denoise : {"idc", "density", "distance", "none"}
-    criterion : {"boundary_score", "distance"}
-    process : {"iterative", "one_shot"}
-        Ablations of paper Table 2.
-    normalize : bool, optional
-        L2-normalise features for stage 2 and the baselines; None = the variant's
-        default (True for "paper", False for "reference"). Stage 1 always works on
-        normalised features, as ActiveFT does.
-    random_state : int, optional
-        Seed; the same seed and inputs give the same selection.
+        Give the core indices instead of running stage 1 (BiLAF only).
     progress : callable(fraction, message), optional
     geometry : ClusterGeometry, optional
         BiLAF with given ``cores`` only: stage 2's assignment and distance matrices from
         :func:`stage2_geometry` on the same features, cores, variant and normalisation,
         reused instead of recomputed (for trying stage-2 parameters interactively).
+    **options
+        The fields of :class:`bilaf_core.params.SelectionParams`, where each one's
+        default, range and meaning are defined: ``method`` ("bilaf", the two-stage
+        method, or a baseline that selects the whole budget), ``n_cores`` (K: "auto" by
+        default, see :func:`bilaf_core.auto.auto_n_cores`; the chosen K and why are in
+        ``params["n_cores"]`` and ``params["n_cores_rule"]``), ``core_method``,
+        ``variant`` ("paper" or "reference", see ``docs/ALGORITHM.md``), ``k_neighbors``,
+        ``include_ratio`` (P_in), ``removal_ratio`` (P_rm), ``opponent_penalty`` (delta of
+        paper Eq. 7), ``denoise`` / ``criterion`` / ``process`` (the ablations of paper
+        Table 2), ``normalize`` and ``random_state``.
 
     Returns
     -------
@@ -268,19 +227,16 @@ def select(
     ValueError
         For any invalid input; the message names the parameter and its allowed range.
     """
-    features, budget, method, variant, n_cores, n_cores_rule, cores, seed = _validate(
-        features, budget, method=method, n_cores=n_cores, core_method=core_method, cores=cores, variant=variant,
-        k_neighbors=k_neighbors, include_ratio=include_ratio, removal_ratio=removal_ratio,
-        opponent_penalty=opponent_penalty, denoise=denoise, criterion=criterion, process=process,
-        normalize=normalize, random_state=random_state,
-    )
+    p = SelectionParams.from_options(options)
+    features, budget, n_cores, n_cores_rule, cores = _validate(features, budget, p, cores)
+    method, variant, seed = p.method, p.variant, p.random_state
     if geometry is not None and (method != "bilaf" or cores is None):
         raise ValueError("geometry is reused only by method='bilaf' with the cores it was computed for; "
                          "pass cores=geometry.cores, or leave geometry out")
     if cores is not None and method != "bilaf":  # it was silently ignored, yet recorded as core_method="given"
         raise ValueError(f"cores are BiLAF's stage 1; method={method!r} selects the whole budget itself: "
                          "leave cores out, or use method='bilaf'")
-    normalize = resolve_normalize(normalize, variant)
+    normalize = resolve_normalize(p.normalize, variant)
     n = features.shape[0]
     if geometry is not None:  # the pool as the geometry saw it: prepared once, not again per call
         geometry.check_matches(l2_normalize(features[cores]) if normalize else features[cores], cores, n_samples=n,
@@ -290,12 +246,9 @@ def select(
         unit = l2_normalize(features)
         space = unit if normalize else features
     report = progress or (lambda fraction, message: None)
-    params = {
-        "method": method, "budget": budget, "n_cores": n_cores, "n_cores_rule": n_cores_rule, "core_method": core_method if cores is None else "given",
-        "variant": variant, "k_neighbors": k_neighbors, "include_ratio": include_ratio, "removal_ratio": removal_ratio,
-        "opponent_penalty": opponent_penalty, "denoise": denoise, "criterion": criterion, "process": process,
-        "normalize": normalize, "random_state": seed, "n_samples": n, "n_dims": int(features.shape[1]),
-    }
+    params = {**p.as_dict(), "budget": budget, "n_cores": n_cores, "n_cores_rule": n_cores_rule,
+              "core_method": p.core_method if cores is None else "given", "normalize": normalize,
+              "n_samples": n, "n_dims": int(features.shape[1])}
     start = time.perf_counter()
     role = np.full(n, "unselected", dtype="<U10")
     empty = np.empty(0, dtype=np.int64)
@@ -309,7 +262,7 @@ def select(
                          np.full(budget, np.nan), np.full(budget, -1, dtype=np.int64), empty,
                          params, {"stage1": elapsed, "stage2": 0.0, "total": elapsed})
 
-    stage1_method = core_method if method == "bilaf" else method
+    stage1_method = p.core_method if method == "bilaf" else method
     stage1_k = n_cores if method == "bilaf" else budget
     if cores is None or method != "bilaf":
         report(0.0, f"stage 1: {stage1_method}")
@@ -327,9 +280,9 @@ def select(
 
     stage2_progress = lambda f, m: report(0.6 + 0.4 * f, m)  # noqa: E731
     result = select_boundary(
-        space, cores, budget, variant=variant, k_neighbors=k_neighbors, include_ratio=include_ratio,
-        removal_ratio=removal_ratio, opponent_penalty=opponent_penalty, denoise=denoise, criterion=criterion,
-        process=process, progress=stage2_progress, geometry=geometry,
+        space, cores, budget, variant=variant, k_neighbors=p.k_neighbors, include_ratio=p.include_ratio,
+        removal_ratio=p.removal_ratio, opponent_penalty=p.opponent_penalty, denoise=p.denoise, criterion=p.criterion,
+        process=p.process, progress=stage2_progress, geometry=geometry,
     )
     total = time.perf_counter() - start
     role[result.removed] = "removed"
@@ -351,19 +304,21 @@ def stage2_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = "
     cores : (K,) int array of distinct pool indices.
     variant, normalize : as in :func:`select`.
     """
-    variant = v.check_choice(variant, "variant", VARIANTS)
+    normalized = resolve_normalize(normalize, variant)  # checks both
     features = v.check_features(features)
     cores = v.check_core_indices(cores, features.shape[0], features.shape[0])
-    space = l2_normalize(features) if resolve_normalize(normalize, variant) else features
+    space = l2_normalize(features) if normalized else features
     return cluster_geometry(space, cores, variant=variant)
 
 
-class BiLAF:
-    """scikit-learn style estimator over :func:`select` (same parameters, same code).
+class BiLAF(BaseEstimator):
+    """scikit-learn estimator over :func:`select` (same parameters, same code).
 
-    Parameters are stored by ``__init__``; :meth:`fit` does the work and sets
-    ``selection_``, ``indices_``, ``cores_``, ``removed_``, ``labels_`` (pseudo-class per
-    sample) and ``role_``.
+    Parameters are ``budget`` and the fields of :class:`bilaf_core.params.SelectionParams`
+    (keyword-only), stored by ``__init__`` unchecked, as scikit-learn asks; :meth:`fit`
+    validates them, does the work and sets ``selection_``, ``indices_``, ``cores_``,
+    ``removed_``, ``labels_`` (pseudo-class per sample) and ``role_``. ``get_params``,
+    ``set_params``, ``clone`` and the repr come from :class:`sklearn.base.BaseEstimator`.
 
     Examples
     --------
@@ -371,37 +326,13 @@ class BiLAF:
     >>> model.indices_[:5]  # doctest: +SKIP
     """
 
-    def __init__(self, budget: int, *, method: str = "bilaf", n_cores: int | str | None = AUTO,
-                 core_method: str = "activeft",
-                 variant: str = "paper", k_neighbors: int = 10, include_ratio: float = 0.1, removal_ratio: float = 0.1,
-                 opponent_penalty: float = 1.1, denoise: str = "idc", criterion: str = "boundary_score",
-                 process: str = "iterative", normalize: bool | None = None, random_state: int | None = None):
+    def __init__(self, budget: int, **params):
+        unknown = set(params) - set(SelectionParams.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"BiLAF got unknown parameter(s) {', '.join(sorted(unknown))}")
         self.budget = budget
-        self.method = method
-        self.n_cores = n_cores
-        self.core_method = core_method
-        self.variant = variant
-        self.k_neighbors = k_neighbors
-        self.include_ratio = include_ratio
-        self.removal_ratio = removal_ratio
-        self.opponent_penalty = opponent_penalty
-        self.denoise = denoise
-        self.criterion = criterion
-        self.process = process
-        self.normalize = normalize
-        self.random_state = random_state
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {name: getattr(self, name) for name in (
-            "budget", "method", "n_cores", "core_method", "variant", "k_neighbors", "include_ratio", "removal_ratio",
-            "opponent_penalty", "denoise", "criterion", "process", "normalize", "random_state")}
-
-    def set_params(self, **params) -> "BiLAF":
-        for name, value in params.items():
-            if name not in self.get_params():
-                raise ValueError(f"unknown parameter {name!r} for BiLAF")
+        for name, value in {**SelectionParams().as_dict(), **params}.items():
             setattr(self, name, value)
-        return self
 
     def fit(self, X, y=None, *, cores: np.ndarray | None = None) -> "BiLAF":
         """Select from the pool ``X`` (N, d); ``y`` is ignored (label-free)."""
@@ -414,3 +345,12 @@ class BiLAF:
         self.labels_ = self.selection_.cluster
         self.role_ = self.selection_.role
         return self
+
+
+# The signatures scikit-learn, the docs and IDEs read: derived from SelectionParams.
+select.__signature__ = inspect.signature(select).replace(parameters=[
+    *[p for p in inspect.signature(select).parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD],
+    *keyword_parameters()])
+BiLAF.__init__.__signature__ = inspect.signature(BiLAF.__init__).replace(parameters=[
+    *[p for p in inspect.signature(BiLAF.__init__).parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD],
+    *keyword_parameters()])

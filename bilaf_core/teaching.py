@@ -15,7 +15,6 @@ unit circle and keep only each point's angle:
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,15 +22,13 @@ import numpy as np
 from . import _validation as v
 from .boundary import BoundaryResult, assign_clusters, select_boundary
 from .core import select_cores
+from .params import STAGE2_PARAMS, SelectionParams
 from .selection import _validate, select
 
 __all__ = ["TOY_DATASETS", "make_toy_dataset", "lift_to_sphere", "Walkthrough", "walkthrough", "compare_methods",
            "region_grid"]
 
 TOY_DATASETS = ("blobs", "moons", "anisotropic", "rings")
-#: :func:`select`'s stage-2 keywords, which :func:`walkthrough` passes on.
-STAGE2_OPTIONS = ("variant", "k_neighbors", "include_ratio", "removal_ratio", "opponent_penalty", "denoise",
-                  "criterion", "process")
 
 
 def make_toy_dataset(name: str, n_samples: int = 600, *, overlap: float = 1.0, outlier_fraction: float = 0.05,
@@ -119,23 +116,17 @@ def walkthrough(points: np.ndarray, budget: int, *, n_cores: int, core_method: s
     the raw 2-D points with ``keep_trace=True``. ``stage2`` takes :func:`select`'s
     stage-2 keywords (variant, k_neighbors, include_ratio, removal_ratio,
     opponent_penalty, denoise, criterion, process); they are validated as there."""
-    points, budget, _, _, n_cores, _, given, _ = _validate(
-        points, budget, method="bilaf", n_cores=n_cores, core_method=core_method, cores=cores, normalize=False,
-        random_state=random_state, **_with_defaults(stage2))
+    unknown = set(stage2) - set(STAGE2_PARAMS)
+    if unknown:
+        raise ValueError(f"unknown stage-2 option(s): {', '.join(sorted(unknown))}")
+    params = SelectionParams(n_cores=n_cores, core_method=core_method, normalize=False, random_state=random_state,
+                             **stage2)
+    points, budget, n_cores, _, given = _validate(points, budget, params, cores)
     cores = given if given is not None else select_cores(lift_to_sphere(points), n_cores, method=core_method,
                                                          random_state=random_state)
     result = select_boundary(points, cores, budget, keep_trace=True, **stage2)
     return Walkthrough(points, cores, result, {"budget": budget, "n_cores": n_cores, "core_method": core_method,
                                                "random_state": random_state, **stage2})
-
-
-def _with_defaults(options: dict) -> dict:
-    """The stage-2 options with :func:`select`'s defaults filled in, for its validation."""
-    unknown = set(options) - set(STAGE2_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown stage-2 option(s): {', '.join(sorted(unknown))}")
-    defaults = inspect.signature(select).parameters
-    return {name: options.get(name, defaults[name].default) for name in STAGE2_OPTIONS}
 
 
 def compare_methods(points: np.ndarray, budget: int, methods=("activeft", "kmeans", "random"), *,

@@ -11,7 +11,6 @@ long computation can report progress (and be stopped) while it runs.
 
 from __future__ import annotations
 
-import inspect
 import multiprocessing
 import os
 import tempfile
@@ -35,8 +34,10 @@ from bilaf_core.selection import resolve_n_cores, resolve_normalize
 from bilaf_core.auto import AUTO
 from bilaf_core.core import l2_normalize, select_cores
 from bilaf_core.data import extract_image_zip, load_pool
-from bilaf_core.features import FeatureSet, extract_features, load_backbone, load_feature_file, thumbnails
+from bilaf_core.features import (FeatureSet, default_cache_dir, extract_features, load_backbone, load_feature_file,
+                                 thumbnails)
 from bilaf_core.metrics import default_coverage_radius
+from bilaf_core.params import SelectionParams, param_specs
 from bilaf_core.projection import cached_projection, project_2d
 from bilaf_core.store import RunStore, StoreError, default_store_path
 
@@ -199,10 +200,11 @@ def _thumbs(dataset: str, root: str):
 
 
 def cores(source: Source, n_cores: int, core_method: str, seed: int, *, progress=None) -> np.ndarray:
-    """Stage 1's cores, once per (features, K, method, seed)."""
+    """Stage 1's cores, once per (features, K, method, seed), also kept on disk beside the
+    feature cache, so a restarted app finds them at once."""
     return _remembered("cores", (source, n_cores, core_method, seed),
                        lambda: select_cores(space(source, True), n_cores, method=core_method, random_state=seed,
-                                            progress=progress), max_entries=64)
+                                            progress=progress, cache_dir=default_cache_dir()), max_entries=64)
 
 
 @st.cache_resource(show_spinner="Stage 2: distances within each cluster ...", max_entries=2)
@@ -216,13 +218,16 @@ def geometry(source: Source, n_cores: int, core_method: str, seed: int, variant:
     return stage2_geometry(prepared, cores(source, n_cores, core_method, seed), variant=variant, normalize=False)
 
 
+#: The selection parameters the Select and Compare pages set (the seed is the page's own
+#: "seed"; L2 normalisation follows the variant).
+PAGE_PARAMS = tuple(spec.name for spec in param_specs() if spec.stage != "run")
+
+
 def select_defaults(n: int) -> dict:
     """The Select page's starting values for a pool of ``n`` samples: the library's own
-    defaults (:func:`bilaf_core.select`'s signature) plus the page's budget, K and map."""
-    signature = inspect.signature(select).parameters
-    library = ("method", "n_cores", "core_method", "variant", "k_neighbors", "include_ratio", "removal_ratio",
-               "opponent_penalty", "denoise", "criterion", "process")
-    return {**{name: signature[name].default for name in library}, "budget_unit": "samples",
+    defaults (:class:`bilaf_core.params.SelectionParams`) plus the page's budget, seed and map."""
+    library = SelectionParams().as_dict()
+    return {**{name: library[name] for name in PAGE_PARAMS}, "budget_unit": "samples",
             "budget": min(n, max(10, n // 20)), "budget_percent": 5.0, "seed": 0, "projection": "umap",
             "color_by": "pseudo-class"}
 
@@ -246,13 +251,11 @@ def budget_of(values: dict, n: int) -> int:
 
 
 def selection_params(values: dict) -> tuple:
-    """The hashable parameter tuple of :func:`selection` from the Select page's values."""
-    return (("method", values["method"]), ("n_cores", n_cores_value(values["n_cores"])),
-            ("core_method", values["core_method"]),
-            ("variant", values["variant"]), ("k_neighbors", int(values["k_neighbors"])),
-            ("include_ratio", float(values["include_ratio"])), ("removal_ratio", float(values["removal_ratio"])),
-            ("opponent_penalty", float(values["opponent_penalty"])), ("denoise", values["denoise"]),
-            ("criterion", values["criterion"]), ("process", values["process"]), ("random_state", int(values["seed"])))
+    """The hashable parameter tuple of :func:`selection` from the Select page's values
+    (:meth:`SelectionParams.key`; a widget's or a table cell's text made the right type)."""
+    kinds = {"int": int, "float": float, "n_cores": n_cores_value, "choice": str}
+    typed = {spec.name: kinds[spec.kind](values[spec.name]) for spec in param_specs() if spec.name in PAGE_PARAMS}
+    return SelectionParams(**typed, random_state=int(values["seed"])).key()
 
 
 def compare_setting(select_values: dict, row: dict) -> tuple[dict, str]:

@@ -83,8 +83,13 @@ def test_estimator_wraps_select(blobs):
     model = BiLAF(9, n_cores=3, core_method="kmeans", random_state=0).fit(blobs)
     np.testing.assert_array_equal(model.indices_, select(blobs, 9, n_cores=3, core_method="kmeans", random_state=0).indices)
     assert model.labels_.shape == (180,) and model.get_params()["budget"] == 9
-    with pytest.raises(ValueError, match="unknown parameter"):
+    with pytest.raises(ValueError, match="Invalid parameter 'colour'"):  # scikit-learn's BaseEstimator
         model.set_params(colour="red")
+    with pytest.raises(TypeError, match="unknown parameter"):
+        BiLAF(9, colour="red")
+    from sklearn.base import clone
+
+    assert clone(model).get_params() == model.get_params()
 
 
 def test_knn_distances_hand_checked_and_the_label_free_diagnostics():
