@@ -15,16 +15,18 @@ from PIL import Image
 
 from bilaf_core import Selection
 
-from . import session
+from . import maps, session
 
 #: Images (or table rows) per gallery page.
 PAGE_SIZE = 60
 
 
-def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn: tuple,
+def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn: tuple, coords: np.ndarray,
                    height: int | None = None) -> np.ndarray:
     """Draw ``fig`` with lasso, box and click selection; return the picked feature-set rows.
-    The pick belongs to the pool: it is shown again when the page comes back.
+    The pick belongs to the pool: it is shown again when the page comes back. Where the
+    pool is a density image (:func:`studio.maps.draws_density`), the pool rows (``coords``)
+    inside the lasso or box are picked too: the image has no markers plotly could report.
 
     ``drawn`` names what the figure shows (selection parameters, projection, colouring):
     another value draws a new chart instead of updating the old one in place, because a
@@ -36,7 +38,12 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
         fig.update_layout(height=height)
     event = st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
                             config={"displaylogo": False})
-    return session.picked(fresh, event, pool)
+    rows = session.picked(fresh, event, pool)
+    if event is not None and maps.draws_density(coords.shape[0]):
+        under = maps.rows_in_region(coords, event.selection)
+        if under.size:
+            rows = pool.values["picked"] = np.union1d(rows, under)
+    return rows
 
 
 def image_grid(images, captions: list[str], *, width: int = 112) -> None:

@@ -226,23 +226,18 @@ def test_learn_page_shows_an_error_for_k_above_the_budget():
     assert any("budget must be at least n_cores" in e.value for e in at.error)
 
 
-def test_map_draws_every_overlay_and_a_fixed_pool_subset_above_the_limit():
+def test_map_rows_of_pool_and_overlay_points_map_back_to_samples():
     from bilaf_core import select
-    from studio.maps import POOL_POINTS_SHOWN, picked_rows, selection_figure
+    from studio.maps import picked_rows, selection_figure
 
-    n = POOL_POINTS_SHOWN + 5000
+    n = 2000
     features = np.random.default_rng(0).standard_normal((n, 4)).astype(np.float32)
     result = select(features, 300, n_cores=20, core_method="random", random_state=0)
-    ids, labels = np.array([f"s{i}" for i in range(n)]), np.arange(n) % 3
-    fig = selection_figure(features[:, :2], result, ids=ids, labels=labels)
-    pool, *overlays = fig.data
-    assert len(pool.x) == POOL_POINTS_SHOWN and f"{POOL_POINTS_SHOWN:,} of {n:,}" in pool.name
-    assert sum(len(t.x) for t in overlays) == result.budget + result.removed.size  # every pick and removal drawn
-    again = selection_figure(features[:, :2], result, ids=ids, labels=labels).data[0]
-    assert np.array_equal(pool.customdata, again.customdata)  # the same subset on every rerun
+    pool, *overlays = selection_figure(features[:, :2], result, ids=np.array([f"s{i}" for i in range(n)])).data
+    assert len(pool.x) == n and sum(len(t.x) for t in overlays) == result.budget + result.removed.size
     core_row = int(overlays[-1].customdata[0][0])
-    rows = picked_rows([{"customdata": int(pool.customdata[3])}, {"customdata": list(overlays[-1].customdata[0])}, {}])
-    assert rows.tolist() == sorted([int(pool.customdata[3]), core_row]) and result.role[core_row] == "core"
+    rows = picked_rows([{"customdata": list(pool.customdata[3])}, {"customdata": list(overlays[-1].customdata[0])}, {}])
+    assert rows.tolist() == sorted([3, core_row]) and result.role[core_row] == "core"
 
 
 def test_unlabelled_folder_with_a_test_folder_asks_for_labels_on_the_finetune_page(tmp_path, monkeypatch):
@@ -287,7 +282,7 @@ def test_map_prints_row_pattern_ids_from_row_numbers_and_sends_other_ids():
     assert all(trace.text is None and "row/%{customdata" in trace.hovertemplate for trace in by_row.data)
     named = selection_figure(features[:, :2], result, ids=np.array([f"img_{i}.png" for i in range(200)]))
     pool, *overlays = named.data
-    assert pool.text[0] == f"img_{pool.customdata[0]}.png" and "%{text}" in overlays[0].hovertemplate
+    assert pool.text[0] == f"img_{int(pool.customdata[0][0])}.png" and "%{text}" in overlays[0].hovertemplate
 
 
 def test_picked_rows_reads_the_typed_array_form_a_browser_sends():
@@ -300,19 +295,20 @@ def test_picked_rows_reads_the_typed_array_form_a_browser_sends():
     assert picked_rows(points).tolist() == [12, 279, 1086]
 
 
-def test_colour_bar_of_one_cluster_reads_whole_numbers():
+def test_pool_colours_are_the_legend_colours_by_cluster_and_by_class_name():
     from bilaf_core import select
-    from studio.maps import selection_figure
+    from studio.maps import PALETTE_10, legend_html, pool_colouring, selection_figure
 
     features = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
     result = select(features, 5, n_cores=1, random_state=0)
     marker = selection_figure(features[:, :2], result, ids=np.array([f"s{i}" for i in range(50)])).data[0].marker
-    assert (marker.cmin, marker.cmax) == (0.0, 1.0) and marker.colorbar.tickformat == "d" and marker.showscale
-    assert marker.colorbar.dtick == 1  # whole-number ticks: "0, 0, 0, 1, 1, 1" before
-    labels = np.array(["cat", "dog"] * 25)  # class names colour by their codes
+    assert set(np.asarray(marker.color).tolist()) == {0} and marker.colorscale[0][1] == PALETTE_10[0]
+    labels = np.array(["cat", "dog"] * 25)  # class names keep their names in the legend
     pool = selection_figure(features[:, :2], result, ids=np.arange(50).astype(str), labels=labels,
                             color_by="true label").data[0]
     assert set(np.asarray(pool.marker.color).tolist()) == {0, 1}
+    legend = legend_html(pool_colouring(result, labels, "true label"))
+    assert "cat" in legend and "dog" in legend and PALETTE_10[1] in legend
 
 
 def test_a_sample_marked_to_exclude_and_to_force_is_excluded_and_the_page_says_so(tmp_path, monkeypatch):

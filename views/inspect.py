@@ -4,7 +4,7 @@ import streamlit as st
 
 from bilaf_core.selection import ROLES
 from studio import exports, gallery, session, state
-from studio.maps import selection_figure
+from studio.maps import legend_html, pool_colouring, selection_figure
 
 st.title("Inspect the selection")
 source, fs = state.current_feature_set()
@@ -31,9 +31,13 @@ with tab_map:
     shown = projection if coords is not None else "pca"
     coords = coords if coords is not None else state.projection(source, "pca")
     color_by = session.setting(pool, "color_by", "pseudo-class")
-    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, color_by=color_by),
-                                    "inspect_map", pool, height=460,
-                                    drawn=(result.params, shown, color_by))
+    focus = dict(roles=roles, cluster=None if cluster == "all" else cluster)  # the map shows the filters
+    colouring = pool_colouring(result, fs.labels, color_by, coords=coords, **focus)
+    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, colouring=colouring,
+                                                     **focus),
+                                    "inspect_map", pool, height=460, coords=coords,
+                                    drawn=(result.params, shown, color_by, tuple(roles), cluster))
+    st.html(legend_html(colouring))
     chosen = result.members(picked if picked.size else None, roles=roles, cluster=None if cluster == "all" else cluster)
     st.caption((f"{picked.size:,} point(s) picked on the map (double-click the map to clear). " if picked.size
                 else "Lasso or box points on the map to narrow this down. ")

@@ -9,7 +9,7 @@ from bilaf_core.boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
 from bilaf_core.core import CORE_METHODS
 from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import exports, gallery, session, state
-from studio.maps import selection_figure
+from studio.maps import draws_density, legend_html, pool_colouring, selection_figure
 
 source, fs = state.current_feature_set()
 n = len(fs.ids)
@@ -93,7 +93,9 @@ with st.container():  # the map takes the page's width; the diagnostics go under
     a, b = st.columns(2)
     projection = keep(a.radio, "projection", "Map", options=["umap", "tsne", "pca"], horizontal=True,
                       format_func=MAP_NAMES.get)
-    color_by = keep(b.radio, "color_by", "Colour pool by", options=["pseudo-class", "true label"], horizontal=True)
+    color_by = keep(b.radio, "color_by", "Colour pool by", horizontal=True,
+                    options=["pseudo-class", "true label"] if fs.labels is not None else ["pseudo-class"],
+                    help="pseudo-class: the core each sample is assigned to; true label: the pool's labels")
     on_request = n > state.AUTO_PROJECTION_MAX and projection != "pca"
     start = not on_request or st.session_state.get(f"project_{projection}", False)
     try:
@@ -115,10 +117,14 @@ with st.container():  # the map takes the page's width; the diagnostics go under
                     st.rerun()
 
             wait_for_map()
-    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, color_by=color_by),
-                                    "select_map", pool, drawn=(result.params, shown, color_by))
+    colouring = pool_colouring(result, fs.labels, color_by, coords=coords)
+    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, colouring=colouring),
+                                    "select_map", pool, drawn=(result.params, shown, color_by), coords=coords)
+    st.html(legend_html(colouring))
+    density = f" The pool ({n:,}) is drawn as a density: darker where more samples lie." if draws_density(n) else ""
     st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). Stars: cores; circles: boundary picks; "
-               "crosses: removed noise. Click a legend entry to hide a layer; lasso or box points to see them below.")
+               f"crosses: removed noise.{density} Click a legend entry to hide a layer; lasso or box points to see "
+               "them below.")
 text_col, class_col, cluster_col = st.columns(3)
 report = state.selection_diagnostics(source, result, normalize=result.params["normalize"])
 with text_col:

@@ -1,0 +1,117 @@
+"""The selection map without Streamlit: the pool's colouring and its density image, the
+colour legend, and the pool rows a lasso or box holds under that image."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from bilaf_core import select
+from studio.maps import (DENSITY_ABOVE, OTHER, PALETTE_10, PALETTE_MANY, Colouring, density_rgba, legend_html,
+                         map_extent, pool_colouring, rows_in_region, selection_figure, spread_colours)
+
+
+def _pool(n: int, budget: int = 300, k: int = 20):
+    features = np.random.default_rng(0).standard_normal((n, 4)).astype(np.float32)
+    return features, select(features, budget, n_cores=k, core_method="random", random_state=0)
+
+
+def test_a_pool_above_the_limit_is_one_density_image_under_every_overlay():
+    n = DENSITY_ABOVE + 5000
+    features, result = _pool(n)
+    coords = features[:, :2]
+    fig = selection_figure(coords, result, ids=np.array([f"s{i}" for i in range(n)]), labels=np.arange(n) % 3)
+    assert [t.name.split(" (")[0] for t in fig.data] == ["removed", "boundary", "core"]  # no marker per pool sample
+    assert sum(len(t.x) for t in fig.data) == result.budget + result.removed.size  # every pick and removal drawn
+    (image,) = fig.layout.images
+    assert image.source.startswith("data:image/png;base64,") and image.layer == "below" and image.sizing == "stretch"
+    x0, x1, y0, y1 = map_extent(coords)
+    assert tuple(fig.layout.xaxis.range) == (x0, x1) and tuple(fig.layout.yaxis.range) == (y0, y1)
+    assert (image.x, image.y, image.sizex, image.sizey) == (x0, y1, x1 - x0, y1 - y0)  # lined up with the markers
+    png = Image.open(io.BytesIO(base64.b64decode(image.source.split(",", 1)[1])))
+    assert png.mode == "RGBA" and len(image.source) < 200_000
+    again = selection_figure(coords, result, ids=np.array([f"s{i}" for i in range(n)]), labels=np.arange(n) % 3)
+    assert again.layout.images[0].source is image.source  # made once, not re-encoded on a rerun
+
+    small = selection_figure(coords[:500], _pool(500, 50, 5)[1], ids=np.arange(500).astype(str))
+    assert not small.layout.images and small.data[0].name == "pool (500)" and len(small.data[0].x) == 500
+
+
+def test_each_density_pixel_takes_its_most_frequent_colour_and_a_log_opacity():
+    # 2 x 2 pixels over [0, 2] x [0, 2]: top-left 30 of category 0 and 10 of 1; bottom-right 3 of 1; others empty
+    coords = np.array([[0.5, 1.5]] * 40 + [[1.5, 0.5]] * 3, dtype=np.float32)
+    codes = np.array([0] * 30 + [1] * 10 + [1] * 3)
+    rgba = density_rgba(coords, Colouring(codes, ("a", "b"), "label"), extent=(0, 2, 0, 2), shape=(2, 2))
+    first, second = (tuple(int(PALETTE_10[i][j:j + 2], 16) for j in (1, 3, 5)) for i in (0, 1))
+    assert tuple(rgba[0, 0, :3]) == first and tuple(rgba[1, 1, :3]) == second
+    assert rgba[0, 1, 3] == 0 and rgba[1, 0, 3] == 0  # empty: transparent
+    assert rgba[0, 0, 3] > rgba[1, 1, 3] > 0  # more samples, more opaque
+    outside = density_rgba(coords, Colouring(np.where(codes == 0, -1, codes), ("a", "b"), "label"),
+                           extent=(0, 2, 0, 2), shape=(2, 2))
+    assert tuple(outside[0, 0, :3]) == tuple(int(OTHER[j:j + 2], 16) for j in (1, 3, 5))  # filtered out: grey
+
+
+def test_density_of_a_million_points_is_quick_and_a_sparse_pool_is_smoothed():
+    import time
+
+    rng = np.random.default_rng(1)
+    coords = rng.standard_normal((1_000_000, 2)).astype(np.float32)
+    colouring = Colouring(rng.integers(0, 50, 1_000_000), tuple(map(str, range(50))), "pseudo-class")
+    started = time.perf_counter()
+    rgba = density_rgba(coords, colouring)
+    assert time.perf_counter() - started < 5  # about 0.1 s alone on two cores; generous for a loaded machine
+    assert rgba.shape == (240, 480, 4)
+    sparse = density_rgba(coords[:2000], Colouring(colouring.codes[:2000], colouring.names, "pseudo-class"),
+                          extent=map_extent(coords))
+    assert (sparse[..., 3] > 0).sum() > 5 * 2000  # 3 x 3 neighbourhoods, not 2,000 specks
+
+
+def test_lasso_and_box_hold_exactly_the_pool_rows_inside():
+    x, y = np.meshgrid(np.arange(20, dtype=np.float32), np.arange(20, dtype=np.float32))
+    coords = np.column_stack([x.ravel(), y.ravel()])
+    box = rows_in_region(coords, {"box": [{"x": [5.5, 2.5], "y": [1.5, 3.5]}], "lasso": []})
+    assert box.tolist() == sorted(r * 20 + c for r in (2, 3) for c in (3, 4, 5))
+    triangle = {"box": [], "lasso": [{"x": [0.5, 10.5, 0.5], "y": [0.5, 0.5, 10.5]}]}
+    expected = [r * 20 + c for r in range(20) for c in range(20) if c >= 1 and r >= 1 and c + r < 11]
+    assert rows_in_region(coords, triangle).tolist() == expected
+    both = rows_in_region(coords, {**triangle, "box": [{"x": [15.5, 16.5], "y": [15.5, 16.5]}]})
+    assert both.tolist() == sorted(expected + [16 * 20 + 16])
+    assert rows_in_region(coords, {"points": []}).size == 0  # a click: no region
+
+
+def test_pool_colouring_by_label_names_by_pseudo_class_and_by_inspect_filters():
+    features, result = _pool(400, 60, 6)
+    names = np.array(["cat", "dog", "emu"])[np.arange(400) % 3]
+    by_label = pool_colouring(result, names, "true label")
+    assert by_label.names == ("cat", "dog", "emu") and by_label.title == "label"
+    assert (np.asarray(by_label.names)[by_label.codes] == names).all()
+    by_cluster = pool_colouring(result, names, "pseudo-class")
+    assert by_cluster.names == tuple(map(str, range(6))) and (by_cluster.codes == result.cluster).all()
+    assert pool_colouring(result, None, "true label").title == "pseudo-class"  # no labels: pseudo-classes
+    focus = pool_colouring(result, names, "true label", roles=("core", "boundary"), cluster=2)
+    keep = np.isin(result.role, ["core", "boundary"]) & (result.cluster == 2)
+    assert (focus.codes[~keep] == -1).all() and (focus.codes[keep] >= 0).all()
+    fig = selection_figure(features[:, :2], result, ids=np.arange(400).astype(str), roles=("core", "boundary"),
+                           cluster=2)
+    drawn = {t.name.split(" (")[0]: np.asarray(t.customdata)[:, 0].astype(int) for t in fig.data}
+    assert set(drawn) == {"pool", "boundary", "core"}  # the removed noise filtered out
+    assert all((result.cluster[drawn[r]] == 2).all() for r in ("boundary", "core"))
+    assert (np.asarray(fig.data[0].marker.color)[~keep] == len(PALETTE_10)).all()  # the rest of the pool grey
+
+
+def test_clusters_sharing_a_colour_lie_far_apart_and_the_legend_names_them():
+    centres = np.column_stack([np.arange(50, dtype=float), np.zeros(50)])  # 50 clusters in a row
+    colours = spread_colours(centres, len(PALETTE_MANY))
+    assert len(set(colours[:24].tolist())) == 24
+    for colour in set(colours.tolist()):
+        where = np.flatnonzero(colours == colour)
+        assert where.size == 1 or np.diff(where).min() >= 10, where  # neighbours never share one
+    colouring = Colouring(np.arange(50), tuple(map(str, range(50))), "pseudo-class", colours)
+    text = legend_html(colouring)
+    assert "Pool colour: pseudo-class" in text and "each shared by clusters far apart" in text
+    assert text.count("bilaf-swatch\"") == 24 and PALETTE_MANY[0] in text
+    labels = legend_html(Colouring(np.array([0, 1, -1]), ("airplane", "automobile"), "label"))
+    assert "airplane" in labels and PALETTE_10[1] in labels and "outside the filters" in labels
