@@ -2,17 +2,18 @@
 
     python benchmarks/activeft_speed.py                          # K = B = 500 (ActiveFT as a method)
     python benchmarks/activeft_speed.py --k 50 --budget 500      # the paper's pipeline: BiLAF on K = 50
-    python benchmarks/activeft_speed.py --k 2500 --budget 2500 --variants "bfloat16" "bfloat16, batch 25000"
+    python benchmarks/activeft_speed.py --k 2500 --budget 2500 --variants bfloat16 default
 
 On the shared CIFAR-10 features (or ``--features``), per seed and variant: ActiveFT's
 cores, the steps taken, the seconds, the cores' EMD proxy, and the linear probe of the
 selection at the budget (the cores themselves when K = B, else BiLAF, paper variant, on
 them). Variants (``--variants``, default all):
 
-  float32            the paper's 300 full-batch steps in float32 (the reference)
-  bfloat16           the same steps with the N x K product in bfloat16 (``precision``)
-  float32, tol       float32 with the early stop ``tol=ACTIVEFT_TOL``
-  bfloat16, batch B  bfloat16 on a fresh random mini-batch of B samples per step
+  float32       the paper's 300 full-batch steps in float32 (the reference)
+  bfloat16      the same steps with the similarity products in bfloat16 (``precision``)
+  float32, tol  float32 with the early stop ``tol=ACTIVEFT_TOL``
+  default       activeft_cores' defaults: precision and batch_size "auto" (bfloat16 where
+                the hardware has it; mini-batches when N x K is large)
 
 The float32 cores are shared with ``selection_quality.py``'s cache; every finished row is
 appended to ``<work>/activeft_speed.jsonl``, so a rerun only computes what is missing.
@@ -41,11 +42,12 @@ from bilaf_core.features import load_feature_file  # noqa: E402
 from bilaf_core.metrics import emd_proxy  # noqa: E402
 
 DEFAULT_FEATURES = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10_effl0_features.npz"
+FULL = sys.maxsize  # batch_size: every step on the whole pool, as the paper
 VARIANTS = {
-    "float32": {"precision": "float32"},
-    "bfloat16": {"precision": "bfloat16"},
-    "float32, tol": {"precision": "float32", "tol": ACTIVEFT_TOL},
-    "bfloat16, batch 25000": {"precision": "bfloat16", "batch_size": 25_000},
+    "float32": {"precision": "float32", "batch_size": FULL},
+    "bfloat16": {"precision": "bfloat16", "batch_size": FULL},
+    "float32, tol": {"precision": "float32", "batch_size": FULL, "tol": ACTIVEFT_TOL},
+    "default": {},
 }
 
 

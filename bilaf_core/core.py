@@ -26,6 +26,7 @@ __all__ = [
     "ACTIVEFT_TEMPERATURE",
     "ACTIVEFT_TOL",
     "ACTIVEFT_PRECISIONS",
+    "activeft_batch_size",
     "fast_bfloat16",
     "activeft_cores",
     "activeft_loss_and_grad",
@@ -55,6 +56,13 @@ ACTIVEFT_WINDOW = 10
 #: similarities it returns are within 0.004 of float32 (one bf16 rounding of values
 #: below 1), so only near-ties between two centres can change their winner.
 ACTIVEFT_PRECISIONS = ("auto", "float32", "bfloat16")
+#: ActiveFT's batch_size="auto": every step takes the whole pool while N x K stays within
+#: ACTIVEFT_STEP_ENTRIES similarities (CIFAR-10 up to K = 1,000: the paper's full-batch
+#: steps), else a fresh random mini-batch of ACTIVEFT_STEP_ENTRIES // K rows, clamped to
+#: ACTIVEFT_BATCH_RANGE (the upper end is the reference's ImageNet batch). On CIFAR-10 at
+#: K = 2,500 that is 20,000 rows a step (benchmarks/results/activeft_speed.md).
+ACTIVEFT_STEP_ENTRIES = 50_000_000
+ACTIVEFT_BATCH_RANGE = (20_000, 100_000)
 
 Progress = Callable[[float, str], None]
 #: Bumped when a stage-1 method's output changes, so older cached cores are not reused.
@@ -130,6 +138,15 @@ def _product_dtype(precision: str, device: str):
     return torch.bfloat16 if low else torch.float32
 
 
+def activeft_batch_size(n_samples: int, n_cores: int) -> int:
+    """Rows per ActiveFT step for ``batch_size="auto"`` (see :data:`ACTIVEFT_STEP_ENTRIES`);
+    a value >= ``n_samples`` means full-batch steps."""
+    if n_samples * n_cores <= ACTIVEFT_STEP_ENTRIES:
+        return n_samples
+    low, high = ACTIVEFT_BATCH_RANGE
+    return min(n_samples, max(low, min(high, ACTIVEFT_STEP_ENTRIES // n_cores)))
+
+
 def _similarity_block_rows(n_centers: int, itemsize: int = 4) -> int:
     """Rows per block so that a (rows x K) block (~2 MB) stays in cache."""
     return max(256, (1 << 21) // (max(n_centers, 1) * itemsize))
@@ -157,7 +174,7 @@ def _max_similarity(features, centers, buffer=None):
 
 
 def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPERATURE, *, buffer=None,
-                           product_features=None):
+                           product_features=None, rows=None):
     """ActiveFT's loss and its gradient with respect to the raw parameters theta.
 
     With u_j = theta_j / |theta_j|, s_ij = f_i . u_j / tau, m_i = max_j s_ij, c_i = argmax_j,
@@ -171,9 +188,12 @@ def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPER
     theta : (K, d) torch float32 tensor.
     buffer : optional (rows, K) tensor reused for the similarity blocks (see
         :func:`_max_similarity`), of ``product_features``' dtype.
-    product_features : optional (N, d) copy of ``features`` in a lower precision
-        (bfloat16) for the N x K product that finds each sample's nearest centre; the
-        gradient itself is computed from ``features``.
+    product_features : optional (M, d) tensor for the product that finds each sample's
+        nearest centre: ``features`` (or its ``rows``) in a lower precision (bfloat16),
+        which the K x K centre products then use too. The scatter-add of the gradient
+        is always computed from ``features``.
+    rows : optional (M,) int64 tensor: the loss is the mean over these rows of
+        ``features`` only (a mini-batch); ``product_features`` are then those rows.
 
     Returns
     -------
@@ -184,27 +204,34 @@ def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPER
     norms = theta.norm(dim=1, keepdim=True).clamp_min(1e-12)
     u = theta / norms
     n, k = features.shape[0], u.shape[0]
-    top, assigned = _max_similarity(features if product_features is None else product_features, u, buffer)
+    if product_features is None:
+        product_features = features if rows is None else features[rows]
+    low = product_features.dtype if product_features.dtype == torch.bfloat16 else None
+    u_product = u if low is None else u.to(low)  # the centres as the products see them
+    top, assigned = _max_similarity(product_features, u_product, buffer)
     m = top / temperature
-    cent = (u @ u.T) / temperature
+    # the K x K products: in the same precision (they cost K^2 d, which matters from K ~ 1,000)
+    cent = (u_product @ u_product.T).to(u.dtype) / temperature
     r = torch.logsumexp(cent, dim=0)
     z = r[assigned] - m
     loss = torch.nn.functional.softplus(z).mean()
-    weight = torch.sigmoid(z) / n
+    weight = torch.sigmoid(z) / assigned.shape[0]
     # d loss / d u from the m_i term: only the winning centre of each sample gets it, a
     # scatter-add written as a sparse (K x N) CSR product (rows = centres, the samples
-    # sorted by centre) to avoid an N x d temporary.
+    # sorted by centre; a mini-batch's columns are its rows of the pool) to avoid an
+    # (M x d) temporary.
     per_center = torch.bincount(assigned, weights=weight, minlength=k).to(u.dtype)
     order = torch.argsort(assigned)
     row_starts = torch.zeros(k + 1, dtype=torch.long, device=features.device)
     row_starts[1:] = torch.cumsum(torch.bincount(assigned, minlength=k), 0)
+    columns = order if rows is None else rows[order]
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is long-standing
         warnings.simplefilter("ignore", UserWarning)
-        scatter = torch.sparse_csr_tensor(row_starts, order, weight[order], (k, n), check_invariants=False)
+        scatter = torch.sparse_csr_tensor(row_starts, columns, weight[order], (k, n), check_invariants=False)
     grad_u = (scatter @ features) * (-1.0 / temperature)
     # ... and from the R_j term, through the non-detached side u_j.
     softmax = torch.softmax(cent, dim=0)
-    grad_u += (per_center[:, None] / temperature) * (softmax.T @ u)
+    grad_u += (per_center[:, None] / temperature) * (softmax.T.to(u_product.dtype) @ u_product).to(u.dtype)
     # Back through the normalisation u = theta / |theta|.
     grad = (grad_u - (grad_u * u).sum(dim=1, keepdim=True) * u) / norms
     return float(loss), grad
@@ -218,7 +245,7 @@ def activeft_cores(
     lr: float = 1e-3,
     temperature: float = ACTIVEFT_TEMPERATURE,
     tol: float | None = None,
-    batch_size: int = 100_000,
+    batch_size: int | str = "auto",
     precision: str = "auto",
     random_state: int | None = None,
     device: str | None = None,
@@ -235,8 +262,10 @@ def activeft_cores(
     tol : stop before ``n_iter`` steps once the loss fell by less than this fraction
         over the last :data:`ACTIVEFT_WINDOW` steps (full-batch only); None (default)
         runs every step, as the paper does (see :data:`ACTIVEFT_TOL` for the trade-off).
-    batch_size : pools larger than this draw a fresh random mini-batch of this many
-        samples every step, as the reference's ImageNet script does.
+    batch_size : int or "auto"; pools larger than this draw a fresh random mini-batch
+        of this many samples every step, as the reference's ImageNet script does (with
+        100,000). "auto" (default): :func:`activeft_batch_size`, the whole pool unless
+        N x K is large.
     precision : one of :data:`ACTIVEFT_PRECISIONS`, the number format of the N x K
         similarity product; "auto" (default) is bfloat16 where the device multiplies it
         natively (:func:`fast_bfloat16`), float32 elsewhere. "float32" reproduces the
@@ -250,8 +279,12 @@ def activeft_cores(
     torch = _torch()
     rng = np.random.default_rng(random_state)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    n = features.shape[0]
     dtype = _product_dtype(precision, device)
+    n = features.shape[0]
+    if batch_size == "auto":
+        batch_size = activeft_batch_size(n, n_cores)
+    elif not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     pool = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
     pool_product = pool if dtype == torch.float32 else pool.to(dtype)
     init = rng.choice(n, size=n_cores, replace=False)
@@ -262,13 +295,14 @@ def activeft_cores(
     buffer = torch.empty((min(n, batch_size, rows), n_cores), dtype=dtype, device=device)
     losses: list[float] = []
     for step in range(n_iter):
-        batch, batch_product = pool, pool_product
-        if n > batch_size:
-            rows_taken = torch.randperm(n, generator=batch_gen)[:batch_size].to(device)
-            batch = pool[rows_taken]
-            batch_product = batch if pool_product is pool else pool_product[rows_taken]
-        loss, grad = activeft_loss_and_grad(batch, theta.detach(), temperature, buffer=buffer,
-                                            product_features=None if batch_product is batch else batch_product)
+        rows = batch_product = None
+        if n > batch_size:  # a mini-batch: only its rows are gathered, in the product's precision
+            rows = torch.randperm(n, generator=batch_gen)[:batch_size].to(device)
+            batch_product = pool_product[rows]
+        elif pool_product is not pool:
+            batch_product = pool_product
+        loss, grad = activeft_loss_and_grad(pool, theta.detach(), temperature, buffer=buffer,
+                                            product_features=batch_product, rows=rows)
         theta.grad = grad
         optimizer.step()
         losses.append(loss)

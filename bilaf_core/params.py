@@ -34,7 +34,8 @@ class ParamSpec:
     """One parameter as a widget or an option needs it.
 
     ``kind`` is "choice" (one of ``choices``), "int" or "float" (within ``low`` ..
-    ``high``; ``high`` None: unbounded; ``widget_high`` is where a slider stops),
+    ``high``, None: unbounded; a slider spans ``widget_low`` .. ``widget_high``, by
+    default the same bounds),
     "n_cores" (a positive int or "auto"), "optional_bool" or "seed" (an int or None).
     ``stage`` is "method", "stage1", "stage2" or "run".
     """
@@ -47,9 +48,16 @@ class ParamSpec:
     choices: tuple = ()
     low: float | None = None
     high: float | None = None
+    widget_low: float | None = None
     widget_high: float | None = None
     step: float | None = None
     label: str = ""
+
+    @property
+    def widget_range(self) -> tuple[float | None, float | None]:
+        """(min, max) of the app's slider or number input for this parameter."""
+        low = self.low if self.widget_low is None else self.widget_low
+        return low, self.high if self.widget_high is None else self.widget_high
 
     @property
     def flag(self) -> str:
@@ -74,26 +82,28 @@ class SelectionParams:
         AUTO, "K, the number of core samples (pseudo-class centres) of stage 1. 'auto': K = B for budgets of at most "
         "2 % of the pool (every label a core), else round(sqrt(B)); None (library only): the paper's generic "
         "0.5 % of N.",
-        "n_cores", "stage1", label="K (cores)")
+        "n_cores", "stage1", label="K: core samples (stage 1)")
     core_method: str = _spec("activeft", "How stage 1 chooses the cores.", "choice", "stage1", choices=CORE_METHODS,
-                             label="Stage 1 method")
+                             label="Stage-1 core method")
     variant: str = _spec("paper", "'paper': the paper's method with the reference code's defects fixed; "
                          "'reference': the authors' code reproduced index for index.", "choice", "stage2",
                          choices=VARIANTS, label="Variant")
     k_neighbors: int = _spec(10, "k of the iterative density-based denoising (IDC): a sample's density distance is its mean distance to "
                              "its k nearest already-included cluster members.", "int",
-                             "stage2", low=1, widget_high=50, step=1, label="k neighbours")
+                             "stage2", low=1, widget_high=50, step=1, label="k: density neighbours")
     include_ratio: float = _spec(0.1, "P_in: the share of a cluster that IDC adds to its included set per round (the first round: the "
                                  "samples closest to the core).",
-                                 "float", "stage2", low=0.0, high=1.0, step=0.01, label="P_in")
+                                 "float", "stage2", low=0.0, high=1.0, widget_low=0.05, step=0.05,
+                                 label="P_in: include ratio per IDC round")
     removal_ratio: float = _spec(0.1, "P_rm: the share of each cluster, the least dense by IDC's ranking, removed as noise before the "
                                  "boundary picks.",
-                                 "float", "stage2", low=0.0, high=1.0, widget_high=0.5, step=0.01, label="P_rm")
+                                 "float", "stage2", low=0.0, high=1.0, widget_high=0.9, step=0.05,
+                                 label="P_rm: removal ratio")
     opponent_penalty: float = _spec(1.1, "delta of paper Eq. 7: an opponent cluster already picked against is "
                                     "penalised by this factor (1.0 = no penalty).", "float", "stage2", low=1.0,
-                                    widget_high=2.0, step=0.05, label="Opponent penalty δ")
+                                    widget_high=2.0, step=0.05, label="delta: opponent penalty (1 = off)")
     denoise: str = _spec("idc", "Denoising (paper Table 2 ablation).", "choice", "stage2", choices=DENOISERS,
-                         label="Denoising")
+                         label="Denoiser")
     criterion: str = _spec("boundary_score", "How boundary samples are ranked (paper Table 2 ablation).", "choice",
                            "stage2", choices=CRITERIA, label="Criterion")
     process: str = _spec("iterative", "Pick boundary samples one at a time or all at once (paper Table 2 ablation).",
