@@ -57,6 +57,7 @@ __all__ = [
     "PROCESSES",
     "NO_OPPONENT_DISTANCE",
     "assign_clusters",
+    "LocalDistances",
     "idc_order",
     "denoise_cluster",
     "DenoisedCluster",
@@ -124,8 +125,11 @@ def assign_clusters(features: np.ndarray, cores: np.ndarray, *, exact: bool = Fa
 # ----------------------------------------------------------------------------------
 # Step 2: denoising
 # ----------------------------------------------------------------------------------
-class _LocalDistances:
-    """Distances among one cluster's samples: a cached matrix, or rows on demand."""
+class LocalDistances:
+    """Distances among one cluster's n samples (Euclidean; ``exact=False`` is the fast
+    dot-product form): a cached (n, n) matrix up to a few thousand samples, else rows
+    computed on demand. The input of :func:`idc_order`, :func:`denoise_cluster` and
+    the pickers; built from the cluster's (n, d) features, in local index order."""
 
     def __init__(self, features: np.ndarray, *, exact: bool):
         self.exact = exact
@@ -167,7 +171,7 @@ def _row_chunks(n_rows: int, n_cols: int) -> range:
     return range(0, n_rows, step), step
 
 
-def _first_round(dist: _LocalDistances, core: int, m: int, *, core_first: bool) -> np.ndarray:
+def _first_round(dist: LocalDistances, core: int, m: int, *, core_first: bool) -> np.ndarray:
     """The m samples nearest the core, ties by local index (Alg. 1 line 5)."""
     positions = np.arange(dist.n)
     order = np.lexsort((positions, dist.row(core, positions)))
@@ -177,7 +181,7 @@ def _first_round(dist: _LocalDistances, core: int, m: int, *, core_first: bool) 
 
 
 def idc_order(
-    dist: _LocalDistances, core: int, *, k_neighbors: int, include_ratio: float, reference: bool
+    dist: LocalDistances, core: int, *, k_neighbors: int, include_ratio: float, reference: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Iterative density-based clustering of one cluster (paper Sec. 3.2, Alg. 1 l. 4-9).
 
@@ -233,7 +237,7 @@ def idc_order(
     return np.concatenate(order), np.concatenate(rounds)
 
 
-def _merge_smallest(current: np.ndarray, dist: _LocalDistances, rows: np.ndarray, new_cols: np.ndarray, k: int) -> np.ndarray:
+def _merge_smallest(current: np.ndarray, dist: LocalDistances, rows: np.ndarray, new_cols: np.ndarray, k: int) -> np.ndarray:
     """Each row's k smallest among its ``current`` distances and those to ``new_cols``."""
     width = min(k, current.shape[1] + new_cols.size)
     out = np.empty((rows.size, width), dtype=np.float64)
@@ -246,7 +250,7 @@ def _merge_smallest(current: np.ndarray, dist: _LocalDistances, rows: np.ndarray
     return out
 
 
-def _reference_density_distance(dist: _LocalDistances, candidates: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
+def _reference_density_distance(dist: LocalDistances, candidates: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
     """The reference code's density distance, defect included.
 
     It finds the *positions* (within the included list) of a candidate's k nearest
@@ -294,7 +298,7 @@ class DenoisedCluster:
 
 
 def denoise_cluster(
-    dist: _LocalDistances,
+    dist: LocalDistances,
     core: int,
     *,
     method: str,
@@ -345,7 +349,7 @@ def _core_first(order: np.ndarray, core: int) -> np.ndarray:
     return np.concatenate(([core], order[order != core])).astype(np.int64)
 
 
-def _knn_density_distance(dist: _LocalDistances, k: int) -> np.ndarray:
+def _knn_density_distance(dist: LocalDistances, k: int) -> np.ndarray:
     """Mean distance of each sample to its k nearest other samples in the cluster."""
     n = dist.n
     if n == 1:
@@ -607,7 +611,7 @@ class ClusterPicker:
         Record a :class:`Pick` per step in ``trace``.
     """
 
-    def __init__(self, dist: _LocalDistances, scorer, *, core: int, budget: int, iterative: bool, keep_trace: bool = False):
+    def __init__(self, dist: LocalDistances, scorer, *, core: int, budget: int, iterative: bool, keep_trace: bool = False):
         self.dist = dist
         self.scorer = scorer
         self.core = core
@@ -762,7 +766,7 @@ def cluster_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = 
     nearest = assign_clusters(features, cores, exact=reference, n_neighbors=listed)
     members_of = _group(nearest.labels, n_cores)
     with _cluster_map(features.shape[0], n_cores) as run:
-        local = list(run(lambda members: _LocalDistances(features[members], exact=reference), members_of))
+        local = list(run(lambda members: LocalDistances(features[members], exact=reference), members_of))
     return ClusterGeometry(
         cores=np.array(cores, dtype=np.int64), labels=nearest.labels, members_of=members_of,
         other_cores=_other_cores(nearest, nearest.labels, n_cores), local_distances=local, variant=variant,
@@ -1002,10 +1006,10 @@ def _group(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:
     return [order[bounds[i] : bounds[i + 1]] for i in range(n_groups)]
 
 
-class _SubsetDistances(_LocalDistances):
+class _SubsetDistances(LocalDistances):
     """A cluster's distances restricted to, and re-indexed by, a subset (no copy)."""
 
-    def __init__(self, parent: _LocalDistances, subset: np.ndarray):
+    def __init__(self, parent: LocalDistances, subset: np.ndarray):
         self.parent = parent
         self.subset = subset
         self.n = subset.size

@@ -7,7 +7,7 @@ from bilaf_core.boundary import (
     BoundaryScorer,
     ClusterPicker,
     DistanceScorer,
-    _LocalDistances,
+    LocalDistances,
     allocate_budget,
     assign_clusters,
     denoise_cluster,
@@ -38,13 +38,13 @@ def test_idc_order_by_hand(exact):
     # Round 2: mean distance to {0, 0.1}: 8 (0.15) -> 0.10, 2 (0.2) -> 0.15.
     # Round 3: two nearest of {0, .1, .15, .2}: 9 (.25) -> .075, 3 (.3) -> .125.
     # Round 4: 6 (.35) -> .075, 4 (5.0) -> 4.725. Round 5: 5 and 7.
-    order, rounds = idc_order(_LocalDistances(CLUSTER_1D, exact=exact), 0, k_neighbors=2, include_ratio=0.2, reference=False)
+    order, rounds = idc_order(LocalDistances(CLUSTER_1D, exact=exact), 0, k_neighbors=2, include_ratio=0.2, reference=False)
     np.testing.assert_array_equal(order, [0, 1, 8, 2, 9, 3, 6, 4, 5, 7])
     np.testing.assert_array_equal(rounds, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5])
 
 
 def test_idc_removal_keeps_floor_n_times_one_minus_ratio():
-    den = denoise_cluster(_LocalDistances(CLUSTER_1D, exact=False), 0, method="idc", k_neighbors=2,
+    den = denoise_cluster(LocalDistances(CLUSTER_1D, exact=False), 0, method="idc", k_neighbors=2,
                           include_ratio=0.2, removal_ratio=0.2, reference=False)
     np.testing.assert_array_equal(den.kept, [0, 1, 8, 2, 9, 3, 6, 4])
     np.testing.assert_array_equal(np.sort(den.removed), [5, 7])
@@ -54,10 +54,10 @@ def test_reference_idc_drops_leftovers_and_skips_small_clusters():
     points = np.arange(13, dtype=np.float32)[:, None]
     # n = 13, m = int(1.3) = 1: 13 rounds, nothing left over; with P_in = 0.3, m = 3:
     # only 3 * floor(13 / 3) = 12 samples are ever included, one is dropped.
-    den = denoise_cluster(_LocalDistances(points, exact=True), 0, method="idc", k_neighbors=10,
+    den = denoise_cluster(LocalDistances(points, exact=True), 0, method="idc", k_neighbors=10,
                           include_ratio=0.3, removal_ratio=0.0, reference=True)
     assert den.order.size == 12 and den.dropped.size == 1
-    small = denoise_cluster(_LocalDistances(points[:9], exact=True), 4, method="idc", k_neighbors=10,
+    small = denoise_cluster(LocalDistances(points[:9], exact=True), 4, method="idc", k_neighbors=10,
                             include_ratio=0.1, removal_ratio=0.5, reference=True)
     np.testing.assert_array_equal(small.kept, np.arange(9))  # untouched, index order
 
@@ -66,7 +66,7 @@ def test_reference_idc_drops_leftovers_and_skips_small_clusters():
 def test_other_denoisers_by_hand(method, expected_removed):
     # distance: 9.0 and 5.1 are farthest from the core at 0. density (k = 2): 9.0 ->
     # (3.9 + 4.0) / 2 = 3.95 and 5.0 -> (0.1 + 4.0) / 2 = 2.05 are the loosest.
-    den = denoise_cluster(_LocalDistances(CLUSTER_1D, exact=False), 0, method=method, k_neighbors=2,
+    den = denoise_cluster(LocalDistances(CLUSTER_1D, exact=False), 0, method=method, k_neighbors=2,
                           include_ratio=0.1, removal_ratio=0.2, reference=False)
     assert sorted(den.removed.tolist()) == sorted(expected_removed)
     assert den.kept[0] == 0
@@ -153,7 +153,7 @@ def test_pruned_opponent_search_equals_brute_force():
 
 def test_removal_radius_and_iterative_picks_by_hand():
     points = np.arange(10, dtype=np.float32)[:, None]  # core at position 0, x = 0
-    dist = _LocalDistances(points, exact=True)
+    dist = LocalDistances(points, exact=True)
     scorer = DistanceScorer(np.arange(10, dtype=np.float64), np.full(10, -1))
     picker = ClusterPicker(dist, scorer, core=0, budget=3, iterative=True, keep_trace=True)
     assert picker.radius == 3  # floor(10 / 3)
@@ -168,7 +168,7 @@ def test_removal_radius_and_iterative_picks_by_hand():
 def test_one_shot_takes_the_lowest_scores_without_removal():
     points = np.arange(10, dtype=np.float32)[:, None]
     scorer = DistanceScorer(np.arange(10, dtype=np.float64), np.full(10, -1))
-    picker = ClusterPicker(_LocalDistances(points, exact=True), scorer, core=0, budget=3, iterative=False)
+    picker = ClusterPicker(LocalDistances(points, exact=True), scorer, core=0, budget=3, iterative=False)
     picker.step()
     picker.step()
     assert picker.picks == [0, 9, 8]
