@@ -18,11 +18,16 @@ would still be ours. The NumPy binning below takes 0.03 s per 1,000,000 points.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import io
+import json
+import os
 import re
+import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -389,3 +394,48 @@ def picked_rows(points: list[dict]) -> np.ndarray:
         if data is not None:
             rows.add(int(data))
     return np.array(sorted(rows), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ProgressFile:
+    """A progress callback (fraction, message) for a map computed in another process (the
+    app's background UMAP / t-SNE job): each call replaces a small JSON file, which the
+    page reads (:meth:`read`) to show a bar with the time left. Picklable."""
+
+    path: str
+
+    @classmethod
+    def for_job(cls, key) -> "ProgressFile":
+        """The file of the job ``key`` (any value with a stable repr: source, method, seed)."""
+        name = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
+        return cls(os.path.join(tempfile.gettempdir(), "bilaf-progress", f"{name}.json"))
+
+    def reset(self) -> "ProgressFile":
+        """Forget an earlier job's progress (a new job starts); returns self."""
+        with contextlib.suppress(OSError, ValueError):
+            os.remove(self.path)
+        return self
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.time()
+        started = (self.read() or {}).get("started", now)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump({"fraction": float(fraction), "message": message, "started": started, "at": now}, handle)
+        os.replace(temporary, self.path)
+
+    def read(self) -> dict | None:
+        """{fraction, message, started, at} of the last call, or None before the first."""
+        with contextlib.suppress(OSError, ValueError):
+            with open(self.path) as handle:
+                return json.load(handle)
+        return None
+
+
+def time_left(fraction: float, elapsed: float) -> str:
+    """" · about N s left" (or min) once the work is far enough along to tell; else ""."""
+    if not 0.05 < fraction < 1 or elapsed < 2:
+        return ""
+    left = elapsed / fraction - elapsed
+    return f" · about {left:.0f} s left" if left < 120 else f" · about {left / 60:.0f} min left"

@@ -41,6 +41,8 @@ from bilaf_core.params import SelectionParams, param_specs
 from bilaf_core.projection import cached_projection, project_2d
 from bilaf_core.store import RunStore, StoreError, default_store_path
 
+from .maps import ProgressFile
+
 #: Pools above this size are projected with UMAP / t-SNE only when asked (a button).
 AUTO_PROJECTION_MAX = 20_000
 #: Interactive diagnostics average over at most this many pool samples (a fixed seeded
@@ -289,6 +291,11 @@ def selection(source: Source, budget: int, params: tuple, *, progress=None):
     return _remembered("selection", (source, budget, params), compute, max_entries=32)
 
 
+def selection_cached(source: Source, budget: int, params: tuple) -> bool:
+    """Whether :func:`selection` has this selection already (it returns at once)."""
+    return (source, budget, params) in _memos()[1].get("selection", {})
+
+
 @st.cache_resource(max_entries=16)
 def _disk_projection(source: Source, method: str, seed: int) -> np.ndarray | None:
     return cached_projection(features(source), method=method, random_state=seed)
@@ -350,7 +357,8 @@ def projection(source: Source, method: str, seed: int = 0, *, start: bool = True
         on_disk = _disk_projection(source, method, seed)
         if on_disk is not None or not start:
             return on_disk
-        jobs[key] = job = executor.submit(project_2d, features(source), method=method, random_state=seed)
+        jobs[key] = job = executor.submit(project_2d, features(source), method=method, random_state=seed,
+                                          progress=ProgressFile.for_job(key).reset())  # read by the page
     if not job.done():
         return None
     return job.result()  # re-raises a failed job's error for the page to show

@@ -231,3 +231,14 @@ def gallery_ids(page: Page) -> list[str]:
     """The ids under the gallery's images (the first line of each caption)."""
     captions = page.locator('.bilaf-caption >> visible=true').all_inner_texts()
     return [c.split("\n")[0].strip() for c in captions]
+
+
+def to_page(page: Page, xy, index: int = 0) -> list[tuple[float, float]]:
+    """Page pixels of data points ``xy`` ((N, 2), the map's own coordinates) on the
+    index-th plotly map, through its axes: where pool samples drawn as a density image
+    (no markers to read) lie, for checking what a lasso over that image holds."""
+    plot = page.locator(".js-plotly-plot").nth(index)
+    return [tuple(p) for p in plot.evaluate("""(gd, xy) => {
+        const box = gd.getBoundingClientRect(), L = gd._fullLayout;
+        return xy.map(([x, y]) => [box.left + L._size.l + L.xaxis.l2p(x), box.top + L._size.t + L.yaxis.l2p(y)]);
+    }""", [[float(x), float(y)] for x, y in xy])]

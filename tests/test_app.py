@@ -136,6 +136,12 @@ def test_compare_page_shows_a_table_of_diagnostics():
     _no_failure(at)
     table = at.dataframe[-1].value  # [0] is the settings editor
     assert list(table["setting"])[0].startswith("bilaf") and len(table) == 4
+    said = [c.value for c in at.caption if "cache" in c.value or "Computed in" in c.value]
+    assert len(said) == 4 and "From the cache" in said[0]  # the Select page's own selection, computed there
+    assert all("Computed in" in line for line in said[1:]), said
+    at.run()  # the same settings again: every one from the cache
+    said = [c.value for c in at.caption if "cache" in c.value or "Computed in" in c.value]
+    assert len(said) == 4 and all("From the cache" in line for line in said), said
 
 
 def _launch(protocol: str, **widgets) -> AppTest:

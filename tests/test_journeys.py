@@ -357,3 +357,30 @@ def test_inspect_enlarges_a_sample_beside_its_neighbours_on_the_map(server, brow
     expect(page.locator(".legendtext").filter(has_text="12 nearest")).to_have_count(1)
     expect(page.locator(".legendtext").filter(has_text=first)).to_have_count(1)
     assert_clean(page, browser)
+
+
+def test_inspect_map_shows_the_cluster_filter(server, browser, tmp_path):
+    """The Inspect map draws what its filters keep: the overlays of the chosen cluster only,
+    the rest of the pool grey (named so in the colour legend)."""
+    page = _open(server, browser)
+    go(page, "Inspect", "Inspect the selection")
+    wait_idle(page)
+    expect(page.get_by_text("outside the filters")).to_have_count(0)
+
+    def overlay_clusters() -> dict[str, set[int]]:
+        return {name: set(clusters) for name, clusters in page.locator(".js-plotly-plot").first.evaluate(
+            "gd => gd._fullData.filter(t => !t.name.startsWith('pool'))"
+            ".map(t => [t.name, Array.from(t.customdata, c => c[1])])")}
+
+    assert len(set().union(*overlay_clusters().values())) > 1
+    combo = page.get_by_role("combobox", name="Cluster")
+    combo.scroll_into_view_if_needed()
+    combo.click()
+    page.get_by_role("option", name="2", exact=True).click()
+    expect(page.get_by_text("outside the filters")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    shown = overlay_clusters()
+    assert shown and all(clusters == {2} for clusters in shown.values()), shown
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "inspect_cluster_filter.png"))
+    assert_clean(page, browser)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from browser import (LONG, assert_clean, cpu_seconds, drag, go, map_box, map_points, metric, nudge, pick_tool,
-                     slider_value, streamlit_server, wait_select)
+from bilaf_core.projection import project_2d
+from browser import (LONG, assert_clean, cpu_seconds, drag, go, map_box, metric, nudge, pick_tool, slider_value,
+                     streamlit_server, to_page, wait_select)
 from conftest import SHARED
 
 FEATURES = SHARED / "data" / "cifar10" / "cifar10_effl0_features.npz"
@@ -30,7 +31,7 @@ def test_cifar_features_link_tune_lasso_leave_and_reload(server, browser):
     page.goto(f"{server}/?data=features&file={FEATURES}&budget=500&n_cores=50")
     wait_select(page)
     assert metric(page, "Selected") == "500" and metric(page, "Core") == "50"
-    expect(page.get_by_text("pool (10,000 of 50,000 drawn)")).to_be_attached()
+    expect(page.locator(".js-plotly-plot").first.locator("image")).to_have_count(1)  # the pool: a density image
 
     nudge(page, "P_rm: removal ratio", 2)
     page.get_by_role("button", name="Select", exact=True).click()
@@ -40,11 +41,13 @@ def test_cifar_features_link_tune_lasso_leave_and_reload(server, browser):
 
     pick_tool(page, "Box Select")
     box = map_box(page)
-    drawn = map_points(page)
-    cx, cy = np.median(np.array([(x, y) for x, y, _ in drawn]), axis=0)
+    with np.load(FEATURES) as data:  # the page's map is PCA (UMAP only on request at 50,000)
+        coords = project_2d(data["train_features"].astype(np.float32), method="pca", use_cache=False)
+    drawn = np.array(to_page(page, coords))  # every pool sample, under the density image or a marker
+    cx, cy = np.median(drawn, axis=0)
 
     def rows_within(r: float) -> set[int]:
-        return {int(row) for x, y, row in drawn if abs(x - cx) < r and abs(y - cy) < r}
+        return set(np.flatnonzero((np.abs(drawn[:, 0] - cx) < r) & (np.abs(drawn[:, 1] - cy) < r)).tolist())
 
     held = rows_within(25)
     assert held and box["width"] > 100

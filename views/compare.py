@@ -1,5 +1,7 @@
 """Compare page: two to four selections side by side on the same map (paper Fig. 7, live)."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -49,23 +51,29 @@ coords = coords if coords is not None else state.projection(source, "pca")
 st.caption("Every map has the same axes and colours: the pool faint (by pseudo-class), stars the cores (a "
            "whole-budget method's picks), circles BiLAF's boundary picks, crosses the removed noise; markers shrink "
            "as their number grows.")
+overall = st.empty()  # which setting of how many is being computed; each column has its own bar
 columns = st.columns(len(rows))
 table = []
-for col, (_, row) in zip(columns, rows.iterrows()):
+for number, (col, (_, row)) in enumerate(zip(columns, rows.iterrows())):
     values, name = state.compare_setting(select_values, {column: row[column] for column in EDITABLE})
     params = state.selection_params(values)
     with col:
         st.markdown(f"**{name}**")
         try:
             with session.progress_bar(name) as report:
+                overall.caption(f"Setting {number + 1} of {len(rows)}: {name} ...")
+                cached, started = state.selection_cached(source, budget, params), time.perf_counter()
                 result = state.selection(source, budget, params, progress=report)
+                took = time.perf_counter() - started
         except ValueError as exc:
             st.error(str(exc))
             continue
         st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, height=320, show_legend=False),
                         width="stretch", key=f"compare_map_{len(table)}_{name}")
-        if result.params["method"] == "bilaf":  # under the map: the maps stay level with each other
-            st.caption(f"K = {result.params['n_cores']:,} ({result.params['n_cores_rule']})")
+        # under the map (the maps stay level with each other): K's reason, and whether it was computed now
+        k_line = (f"K = {result.params['n_cores']:,} ({result.params['n_cores_rule']}). "
+                  if result.params["method"] == "bilaf" else "")
+        st.caption(k_line + ("From the cache (computed before)." if cached else f"Computed in {took:.1f} s."))
         measured = state.selection_diagnostics(source, result, normalize=True)  # one space for all settings
         table.append({"setting": name, "EMD proxy": measured["emd_proxy"], "coverage": measured["coverage"],
                       "classes covered": measured.get("classes_covered", np.nan),
@@ -73,6 +81,7 @@ for col, (_, row) in zip(columns, rows.iterrows()):
         advice, value = state.guide(source, result)  # the same budget for every row: the same advice
         if advice is not None and advice.diagnostic is not None:
             table[-1][DIAGNOSTIC_NAMES[advice.diagnostic][0]] = value
+overall.empty()
 if table:
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
                  column_config={"coverage": st.column_config.NumberColumn(format="%.3f"),

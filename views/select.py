@@ -9,7 +9,7 @@ from bilaf_core.boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
 from bilaf_core.core import CORE_METHODS
 from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import exports, gallery, session, state
-from studio.maps import draws_density, legend_html, pool_colouring, selection_figure
+from studio.maps import ProgressFile, draws_density, legend_html, pool_colouring, selection_figure, time_left
 
 source, fs = state.current_feature_set()
 n = len(fs.ids)
@@ -113,6 +113,11 @@ with st.container():  # the map takes the page's width; the diagnostics go under
             @st.fragment(run_every="2s")
             def wait_for_map():
                 st.info(f"Computing the {MAP_NAMES[projection]} map in the background; PCA meanwhile.")
+                done = ProgressFile.for_job((source, projection, 0)).read()
+                if done is not None:
+                    elapsed = done["at"] - done["started"]
+                    st.progress(min(1.0, done["fraction"]), text=f"{MAP_NAMES[projection]}: {done['message']}"
+                                f"{time_left(done['fraction'], elapsed)} ({elapsed:.0f} s so far)")
                 if state.projection(source, projection, seed=0, start=False) is not None:
                     st.rerun()
 
