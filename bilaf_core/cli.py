@@ -259,7 +259,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
         report = _ProgressBar()
         try:
             result = extract_features(split, backbone, batch_size=args.batch_size, num_workers=args.workers,
-                                      progress=report)
+                                      progress=report, engine=args.engine, ray_address=args.ray_address,
+                                      gpus_per_worker=args.gpus_per_worker)
         finally:
             report.close()
         arrays[f"{prefix}features"] = np.asarray(result.features, dtype=np.float32)
@@ -307,7 +308,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(handler=_cmd_evaluate)
 
     from .data import DATASETS
-    from .features import DEFAULT_BACKBONE, POOLINGS
+    from .features import DEFAULT_BACKBONE, ENGINES, POOLINGS
 
     feat = commands.add_parser("features", help="extract (and cache) features of an image pool")
     feat.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -317,7 +318,17 @@ def _build_parser() -> argparse.ArgumentParser:
     feat.add_argument("--root", help="data folder (for --dataset folder: the image directory)")
     feat.add_argument("--pooling", default="auto", choices=POOLINGS)
     feat.add_argument("--batch-size", type=int, default=64)
-    feat.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1)")
+    feat.add_argument("--engine", default="local", choices=ENGINES,
+                      help="local: this process; ray: Ray Data on a cluster (--ray-address) or a local Ray runtime. "
+                           "Both write the same feature cache")
+    feat.add_argument("--ray-address", metavar="HOST:PORT",
+                      help="--engine ray: the cluster's head (what 'ray start --head' prints, or 'auto'); "
+                           "default: start a local Ray runtime")
+    feat.add_argument("--workers", type=int, default=None,
+                      help="local: DataLoader workers (default: cores - 1); ray: model actors (default: one per GPU "
+                           "with --gpus-per-worker, else one per node)")
+    feat.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
+                      help="--engine ray: GPUs per model actor (default 0: CPUs; 0.5: two models per GPU)")
     feat.add_argument("--no-fallback", dest="fallback", action="store_false",
                       help="fail instead of falling back to the bundled EfficientNet-Lite0 when weights are unavailable")
     feat.add_argument("--limit", type=int, help="a seeded random subset of this many training images (default: all)")

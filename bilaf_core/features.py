@@ -8,7 +8,9 @@
 * :func:`extract_features` -- batched extraction through a DataLoader, cached on disk
   under a key of (pool fingerprint, backbone, weights hash, transform, pooling), written
   chunk by chunk (an interrupted run resumes from its last finished chunk), read back
-  memory-mapped. Images that cannot be read are skipped, counted and listed.
+  memory-mapped. Images that cannot be read are skipped, counted and listed. Computed
+  in this process, or on a Ray cluster (``engine="ray"``, :mod:`bilaf_core.ray_engine`)
+  into the same cache.
 * :func:`load_feature_file` -- precomputed features (.npy, .npz, .parquet).
 * :func:`thumbnails` -- small images for galleries, cached the same way.
 """
@@ -38,6 +40,7 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "BUNDLED_BACKBONE",
     "POOLINGS",
+    "ENGINES",
     "Backbone",
     "FeatureSet",
     "load_backbone",
@@ -229,17 +232,17 @@ def _cached_hub_weights(model_name: str) -> bool:
 
 
 @contextlib.contextmanager
-def _hub_offline():
-    """Make huggingface_hub read its cache without touching the network."""
-    previous = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
+def _environment(name: str, value: str):
+    """Environment variable ``name`` set to ``value`` inside the block, restored after it."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["HF_HUB_OFFLINE"] = previous
+            os.environ[name] = previous
 
 
 def load_backbone(
@@ -288,7 +291,7 @@ def load_backbone(
         model = timm.create_model(architecture, pretrained=False, num_classes=0)
         source, weights_id = "random initialisation", f"random:{architecture}"
     elif _cached_hub_weights(name):
-        with _hub_offline():
+        with _environment("HF_HUB_OFFLINE", "1"):  # huggingface_hub reads its cache, never the network
             model = timm.create_model(name, pretrained=True, num_classes=0)
         source, weights_id = f"timm pretrained ({name}, local cache)", f"timm:{name}"
     elif network_available():
@@ -351,16 +354,38 @@ def pooled_features(model, pooling: str, batch):
 # ----------------------------------------------------------------------------------
 # Extraction
 # ----------------------------------------------------------------------------------
+def _resized(pool: Pool, index: int, backbone: Backbone) -> tuple[np.ndarray, str]:
+    """Image ``index`` decoded and resized to the backbone's input, (H, W, 3) uint8, and
+    ``""``; for an image that cannot be read, zeros and the reason (truncated, 0 bytes,
+    decompression bomb, ...). The geometric half of the transform (see :func:`_normalised`)."""
+    size = backbone.input_size[::-1]  # PIL wants (width, height)
+    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}.get(backbone.interpolation, Image.BICUBIC)
+    try:
+        return np.asarray(pool.load_image(index).resize(size, resample), dtype=np.uint8), ""
+    except Exception as exc:
+        return np.zeros((*backbone.input_size, 3), np.uint8), f"{type(exc).__name__}: {exc}"[:300] or "unreadable"
+
+
+def _normalised(images: np.ndarray, backbone: Backbone) -> np.ndarray:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 scaled to [0, 1] and standardised with the
+    backbone's mean and std: the per-pixel half of the transform."""
+    mean = np.asarray(backbone.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(backbone.std, dtype=np.float32)[:, None, None]
+    return (np.asarray(images, dtype=np.float32).transpose(0, 3, 1, 2) / 255.0 - mean) / std
+
+
+def _embed(backbone: Backbone, batch) -> np.ndarray:
+    """(B, d) float32 features of a normalised (B, 3, H, W) tensor, on the backbone's device."""
+    return pooled_features(backbone.model, backbone.pooling, batch.to(backbone.device, non_blocking=True)).float().cpu().numpy()
+
+
 class _Images:
     """Dataset of transformed pool images; a failed image yields zeros and its reason."""
 
     def __init__(self, pool: Pool, indices: np.ndarray, backbone: Backbone):
         self.pool = pool
         self.indices = indices
-        self.size = backbone.input_size[::-1]  # PIL wants (width, height)
-        self.resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}.get(backbone.interpolation, Image.BICUBIC)
-        self.mean = np.asarray(backbone.mean, dtype=np.float32)[:, None, None]
-        self.std = np.asarray(backbone.std, dtype=np.float32)[:, None, None]
+        self.backbone = backbone
 
     def __len__(self) -> int:
         return self.indices.size
@@ -368,12 +393,8 @@ class _Images:
     def __getitem__(self, item: int):
         import torch
 
-        try:
-            image = self.pool.load_image(int(self.indices[item])).resize(self.size, self.resample)
-            array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
-            return torch.from_numpy((array - self.mean) / self.std), ""
-        except Exception as exc:  # truncated, 0 bytes, decompression bomb, unreadable ...
-            return torch.zeros((3, self.size[1], self.size[0])), f"{type(exc).__name__}: {exc}"[:300] or "unreadable"
+        image, reason = _resized(self.pool, int(self.indices[item]), self.backbone)
+        return torch.from_numpy(_normalised(image[None], self.backbone)[0]), reason
 
 
 def _pixel_chunk(pool: Pool, indices: np.ndarray, size: tuple[int, int] | None):
@@ -408,6 +429,9 @@ def _num_workers(requested: int | None) -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+ENGINES = ("local", "ray")
+
+
 def extract_features(
     pool: Pool,
     backbone: Backbone,
@@ -418,21 +442,50 @@ def extract_features(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     progress: Progress | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    gpus_per_worker: float = 0,
 ) -> FeatureSet:
     """Features of every readable image of ``pool``.
 
     The result is cached under ``cache_dir`` (default ``~/.cache/bilaf-studio/features``)
     keyed by the pool's fingerprint, the backbone, its weights, the transform and the
-    pooling. Work is saved chunk by chunk (``chunk_size`` images, each written to a
-    temporary file and renamed), so an interrupted extraction resumes where it stopped;
-    the final array is read back memory-mapped. The ``pixels`` backbone flattens the
-    images (resized to the first image's size) and standardises every position.
-    """
-    import torch
+    pooling (not the engine: both engines give the same rows). Work is saved chunk by
+    chunk (``chunk_size`` images, each written to a temporary file and renamed), so an
+    interrupted extraction resumes where it stopped, skipping finished chunks, whichever
+    engine wrote them; the final array is read back memory-mapped. The ``pixels``
+    backbone flattens the images (resized to the first image's size) and standardises
+    every position.
 
+    Parameters
+    ----------
+    batch_size : images per forward pass.
+    num_workers : ``local``: DataLoader worker processes (default: cores - 1, at most 4);
+        ``ray``: model actors (default: one per GPU with ``gpus_per_worker``, else one per
+        node of the cluster).
+    engine : ``local`` (this process, a PyTorch DataLoader) or ``ray`` (Ray Data on a
+        cluster or a local Ray runtime; see :mod:`bilaf_core.ray_engine`).
+    ray_address : ``ray`` only: the cluster's head, ``HOST:PORT`` (what ``ray start
+        --head`` prints) or ``auto``; None: ``$RAY_ADDRESS`` when set (as inside a Ray
+        job), else a new local Ray runtime.
+    gpus_per_worker : ``ray`` only: GPUs per model actor (0: on the CPU).
+
+    Raises
+    ------
+    ValueError : bad options (what to change is said), a Ray cluster that cannot be
+        reached, or a pool none of whose images can be read.
+    """
     v.check_positive_int(batch_size, "batch_size")
     v.check_positive_int(chunk_size, "chunk_size")
-    report = progress or (lambda fraction, message: None)
+    v.check_choice(engine, "engine", ENGINES)
+    if engine == "ray":
+        from .ray_engine import check_options
+
+        check_options(backbone, address=ray_address, workers=num_workers, gpus_per_worker=gpus_per_worker)
+    elif ray_address is not None or gpus_per_worker:
+        raise ValueError("ray_address and gpus_per_worker apply to the Ray engine only; pass engine='ray' "
+                         "(--engine ray), or leave them out for the local engine")
+    report = _monotone(progress)
     n = len(pool)
     key_source = json.dumps([_CACHE_VERSION, pool.fingerprint, backbone.name, backbone.weights_id,
                              backbone.transform_id, backbone.pooling, n])
@@ -445,47 +498,88 @@ def extract_features(
     folder.mkdir(parents=True, exist_ok=True)
     for orphan in folder.glob(".*.tmp"):  # a killed run's half-written chunk: never read, removed
         orphan.unlink(missing_ok=True)
-    pixel_size = _first_readable_size(pool) if backbone.name == "pixels" else None
     n_chunks = math.ceil(n / chunk_size)
-    workers = _num_workers(num_workers)
-    for c in range(n_chunks):
-        chunk_file = folder / f"chunk_{c:05d}.npz"
-        if use_cache and chunk_file.is_file():
-            continue  # finished before an interruption
-        indices = np.arange(c * chunk_size, min(n, (c + 1) * chunk_size))
-        if backbone.model is None:
-            features, reasons = _pixel_chunk(pool, indices, pixel_size)
-        else:
-            loader = torch.utils.data.DataLoader(_Images(pool, indices, backbone), batch_size=batch_size,
-                                                 num_workers=workers, pin_memory=backbone.device == "cuda")
-            parts, reasons = [], []
-            with torch.inference_mode():
-                for batch, batch_reasons in loader:
-                    parts.append(pooled_features(backbone.model, backbone.pooling, batch.to(backbone.device, non_blocking=True)).float().cpu().numpy())
-                    reasons.extend(batch_reasons)
-                    done = c * chunk_size + len(reasons)
-                    report(done / n, f"{backbone.name}: {done:,}/{n:,} images")
-            features = np.concatenate(parts)
-        with atomic_open(chunk_file, "wb") as handle:
+    todo = [c for c in range(n_chunks) if not (use_cache and _chunk_path(folder, c).is_file())]
+    if engine == "ray":
+        from .ray_engine import ray_chunks
+
+        computed = ray_chunks(pool, backbone, todo, chunk_size=chunk_size, batch_size=batch_size,
+                              address=ray_address, workers=num_workers, gpus_per_worker=gpus_per_worker,
+                              progress=report)
+    else:
+        computed = _local_chunks(pool, backbone, todo, chunk_size=chunk_size, batch_size=batch_size,
+                                 num_workers=num_workers, progress=report)
+    done = n - sum(_chunk_indices(c, chunk_size, n).size for c in todo)  # images in chunks finished earlier
+    for c, features, reasons in computed:
+        with atomic_open(_chunk_path(folder, c), "wb") as handle:
             np.savez(handle, features=features.astype(np.float32), reasons=np.array(reasons, dtype=str))
-        report(min(n, (c + 1) * chunk_size) / n, f"{backbone.name}: chunk {c + 1}/{n_chunks} saved")
+        done += len(reasons)
+        report(done / n, f"{backbone.name}: chunk {c + 1}/{n_chunks} saved")
 
     meta = _assemble(folder, n_chunks, final, standardise=backbone.model is None)
     if not meta["kept"]:
         raise ValueError(f"none of the {n} images of {pool.name} could be read; first error: {meta['failed'][0][1]}")
     atomic_write_text(meta_path, json.dumps(meta))
     for c in range(n_chunks):
-        (folder / f"chunk_{c:05d}.npz").unlink(missing_ok=True)
+        _chunk_path(folder, c).unlink(missing_ok=True)
     return _feature_set(pool, np.load(final, mmap_mode="r"), meta, backbone, False)
+
+
+def _chunk_path(folder: Path, chunk: int) -> Path:
+    return folder / f"chunk_{chunk:05d}.npz"
+
+
+def _chunk_indices(chunk: int, chunk_size: int, n: int) -> np.ndarray:
+    """The pool indices of chunk ``chunk``."""
+    return np.arange(chunk * chunk_size, min(n, (chunk + 1) * chunk_size))
+
+
+def _monotone(progress: Progress | None) -> Progress:
+    """``progress`` that never moves back (the Ray engine finishes chunks out of order)."""
+    if progress is None:
+        return lambda fraction, message: None
+    highest = 0.0
+
+    def report(fraction: float, message: str) -> None:
+        nonlocal highest
+        highest = max(highest, fraction)
+        progress(highest, message)
+
+    return report
+
+
+def _local_chunks(pool: Pool, backbone: Backbone, chunks: list[int], *, chunk_size: int, batch_size: int,
+                  num_workers: int | None, progress: Progress):
+    """Yield (chunk, features, reasons) for each of ``chunks``, in order, computed here."""
+    import torch
+
+    n = len(pool)
+    pixel_size = _first_readable_size(pool) if backbone.model is None and chunks else None
+    workers = _num_workers(num_workers)
+    for c in chunks:
+        indices = _chunk_indices(c, chunk_size, n)
+        if backbone.model is None:
+            yield (c, *_pixel_chunk(pool, indices, pixel_size))
+            continue
+        loader = torch.utils.data.DataLoader(_Images(pool, indices, backbone), batch_size=batch_size,
+                                             num_workers=workers, pin_memory=backbone.device == "cuda")
+        parts, reasons = [], []
+        with torch.inference_mode():
+            for batch, batch_reasons in loader:
+                parts.append(_embed(backbone, batch))
+                reasons.extend(batch_reasons)
+                done = c * chunk_size + len(reasons)
+                progress(done / n, f"{backbone.name}: {done:,}/{n:,} images")
+        yield c, np.concatenate(parts), reasons
 
 
 def _assemble(folder: Path, n_chunks: int, final: Path, *, standardise: bool) -> dict:
     """Stream the chunks' readable rows into one .npy (atomically); return the metadata."""
     kept, failed, total = [], [], 0
-    with np.load(folder / "chunk_00000.npz", allow_pickle=False) as chunk:
+    with np.load(_chunk_path(folder, 0), allow_pickle=False) as chunk:
         width = chunk["features"].shape[1]
     for c in range(n_chunks):  # this pass reads only the (small) reasons arrays
-        with np.load(folder / f"chunk_{c:05d}.npz", allow_pickle=False) as chunk:
+        with np.load(_chunk_path(folder, c), allow_pickle=False) as chunk:
             reasons = chunk["reasons"]
         for j, reason in enumerate(reasons):
             if reason:
@@ -499,7 +593,7 @@ def _assemble(folder: Path, n_chunks: int, final: Path, *, standardise: bool) ->
         sums = np.zeros(width, dtype=np.float64)
         squares = np.zeros(width, dtype=np.float64)
         for c in range(n_chunks):
-            with np.load(folder / f"chunk_{c:05d}.npz", allow_pickle=False) as chunk:
+            with np.load(_chunk_path(folder, c), allow_pickle=False) as chunk:
                 rows = chunk["features"][chunk["reasons"] == ""]
             if standardise:  # first pass only gathers moments; rows are rewritten below
                 sums += rows.sum(axis=0)
