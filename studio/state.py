@@ -225,6 +225,29 @@ def geometry(source: Source, n_cores: int, core_method: str, seed: int, variant:
 PAGE_PARAMS = tuple(spec.name for spec in param_specs() if spec.stage != "run")
 
 
+def param_widget(name: str) -> dict:
+    """The label, help and range (or options) of a selection parameter's widget, from its
+    one definition (:func:`bilaf_core.params.param_specs`)."""
+    spec = next(spec for spec in param_specs() if spec.name == name)
+    widget = {"label": spec.label, "help": spec.help}
+    if spec.kind == "choice":
+        widget["options"] = list(spec.choices)
+    elif spec.kind in ("int", "float"):
+        widget["min_value"], widget["max_value"] = spec.widget_range
+        widget["step"] = spec.step
+    return widget
+
+
+def param_column(name: str):
+    """A Compare table column for a selection parameter: its options or range and help,
+    from the same definition as the Select page's widget."""
+    widget = param_widget(name)
+    if "options" in widget:
+        return st.column_config.SelectboxColumn(options=widget["options"], help=widget["help"], required=name == "method")
+    return st.column_config.NumberColumn(min_value=widget["min_value"], max_value=widget["max_value"],
+                                         step=widget["step"], help=widget["help"])
+
+
 def select_defaults(n: int) -> dict:
     """The Select page's starting values for a pool of ``n`` samples: the library's own
     defaults (:class:`bilaf_core.params.SelectionParams`) plus the page's budget, seed and map."""

@@ -6,8 +6,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bilaf_core import METHODS
-from bilaf_core.boundary import DENOISERS
 from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import session, state
 from studio.maps import selection_figure
@@ -29,12 +27,10 @@ if key not in st.session_state:  # new on this run (first visit, back from a pag
          for method in ("bilaf", "activeft", "kmeans", "random")]))
 settings = st.data_editor(
     pool.values["compare_base"], num_rows="dynamic", hide_index=True, key=key,
-    column_config={"method": st.column_config.SelectboxColumn(options=list(METHODS), required=True),
-                   "denoise": st.column_config.SelectboxColumn(options=list(DENOISERS)),
+    column_config={**{name: state.param_column(name) for name in ("method", "removal_ratio", "opponent_penalty",
+                                                                   "denoise")},
                    "n_cores": st.column_config.TextColumn(validate=r"^\s*(auto|[1-9][0-9]*)\s*$",
                                                           help="K: 'auto' or a whole number"),
-                   "removal_ratio": st.column_config.NumberColumn(min_value=0.0, max_value=0.9, step=0.05),
-                   "opponent_penalty": st.column_config.NumberColumn(min_value=1.0, max_value=3.0, step=0.05),
                    "seed": st.column_config.NumberColumn(min_value=0, step=1)},
 )
 pool.values["compare_rows"] = settings

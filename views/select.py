@@ -3,10 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from bilaf_core import METHODS
-from bilaf_core.auto import AUTO, LOW_BUDGET_POOL_PER_LABEL
-from bilaf_core.boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
-from bilaf_core.core import CORE_METHODS
+from bilaf_core.auto import AUTO
 from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import exports, gallery, session, state
 from studio.maps import ProgressFile, draws_density, legend_html, pool_colouring, selection_figure, time_left
@@ -19,8 +16,12 @@ st.title("Select samples to label")
 MAP_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 
 
-def keep(widget, name, label, **kwargs):
-    return session.kept(widget, name, label, default=default[name], state=pool, **kwargs)
+def keep(widget, name, label=None, **kwargs):
+    """A widget whose value the pool keeps; a selection parameter's label, help and range
+    come with ``**state.param_widget(name)``."""
+    if label is not None:
+        kwargs["label"] = label
+    return session.kept(widget, name, default=default[name], state=pool, **kwargs)
 
 
 def switch_budget_unit() -> None:
@@ -37,31 +38,28 @@ unit = keep(st.radio, "budget_unit", "Budget in", options=["samples", "% of the 
             on_change=switch_budget_unit)
 with st.form("selection_parameters"):
     left, mid, right = st.columns(3)
-    keep(left.selectbox, "method", "Method", options=METHODS, help="BiLAF, or a baseline selecting the whole budget")
+    keep(left.selectbox, "method", **state.param_widget("method"))
     if unit == "samples":
         keep(mid.number_input, "budget", "Budget B", min_value=1)  # above the pool: clamped below, with a warning
     else:
         keep(mid.number_input, "budget_percent", "Budget (% of the pool)", min_value=0.01, step=0.5)
     if n > 1:
-        keep(right.select_slider, "n_cores", "K: core samples (stage 1)", options=[AUTO, *range(1, min(n, 1000) + 1)],
-             help="pseudo-class centres; must not exceed the budget. auto: every label a core (K = B) for budgets "
-                  f"of at most 1/{LOW_BUDGET_POOL_PER_LABEL} of the pool, else K = round(sqrt(B)); the line under "
-                  "the counts says which K it chose and why.")
+        keep(right.select_slider, "n_cores", options=[AUTO, *range(1, min(n, 1000) + 1)],
+             **state.param_widget("n_cores"))
     else:  # a slider needs two values
         pool.values["n_cores"] = 1
         right.caption("K = 1: the pool has a single sample")
-    keep(left.slider, "removal_ratio", "P_rm: removal ratio", min_value=0.0, max_value=0.9, step=0.05)
-    keep(mid.slider, "include_ratio", "P_in: include ratio per IDC round", min_value=0.05, max_value=1.0, step=0.05)
-    keep(right.slider, "k_neighbors", "k: density neighbours", min_value=1, max_value=50)
-    keep(left.slider, "opponent_penalty", "delta: opponent penalty (1 = off)", min_value=1.0, max_value=2.0,
-         step=0.05)
+    keep(left.slider, "removal_ratio", **state.param_widget("removal_ratio"))
+    keep(mid.slider, "include_ratio", **state.param_widget("include_ratio"))
+    keep(right.slider, "k_neighbors", **state.param_widget("k_neighbors"))
+    keep(left.slider, "opponent_penalty", **state.param_widget("opponent_penalty"))
     with st.expander("Advanced"):
         a, b, c = st.columns(3)
-        keep(a.selectbox, "core_method", "Stage-1 core method", options=CORE_METHODS)
-        keep(b.selectbox, "variant", "Variant", options=VARIANTS, help="paper: defects fixed; reference: the authors' code")
-        keep(c.selectbox, "denoise", "Denoiser", options=DENOISERS)
-        keep(a.selectbox, "criterion", "Criterion", options=CRITERIA)
-        keep(b.selectbox, "process", "Process", options=PROCESSES)
+        keep(a.selectbox, "core_method", **state.param_widget("core_method"))
+        keep(b.selectbox, "variant", **state.param_widget("variant"))
+        keep(c.selectbox, "denoise", **state.param_widget("denoise"))
+        keep(a.selectbox, "criterion", **state.param_widget("criterion"))
+        keep(b.selectbox, "process", **state.param_widget("process"))
         keep(c.number_input, "seed", "Seed", min_value=0, max_value=2**31 - 1)
     st.form_submit_button("Select", type="primary")
 
