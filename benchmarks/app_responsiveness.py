@@ -72,8 +72,9 @@ WATCH = """() => {
     const now = removed();
     if (bench.clicked !== undefined && now !== before) {
       bench.metric ??= performance.now();
-      const legend = `removed (${now.replaceAll(',', '')})`;
-      if ([...document.querySelectorAll('.legendtext')].some(e => e.textContent === legend)) {
+      const count = now.replaceAll(',', '');  // "removed (N)", or "removed (N; M drawn)" over a density image
+      if ([...document.querySelectorAll('.legendtext')].some(e => e.textContent === `removed (${count})`
+                                                             || e.textContent.startsWith(`removed (${count};`))) {
         bench.map = performance.now();
         return;
       }

@@ -40,6 +40,9 @@ from bilaf_core.selection import ROLES
 
 #: Pools above this size are drawn as a server-side density image, not as markers.
 DENSITY_ABOVE = 10_000
+#: Over a density image, the removed noise draws at most this many crosses (a fixed
+#: seeded subset, named so in its legend entry); lasso and box pick every row regardless.
+REMOVED_DRAWN = 5_000
 #: (rows, columns) of the density image; the map stretches it over the pool's extent
 #: (about 3 x 2 screen pixels per image pixel on the full-width Select map).
 DENSITY_SHAPE = (240, 480)
@@ -331,9 +334,15 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
         idx = np.flatnonzero((selection.role == role) & (True if cluster is None else selection.cluster == cluster))
         if idx.size == 0 or role not in roles:
             continue
+        name = f"{role} ({idx.size})"
+        if role == "removed" and draws_density(n) and idx.size > REMOVED_DRAWN:
+            # beyond REMOVED_DRAWN crosses are one grey blob that costs a second a rerun; a
+            # fixed subset shows where the noise lies, and the lasso still picks every row
+            name = f"removed ({idx.size}; {REMOVED_DRAWN:,} drawn)"
+            idx = np.sort(np.random.default_rng(0).choice(idx, REMOVED_DRAWN, replace=False))
         shown = overlay_marker_size(size, idx.size, height=height)
         fig.add_trace(go.Scattergl(
-            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=f"{role} ({idx.size})",
+            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,
             marker=dict(symbol=symbol, size=shown, color=col, line=dict(width=1.5 if shown >= 8 else 1, color=col)),
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])
                                        + ((score[idx], opponent[idx]) if role == "boundary" else ())).astype(np.float32),

@@ -10,13 +10,13 @@ import numpy as np
 from PIL import Image
 
 from bilaf_core import select
-from studio.maps import (DENSITY_ABOVE, OTHER, PALETTE_10, PALETTE_MANY, Colouring, density_rgba, legend_html,
-                         map_extent, pool_colouring, rows_in_region, selection_figure, spread_colours)
+from studio.maps import (DENSITY_ABOVE, OTHER, PALETTE_10, PALETTE_MANY, REMOVED_DRAWN, Colouring, density_rgba,
+                         legend_html, map_extent, pool_colouring, rows_in_region, selection_figure, spread_colours)
 
 
-def _pool(n: int, budget: int = 300, k: int = 20):
+def _pool(n: int, budget: int = 300, k: int = 20, **options):
     features = np.random.default_rng(0).standard_normal((n, 4)).astype(np.float32)
-    return features, select(features, budget, n_cores=k, core_method="random", random_state=0)
+    return features, select(features, budget, n_cores=k, core_method="random", random_state=0, **options)
 
 
 def test_a_pool_above_the_limit_is_one_density_image_under_every_overlay():
@@ -38,6 +38,19 @@ def test_a_pool_above_the_limit_is_one_density_image_under_every_overlay():
 
     small = selection_figure(coords[:500], _pool(500, 50, 5)[1], ids=np.arange(500).astype(str))
     assert not small.layout.images and small.data[0].name == "pool (500)" and len(small.data[0].x) == 500
+
+
+def test_over_a_density_image_the_removed_noise_draws_a_fixed_subset():
+    n = DENSITY_ABOVE + 5000
+    features, result = _pool(n, removal_ratio=0.6)
+    assert result.removed.size > REMOVED_DRAWN
+    ids = np.arange(n).astype(str)
+    removed = selection_figure(features[:, :2], result, ids=ids).data[0]
+    assert removed.name == f"removed ({result.removed.size}; {REMOVED_DRAWN:,} drawn)" and len(removed.x) == REMOVED_DRAWN
+    rows = np.asarray(removed.customdata)[:, 0].astype(int)
+    assert (result.role[rows] == "removed").all()
+    again = selection_figure(features[:, :2], result, ids=ids).data[0]
+    assert np.array_equal(np.asarray(again.customdata)[:, 0], rows)  # the same subset on every rerun
 
 
 def test_each_density_pixel_takes_its_most_frequent_colour_and_a_log_opacity():
