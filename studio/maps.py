@@ -442,6 +442,15 @@ class ProgressFile:
         return None
 
 
+def progress_line(what: str, done: dict, now: float) -> tuple[float, str]:
+    """The bar's (fraction, text) for a :meth:`ProgressFile.read` record at time ``now``:
+    the step, the time left and the seconds since the work started (counted to ``now``, not
+    to the last report: a long step that reports nothing still shows the time passing)."""
+    elapsed = max(0.0, now - done["started"])
+    fraction = min(1.0, max(0.0, float(done["fraction"])))
+    return fraction, f"{what}: {done['message']}{time_left(fraction, elapsed)} ({elapsed:.0f} s so far)"
+
+
 def time_left(fraction: float, elapsed: float) -> str:
     """" · about N s left" (or min) once the work is far enough along to tell; else ""."""
     if not 0.05 < fraction < 1 or elapsed < 2:

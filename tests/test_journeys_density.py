@@ -87,7 +87,8 @@ def test_a_umap_map_in_the_background_shows_its_progress_and_time_left(pool, bro
     bar = page.locator('[data-testid="stProgress"]').filter(has_text="UMAP: ")
     expect(bar).to_be_visible(timeout=LONG)
     expect(bar).to_contain_text("s so far")
-    expect(page.get_by_text("s left", exact=False).first).to_be_visible(timeout=LONG)  # once the layout runs
+    expect(bar).to_contain_text("layout, epoch", timeout=LONG)  # the layout's epochs, with the time left
+    expect(bar).to_contain_text("s left")
     expect(page.get_by_text("Computing the UMAP map")).to_have_count(0, timeout=LONG)  # then the map comes
     wait_select(page)
     assert_clean(page, browser)

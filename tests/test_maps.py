@@ -128,3 +128,39 @@ def test_clusters_sharing_a_colour_lie_far_apart_and_the_legend_names_them():
     assert text.count("bilaf-swatch\"") == 24 and PALETTE_MANY[0] in text
     labels = legend_html(Colouring(np.array([0, 1, -1]), ("airplane", "automobile"), "label"))
     assert "airplane" in labels and PALETTE_10[1] in labels and "outside the filters" in labels
+
+
+def test_a_projection_progress_file_reports_the_time_since_the_start_not_since_the_last_report(tmp_path):
+    """The UMAP bar read "nearest neighbours (0 s so far)" for the whole neighbour search:
+    the seconds were counted to the last report, and that step reports once."""
+    import pickle
+
+    from studio.maps import ProgressFile, progress_line
+
+    progress = ProgressFile(str(tmp_path / "job.json"))
+    assert progress.read() is None
+    progress = pickle.loads(pickle.dumps(progress))  # it travels to the projection process
+    progress(0.05, "nearest neighbours")
+    done = progress.read()
+    fraction, text = progress_line("UMAP", done, now=done["started"] + 40)
+    assert fraction == 0.05 and text == "UMAP: nearest neighbours (40 s so far)"  # no estimate from one step
+    progress(0.65, "layout, epoch 100 of 200")
+    later = progress.read()
+    assert later["started"] == done["started"]  # the start is kept across reports
+    fraction, text = progress_line("UMAP", later, now=later["started"] + 65)
+    assert text == "UMAP: layout, epoch 100 of 200 · about 35 s left (65 s so far)"
+    assert ProgressFile.for_job(("a", "umap", 0)) == ProgressFile.for_job(("a", "umap", 0)) != \
+        ProgressFile.for_job(("a", "tsne", 0))
+    assert progress.reset().read() is None  # a new job starts from nothing
+
+
+def test_projection_progress_lines_of_umap_and_t_sne_become_fractions():
+    from bilaf_core.projection import _ProgressLines
+
+    calls = []
+    lines = _ProgressLines(lambda fraction, message: calls.append((round(fraction, 3), message)), total=1000)
+    lines.write("[t-SNE] Computed conditional probabilities for sample 1000 / 2000\n")
+    lines.write("[t-SNE] Iteration 500: error = 1.2, gradient norm = 0.01\n")
+    lines.write("\r 50%|#####     | 100/200 [00:10<00:10]")
+    assert calls == [(0.175, "neighbours of 1,000 of 2,000 samples"), (0.65, "layout, iteration 500 of 1,000"),
+                     (0.65, "layout, epoch 100 of 200")]

@@ -1,12 +1,14 @@
 """Select page: BiLAF's parameters, the selection on a 2-D map, diagnostics, exports."""
 
+import time
+
 import pandas as pd
 import streamlit as st
 
 from bilaf_core.auto import AUTO
 from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import exports, gallery, session, state
-from studio.maps import ProgressFile, draws_density, legend_html, pool_colouring, selection_figure, time_left
+from studio.maps import ProgressFile, draws_density, legend_html, pool_colouring, progress_line, selection_figure
 
 source, fs = state.current_feature_set()
 n = len(fs.ids)
@@ -113,9 +115,8 @@ with st.container():  # the map takes the page's width; the diagnostics go under
                 st.info(f"Computing the {MAP_NAMES[projection]} map in the background; PCA meanwhile.")
                 done = ProgressFile.for_job((source, projection, 0)).read()
                 if done is not None:
-                    elapsed = done["at"] - done["started"]
-                    st.progress(min(1.0, done["fraction"]), text=f"{MAP_NAMES[projection]}: {done['message']}"
-                                f"{time_left(done['fraction'], elapsed)} ({elapsed:.0f} s so far)")
+                    fraction, text = progress_line(MAP_NAMES[projection], done, time.time())
+                    st.progress(fraction, text=text)
                 if state.projection(source, projection, seed=0, start=False) is not None:
                     st.rerun()
 
