@@ -34,8 +34,6 @@ __all__ = ["check_options", "ray_chunks", "RAY_REQUIREMENT", "CONNECT_TIMEOUT_S"
 RAY_REQUIREMENT = "ray[data]>=2.60"
 #: Seconds a cluster address has to answer (TCP, then the head's GCS) before it is given up.
 CONNECT_TIMEOUT_S = 4.0
-#: Images per decoding task, in batches of the model (a task re-reads nothing: see _pool_of).
-_BATCHES_PER_BLOCK = 4
 
 
 def check_options(backbone: Backbone, *, address: str | None, workers: int | None, gpus_per_worker: float) -> None:
@@ -146,7 +144,7 @@ def _connected(ray, address: str | None) -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is not None:
         _check_answers(address)
-    # the driver's bilaf_core goes to every worker (a remote cluster need not have it)
+    # the driver's bilaf_core goes to every worker (a remote cluster need not have it, nor a local one find it)
     options = {"runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]}, "log_to_driver": False,
                "logging_level": logging.ERROR}
     try:
@@ -285,10 +283,9 @@ def ray_chunks(pool: Pool, backbone: Backbone, chunks: list[int], *, chunk_size:
         context.enable_progress_bars = False  # the caller's progress is fed below
         context.print_on_execution_start = False
         indices = np.concatenate([_chunk_indices(c, chunk_size, n) for c in chunks])
-        # blocks of a few model batches (fewer for a small pool, so every actor gets work)
-        block = max(1, min(_BATCHES_PER_BLOCK * batch_size, -(-indices.size // (2 * n_workers))))
+        # a block per model batch: each comes back on its own, so progress follows the job batch by batch
         shipped = replace(backbone, model=_cpu_copy(backbone), device="cpu")
-        dataset = (ray.data.from_numpy([indices[s : s + block] for s in range(0, indices.size, block)])
+        dataset = (ray.data.from_numpy([indices[s : s + batch_size] for s in range(0, indices.size, batch_size)])
                    .map_batches(_decode, batch_size=None, num_cpus=1,
                                 fn_kwargs={"pool": (ray.put(replace(pool, test=None)),),
                                            "backbone": replace(backbone, model=None)})
@@ -299,8 +296,8 @@ def ray_chunks(pool: Pool, backbone: Backbone, chunks: list[int], *, chunk_size:
         done_before, received = n - indices.size, 0
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             received += batch["index"].size
-            progress((done_before + received) / n,
-                     f"{backbone.name}: {done_before + received:,}/{n:,} images (Ray, {n_workers} workers)")
+            progress((done_before + received) / n, f"{backbone.name}: {done_before + received:,}/{n:,} images (Ray: "
+                                                   f"{n_workers} model worker{'s' if n_workers > 1 else ''})")
             yield from gathered.add(batch["index"], batch["features"], batch["reason"])
 
 

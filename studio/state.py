@@ -112,14 +112,18 @@ def pool(dataset: str, root: str, test_root: str = ""):
     return load_pool(dataset, root=root or None, test_root=test_root or None)
 
 
-def feature_set(source: Source, *, progress=None, notify=None) -> FeatureSet:
-    """The source's features; extracted (with progress) or served from the caches."""
+def feature_set(source: Source, *, progress=None, notify=None, engine: str = "local",
+                ray_address: str | None = None) -> FeatureSet:
+    """The source's features; extracted (with progress) or served from the caches. The
+    engine (``local`` or ``ray``, see :func:`bilaf_core.features.extract_features`) does
+    not key the caches: both give the same rows."""
     def load() -> FeatureSet:
         if source.feature_file:
             return load_feature_file(source.feature_file)
         backbone = load_backbone(source.backbone, weights=source.weights or None, allow_fallback=True,
                                  notify=notify or (lambda message: None))
-        return extract_features(pool(source.dataset, source.root, source.test_root), backbone, progress=progress)
+        return extract_features(pool(source.dataset, source.root, source.test_root), backbone, progress=progress,
+                                engine=engine, ray_address=ray_address)
 
     return _remembered("features", source, load, max_entries=8)
 

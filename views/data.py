@@ -12,6 +12,7 @@ SOURCES = sources.SOURCES
 current = state.current_source()
 form_state = session.app_state()
 CHOICE_OF = {value: label for label, value in SOURCES.items()}
+ENGINES = {"This machine": "local", "Ray (a cluster, or a local Ray runtime)": "ray"}
 
 
 def keep(widget, name, label, default, **kwargs):
@@ -40,6 +41,13 @@ with st.form("data_source"):
                      current.backbone if current.backbone not in state.BACKBONE_CHOICES.values() else "")
     weights = keep(st.text_input, "weights_path", "Weights file (optional; for DINO: dino_deitsmall16_pretrain.pth)",
                    current.weights)
+    engine_label = keep(st.radio, "engine_choice", "Compute features on", options=list(ENGINES),
+                        default=list(ENGINES)[0], horizontal=True,
+                        help="Both write the same feature cache. Ray runs the backbone in one model per worker "
+                             "(per GPU on a GPU cluster); see the README's 'Feature extraction on a Ray cluster'")
+    ray_address = keep(st.text_input, "ray_address",
+                       "Ray cluster address (HOST:PORT, what 'ray start --head' prints; empty: a local Ray runtime)",
+                       "")
     submitted = st.form_submit_button("Load and extract features", type="primary")
 
 
@@ -55,7 +63,9 @@ if submitted:
         with st.status(f"Loading {source.label} ...", expanded=True) as status:
             try:
                 with session.progress_bar("Features") as report:
-                    fs = state.feature_set(source, progress=report, notify=notices.append)
+                    engine = ENGINES[engine_label]
+                    fs = state.feature_set(source, progress=report, notify=notices.append, engine=engine,
+                                           ray_address=(ray_address.strip() or None) if engine == "ray" else None)
             except ValueError as exc:
                 status.update(label=f"Cannot load {source.label}", state="error", expanded=False)
                 problem = exc
