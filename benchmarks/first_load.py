@@ -5,7 +5,8 @@
 
 1. The time split of the work the Select page's first run does, timed in-process with
    the same library calls (load, normalise, stage 1, stage-2 geometry, stage 2, the
-   coverage radius and the diagnostics), cold and with the disk cache of the cores.
+   coverage radius and the diagnostics): as before issue 16 (float32 ActiveFT), cold,
+   and with the disk cache of the cores.
 2. In Chromium: `streamlit run app.py` on the shared CIFAR-10 training features
    (BILAF_START_FEATURES), timed from the server's start and from opening the page to
    the Select page showing its counts, the map's "removed" layer and the diagnostics;
@@ -34,11 +35,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser import CHROMIUM, FLAGS, streamlit_server  # noqa: E402
 
 
-def split(feature_file: Path, cache: Path) -> list[tuple[str, float]]:
-    """Seconds per step of the Select page's first run, as the library does it."""
+def split(feature_file: Path, cache: Path | None) -> list[tuple[str, float]]:
+    """Seconds per step of the Select page's first run, as the library does it; with
+    ``cache`` None, stage 1 as it was before issue 16 (float32 products, no disk cache)."""
     from bilaf_core import diagnostics, select, stage2_geometry
     from bilaf_core.auto import auto_n_cores
-    from bilaf_core.core import l2_normalize, select_cores
+    from bilaf_core.core import activeft_cores, l2_normalize, select_cores
     from bilaf_core.features import load_feature_file
     from bilaf_core.metrics import default_coverage_radius
 
@@ -56,7 +58,10 @@ def split(feature_file: Path, cache: Path) -> list[tuple[str, float]]:
     lap("L2-normalise")
     budget = features.shape[0] // 20  # the Select page's default budget (5 %)
     k = auto_n_cores(features.shape[0], budget).n_cores
-    cores = select_cores(unit, k, method="activeft", random_state=0, cache_dir=cache)
+    if cache is None:
+        cores = activeft_cores(unit, k, random_state=0, precision="float32")
+    else:
+        cores = select_cores(unit, k, method="activeft", random_state=0, cache_dir=cache)
     lap(f"stage 1: ActiveFT, K = {k}")
     geometry = stage2_geometry(unit, cores, normalize=False)
     lap("stage-2 geometry (assignment, distances)")
@@ -103,7 +108,8 @@ def main() -> int:
     feature_file = work / "cifar10_train.npz"
 
     in_process = []
-    for run, cache in (("cold", work / "split_cache"), ("restart (cores on disk)", work / "split_cache")):
+    for run, cache in (("before (float32 stage 1, no disk cache)", None), ("cold", work / "split_cache"),
+                       ("restart (cores on disk)", work / "split_cache")):
         steps = split(feature_file, cache)
         in_process.append((run, steps))
         print(f"in-process {run}: {sum(s for _, s in steps):.1f} s", file=sys.stderr, flush=True)
