@@ -14,6 +14,9 @@ them). Variants (``--variants``, default all):
   float32, tol  float32 with the early stop ``tol=ACTIVEFT_TOL``
   default       activeft_cores' defaults: precision and batch_size "auto" (bfloat16 where
                 the hardware has it; mini-batches when N x K is large)
+  bfloat16, 10k rows  bfloat16 products on a fresh 10,000-row mini-batch every step,
+                whatever K (is full-batch worth it at small K?)
+  float32, 10k rows  the same mini-batches with float32 products
 
 The float32 cores are shared with ``selection_quality.py``'s cache; every finished row is
 appended to ``<work>/activeft_speed.jsonl``, so a rerun only computes what is missing.
@@ -48,6 +51,8 @@ VARIANTS = {
     "bfloat16": {"precision": "bfloat16", "batch_size": FULL},
     "float32, tol": {"precision": "float32", "batch_size": FULL, "tol": ACTIVEFT_TOL},
     "default": {},
+    "bfloat16, 10k rows": {"precision": "bfloat16", "batch_size": 10_000},  # mini-batches at any K
+    "float32, 10k rows": {"precision": "float32", "batch_size": 10_000},
 }
 
 

@@ -49,24 +49,30 @@ ACTIVEFT_TEMPERATURE = 0.07
 #: probe (68.3 against 69.8, seeds 0-2; benchmarks/results/activeft_early_stop.md).
 ACTIVEFT_TOL = 1e-3
 ACTIVEFT_WINDOW = 10
-#: Number formats for ActiveFT's N x K similarity product, the bulk of its work. "auto"
-#: takes bfloat16 where the hardware multiplies it natively (CPUs with AMX tiles, CUDA
-#: GPUs with bf16), float32 elsewhere; everything else in a step stays float32. On
-#: CIFAR-10 (50,000 x 1,280) bfloat16 makes the product about 5 times faster; the
-#: similarities it returns are within 0.004 of float32 (one bf16 rounding of values
-#: below 1), so only near-ties between two centres can change their winner.
+#: Number formats for ActiveFT's N x K similarity product, the bulk of its work at large K.
+#: "auto" takes bfloat16 from ACTIVEFT_BFLOAT16_MIN_K centres on, where the hardware
+#: multiplies it natively (CPUs with AMX tiles or AVX512-BF16, CUDA GPUs with bf16), and
+#: float32 elsewhere; everything else in a step stays float32. bfloat16 makes the
+#: product 4-5 times faster; the similarities it returns are within 0.004 of float32
+#: (the product's result is rounded to bfloat16 too), so near-ties between two centres
+#: can change their winner. At K = 500 and 2,500 that left the linear probe within the
+#: seeds' spread; at K = 50 (the paper's pipeline, BiLAF at B = 500) it cost 0.9 points
+#: (68.9 +- 0.2 against 69.8 +- 0.5, seeds 0-2), while the product is then a small part
+#: of a step: small K keeps float32 (benchmarks/results/activeft_speed.md).
 ACTIVEFT_PRECISIONS = ("auto", "float32", "bfloat16")
-#: ActiveFT's batch_size="auto": every step takes the whole pool while N x K stays within
-#: ACTIVEFT_STEP_ENTRIES similarities (CIFAR-10 up to K = 1,000: the paper's full-batch
-#: steps), else a fresh random mini-batch of ACTIVEFT_STEP_ENTRIES // K rows, clamped to
-#: ACTIVEFT_BATCH_RANGE (the upper end is the reference's ImageNet batch). On CIFAR-10 at
-#: K = 2,500 that is 20,000 rows a step (benchmarks/results/activeft_speed.md).
-ACTIVEFT_STEP_ENTRIES = 50_000_000
-ACTIVEFT_BATCH_RANGE = (20_000, 100_000)
+ACTIVEFT_BFLOAT16_MIN_K = 200
+#: ActiveFT's batch_size="auto": each step takes a fresh random mini-batch of a fifth of
+#: the pool, at least ACTIVEFT_BATCH_RANGE[0] rows (the whole pool when it is smaller)
+#: and at most ACTIVEFT_BATCH_RANGE[1] (the reference's ImageNet batch). On CIFAR-10
+#: (N = 50,000) that is 10,000 rows: half the time of the paper's full-batch steps at
+#: K = 50 with the same linear probe (70.0 +- 0.1 against 69.8 +- 0.5, BiLAF at B = 500),
+#: and the same cores' quality at K = 2,500 (benchmarks/results/activeft_speed.md).
+ACTIVEFT_BATCH_FRACTION = 5
+ACTIVEFT_BATCH_RANGE = (10_000, 100_000)
 
 Progress = Callable[[float, str], None]
 #: Bumped when a stage-1 method's output changes, so older cached cores are not reused.
-_CORES_CACHE_VERSION = 1
+_CORES_CACHE_VERSION = 2
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -121,30 +127,31 @@ def greedy_unique_nearest(features: np.ndarray, centers: np.ndarray, *, chunk: i
 def fast_bfloat16(device: str) -> bool:
     """Whether ``device`` ("cpu" or "cuda...") multiplies bfloat16 matrices natively:
     a CUDA GPU with bf16 support, or a CPU with AMX tiles (Intel Sapphire Rapids and
-    newer). Elsewhere bfloat16 is emulated and slower than float32."""
+    newer) or AVX512-BF16 instructions (AMD Zen 4 and newer, Intel Cooper Lake).
+    Elsewhere bfloat16 is emulated and slower than float32."""
     torch = _torch()
     if device.startswith("cuda"):
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent in some builds
-    return bool(probe is not None and probe())
+    probes = (getattr(torch.cpu, name, None)  # private; absent in some builds
+              for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(probe is not None and probe() for probe in probes)
 
 
-def _product_dtype(precision: str, device: str):
-    """The torch dtype of ActiveFT's similarity product for ``precision``."""
+def _product_dtype(precision: str, device: str, n_cores: int):
+    """The torch dtype of ActiveFT's similarity product for ``precision`` and K."""
     torch = _torch()
     if precision not in ACTIVEFT_PRECISIONS:
         raise ValueError(f"precision must be one of {ACTIVEFT_PRECISIONS}, got {precision!r}")
-    low = precision == "bfloat16" or (precision == "auto" and fast_bfloat16(device))
+    low = precision == "bfloat16" or (precision == "auto" and n_cores >= ACTIVEFT_BFLOAT16_MIN_K
+                                      and fast_bfloat16(device))
     return torch.bfloat16 if low else torch.float32
 
 
-def activeft_batch_size(n_samples: int, n_cores: int) -> int:
-    """Rows per ActiveFT step for ``batch_size="auto"`` (see :data:`ACTIVEFT_STEP_ENTRIES`);
-    a value >= ``n_samples`` means full-batch steps."""
-    if n_samples * n_cores <= ACTIVEFT_STEP_ENTRIES:
-        return n_samples
+def activeft_batch_size(n_samples: int) -> int:
+    """Rows per ActiveFT step for ``batch_size="auto"`` (see :data:`ACTIVEFT_BATCH_FRACTION`);
+    ``n_samples`` itself means full-batch steps."""
     low, high = ACTIVEFT_BATCH_RANGE
-    return min(n_samples, max(low, min(high, ACTIVEFT_STEP_ENTRIES // n_cores)))
+    return min(n_samples, max(low, min(high, n_samples // ACTIVEFT_BATCH_FRACTION)))
 
 
 def _similarity_block_rows(n_centers: int, itemsize: int = 4) -> int:
@@ -211,7 +218,7 @@ def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPER
     top, assigned = _max_similarity(product_features, u_product, buffer)
     m = top / temperature
     # the K x K products: in the same precision (they cost K^2 d, which matters from K ~ 1,000)
-    cent = (u_product @ u_product.T).to(u.dtype) / temperature
+    cent = torch.mm(u_product, u_product.T).to(u.dtype).div_(temperature)  # in place: one K x K temporary less
     r = torch.logsumexp(cent, dim=0)
     z = r[assigned] - m
     loss = torch.nn.functional.softplus(z).mean()
@@ -264,10 +271,12 @@ def activeft_cores(
         runs every step, as the paper does (see :data:`ACTIVEFT_TOL` for the trade-off).
     batch_size : int or "auto"; pools larger than this draw a fresh random mini-batch
         of this many samples every step, as the reference's ImageNet script does (with
-        100,000). "auto" (default): :func:`activeft_batch_size`, the whole pool unless
-        N x K is large.
+        100,000). "auto" (default): :func:`activeft_batch_size`, a fifth of the pool
+        within :data:`ACTIVEFT_BATCH_RANGE`; ``batch_size >= N`` gives the paper's
+        full-batch steps.
     precision : one of :data:`ACTIVEFT_PRECISIONS`, the number format of the N x K
-        similarity product; "auto" (default) is bfloat16 where the device multiplies it
+        similarity product; "auto" (default) is bfloat16 from
+        :data:`ACTIVEFT_BFLOAT16_MIN_K` centres on where the device multiplies it
         natively (:func:`fast_bfloat16`), float32 elsewhere. "float32" reproduces the
         reference's arithmetic.
     device : "cpu", "cuda", or None for CUDA when available.
@@ -279,10 +288,10 @@ def activeft_cores(
     torch = _torch()
     rng = np.random.default_rng(random_state)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = _product_dtype(precision, device)
+    dtype = _product_dtype(precision, device, n_cores)
     n = features.shape[0]
     if batch_size == "auto":
-        batch_size = activeft_batch_size(n, n_cores)
+        batch_size = activeft_batch_size(n)
     elif not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     pool = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
@@ -293,12 +302,15 @@ def activeft_cores(
     batch_gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**31)))
     rows = _similarity_block_rows(n_cores, pool_product.element_size())
     buffer = torch.empty((min(n, batch_size, rows), n_cores), dtype=dtype, device=device)
+    # a mini-batch's rows are gathered into one reused tensor: a fresh one every step costs
+    # 7 times the copy in page faults (45 ms instead of 6 ms for 10,000 x 1,280 float32)
+    gathered = torch.empty((batch_size, pool.shape[1]), dtype=dtype, device=device) if n > batch_size else None
     losses: list[float] = []
     for step in range(n_iter):
         rows = batch_product = None
         if n > batch_size:  # a mini-batch: only its rows are gathered, in the product's precision
             rows = torch.randperm(n, generator=batch_gen)[:batch_size].to(device)
-            batch_product = pool_product[rows]
+            batch_product = torch.index_select(pool_product, 0, rows, out=gathered)
         elif pool_product is not pool:
             batch_product = pool_product
         loss, grad = activeft_loss_and_grad(pool, theta.detach(), temperature, buffer=buffer,
@@ -379,7 +391,7 @@ def select_cores(
     if cache_dir is not None:
         from .projection import features_digest
 
-        detail = str(_product_dtype("auto", "cuda" if _torch().cuda.is_available() else "cpu")).split(".")[-1]
+        detail = str(_product_dtype("auto", "cuda" if _torch().cuda.is_available() else "cpu", n_cores)).split(".")[-1]
         path = Path(cache_dir) / (f"cores_v{_CORES_CACHE_VERSION}_{features_digest(features)}_{method}_k{n_cores}"
                                   f"_seed{random_state}{'_' + detail if method == 'activeft' else ''}.npy")
         if path.is_file():

@@ -398,3 +398,13 @@ def test_compare_names_a_new_row_by_the_values_it_takes_from_the_select_page():
     values, name = compare_setting(base, {"method": "bilaf", "n_cores": " 20", "removal_ratio": 0.3})
     assert name == "bilaf K=20 Prm=0.3 δ=1.1" and values["removal_ratio"] == 0.3
     assert compare_setting(base, {"method": "random", "n_cores": None})[1] == "random"
+
+
+def test_a_float16_feature_file_is_converted_to_float32_once_per_source(tmp_path):
+    from studio import state
+
+    path = tmp_path / "half.npz"
+    np.savez(path, features=np.random.default_rng(0).standard_normal((60, 8)).astype(np.float16))
+    source = state.Source(feature_file=str(path))
+    first = state.features(source)
+    assert first.dtype == np.float32 and state.features(source) is first  # was a new 1-second copy per call

@@ -52,6 +52,17 @@ def test_bad_input_message_names_parameter_and_range(features, budget, kwargs, f
     assert fragment in str(info.value)
 
 
+def test_finite_check_finds_every_bad_row_and_accepts_rows_whose_sum_overflows():
+    from bilaf_core._validation import check_features
+
+    big = np.full((6, 4), 3e38, dtype=np.float32)  # finite, but each row sums to inf in float32
+    assert check_features(big) is not None
+    bad = big.copy()
+    bad[1, 0], bad[3, 2], bad[4, 0], bad[4, 1] = np.nan, -np.inf, np.inf, -np.inf  # inf - inf sums to NaN
+    with pytest.raises(ValueError, match=r"in 3 row\(s\), first at row 1"):
+        check_features(bad)
+
+
 @pytest.mark.parametrize("variant", ["paper", "reference"])
 def test_identical_points_and_pool_smaller_than_k_still_select(variant):
     same = select(np.ones((40, 5)), 12, n_cores=4, core_method="random", random_state=0, variant=variant)
