@@ -17,13 +17,17 @@ Read top to bottom, the steps appear in the paper's order:
 Steps 1 and the per-cluster distance matrices depend only on the features and the
 cores, not on stage 2's parameters: :func:`cluster_geometry` computes them once, and
 ``select_boundary(..., geometry=...)`` reuses them, so an app moving a stage-2 slider
-redoes only the ranking and picking.
+redoes only the ranking and picking. The speed machinery (distance tables, the
+incremental updates of the IDC density distance and of the Eq. 7 terms, the thread pool
+over clusters) is in the private module ``_boundary_kernel``; it changes no result.
 
 Two variants share this code. ``paper`` follows the paper and fixes the reference
 code's defects; ``reference`` reproduces the authors' ``density_cluster.py`` index for
 index (raw features, exact float64 distances, its IDC indexing defect, a fixed
-nearest opponent per sample). Where the reference code would crash or pick a sample
-twice, the ``reference`` variant applies the ``paper`` variant's rules instead:
+nearest opponent per sample). Each difference is one field of :class:`_Quirks` (section
+"The two variants"), which every step looks up once. Where the reference code would
+crash or pick a sample twice, the ``reference`` variant applies the ``paper`` variant's
+rules instead:
 
 * a cluster whose allocation would be 0 gets 1 (its core), taken from the largest
   allocation (ties: lower cluster id);
@@ -37,18 +41,17 @@ twice, the ``reference`` variant applies the ``paper`` variant's rules instead:
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .distances import nearest_cores, pairwise_distances, rows_per_chunk
+from . import _boundary_kernel as _kernel
+from ._boundary_kernel import LocalDistances
+from .distances import nearest_cores, pairwise_distances
 
 __all__ = [
     "VARIANTS",
@@ -81,17 +84,6 @@ PROCESSES = ("iterative", "one_shot")
 #: large enough that the boundary score then ranks samples by their periphery.
 NO_OPPONENT_DISTANCE = 1e9 + 7
 
-# Clusters up to this size get their full (n x n) distance matrix in memory; larger
-# ones (degenerate pools, e.g. many identical points) compute rows on demand.
-_FULL_MATRIX_MAX = 6_000
-# Threads only pay off when clusters are large enough for numpy's GIL-free kernels
-# to outweigh the per-cluster Python work (measured: K=50 on 50k gains, K=250 loses).
-_PARALLEL_MIN_CLUSTER_SIZE = 400
-# How many nearest other cores each sample keeps for the exact pruned opponent search;
-# up to _ALL_OPPONENTS_MAX cores every sample lists them all, so no search is needed
-# (with 16 of 50 listed, a sixth of CIFAR-10's samples needed the full search).
-_OPPONENT_CANDIDATES = 16
-_ALL_OPPONENTS_MAX = 64
 _EPS = 1e-9
 
 
@@ -100,6 +92,8 @@ _EPS = 1e-9
 # ----------------------------------------------------------------------------------
 def assign_clusters(features: np.ndarray, cores: np.ndarray, *, exact: bool = False, n_neighbors: int = 1):
     """Assign every sample to its nearest core (paper Alg. 1 line 2).
+
+    label(x) = argmin_i D(x, c_i).
 
     Parameters
     ----------
@@ -114,8 +108,9 @@ def assign_clusters(features: np.ndarray, cores: np.ndarray, *, exact: bool = Fa
     Returns
     -------
     NearestCores
-        ``labels`` (N,) cluster id per sample (ties: lower core id). Each core is put in
-        its own cluster even if a duplicate point makes another core equally near.
+        ``labels`` (N,) cluster id per sample (ties: lower core id);
+        ``neighbors`` and ``distances`` (N, n_neighbors), nearest first. Each core is
+        put in its own cluster even if a duplicate point makes another core equally near.
     """
     result = nearest_cores(features, features[cores], n_neighbors=n_neighbors, exact=exact)
     result.labels[cores] = np.arange(cores.size)
@@ -125,74 +120,32 @@ def assign_clusters(features: np.ndarray, cores: np.ndarray, *, exact: bool = Fa
 # ----------------------------------------------------------------------------------
 # Step 2: denoising
 # ----------------------------------------------------------------------------------
-class LocalDistances:
-    """Distances among one cluster's n samples (Euclidean; ``exact=False`` is the fast
-    dot-product form): a cached (n, n) matrix up to a few thousand samples, else rows
-    computed on demand. The input of :func:`idc_order`, :func:`denoise_cluster` and
-    the pickers; built from the cluster's (n, d) features, in local index order."""
-
-    def __init__(self, features: np.ndarray, *, exact: bool):
-        self.exact = exact
-        self.n = features.shape[0]
-        self.matrix = pairwise_distances(features, features, exact=exact) if self.n <= _FULL_MATRIX_MAX else None
-        if self.matrix is not None and not exact:
-            np.fill_diagonal(self.matrix, 0.0)
-        # The features are only needed to compute rows on demand; every cluster's object
-        # lives until picking ends, so keeping a copy would double the pool in memory.
-        self.features = features if self.matrix is None else None
-
-    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        if self.matrix is not None:
-            # Gathering whole rows is much faster than gathering columns, and distances
-            # are symmetric: gather the smaller index set as rows first.
-            if cols.size < rows.size:
-                return self.matrix.take(cols, axis=0).take(rows, axis=1).T
-            return self.matrix.take(rows, axis=0).take(cols, axis=1)
-        return pairwise_distances(self.features[rows], self.features[cols], exact=self.exact)
-
-    def row(self, row: int, cols: np.ndarray) -> np.ndarray:
-        if self.matrix is not None:
-            return self.matrix[row, cols]
-        return pairwise_distances(self.features[row : row + 1], self.features[cols], exact=self.exact)[0]
-
-    def row_means(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Mean distance of each of ``rows`` to all of ``cols``, in row chunks."""
-        if self.matrix is not None and rows.size == cols.size == self.n:  # everyone to everyone
-            return self.matrix.mean(axis=1, dtype=np.float64)
-        out = np.empty(rows.size, dtype=np.float64)
-        chunks, step = _row_chunks(rows.size, cols.size)
-        for start in chunks:
-            out[start : start + step] = self.block(rows[start : start + step], cols).mean(axis=1)
-        return out
-
-
-def _row_chunks(n_rows: int, n_cols: int) -> range:
-    step = rows_per_chunk(n_cols)
-    return range(0, n_rows, step), step
-
-
-def _first_round(dist: LocalDistances, core: int, m: int, *, core_first: bool) -> np.ndarray:
-    """The m samples nearest the core, ties by local index (Alg. 1 line 5)."""
-    positions = np.arange(dist.n)
-    order = np.lexsort((positions, dist.row(core, positions)))
-    if core_first:
-        order = np.concatenate(([core], order[order != core]))
-    return order[:m]
-
-
 def idc_order(
     dist: LocalDistances, core: int, *, k_neighbors: int, include_ratio: float, reference: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Iterative density-based clustering of one cluster (paper Sec. 3.2, Alg. 1 l. 4-9).
 
+    Round 1 includes the m = max(1, floor(n P_in)) samples nearest the core. Each later
+    round includes the m samples outside the included set U with the smallest density
+    distance (ties: lower local index)::
+
+        delta_den(x) = 1 / min(k, |U|) * sum over the min(k, |U|) nearest x_j in U of D(x, x_j)
+
+    until every sample is included.
+
     Parameters
     ----------
-    dist : distances among the cluster's n samples (local index = rank of the pool
-        index in the cluster's ascending member list).
-    core : local index of the core.
-    k_neighbors, include_ratio : k and P_in of the paper.
-    reference : reproduce the reference code (leftover samples dropped, indexing
-        defect in the density distance) instead of the paper's definition.
+    dist : LocalDistances
+        Distances among the cluster's n samples (local index = rank of the pool index
+        in the cluster's ascending member list).
+    core : int
+        Local index of the core.
+    k_neighbors, include_ratio : int, float
+        k and P_in of the paper.
+    reference : bool
+        Reproduce the reference code (its rounding of m, its first round, only
+        floor(n / m) rounds, the indexing defect in the density distance) instead of
+        the paper's definition.
 
     Returns
     -------
@@ -202,68 +155,25 @@ def idc_order(
     rounds : (n_included,) int64
         The IDC round (1-based) in which each entry of ``order`` was included.
     """
+    quirks = _quirks(reference)
     n = dist.n
-    m = int(n * include_ratio) if reference else math.floor(n * include_ratio + _EPS)
-    m = max(1, m)
-    first = _first_round(dist, core, m, core_first=not reference)
-    included = np.zeros(n, dtype=bool)
-    included[first] = True
-    order = [first]
-    rounds = [np.ones(first.size, dtype=np.int64)]
-    last_round = n // m if reference else n  # the reference stops after floor(n/m) rounds
-    members = first
-    # paper: each candidate keeps its k smallest distances to the included set U, updated
-    # incrementally with every round's new members instead of recomputed against all of U.
-    candidates = np.flatnonzero(~included)
-    nearest = _merge_smallest(np.empty((candidates.size, 0)), dist, candidates, first, k_neighbors) if not reference else None
-    round_no = 1
-    while candidates.size and round_no < last_round:
-        round_no += 1
-        if reference:
-            density = _reference_density_distance(dist, candidates, members, k_neighbors)
-        else:
-            density = nearest.sum(axis=1) / nearest.shape[1]
-        take = np.lexsort((candidates, density))[:m]
-        new = candidates[take]
+    m = quirks.round_size(n, include_ratio)
+    first = quirks.first_round(dist, core, m)
+    order, rounds = [first], [np.ones(first.size, dtype=np.int64)]
+    candidates = _others(first, n)
+    tracker = quirks.density_tracker(dist, candidates, first, k_neighbors)
+    for round_no in range(2, quirks.n_rounds(n, m) + 1):
+        if not candidates.size:
+            break
+        take = np.lexsort((candidates, tracker.density(candidates)))[:m]
         keep = np.ones(candidates.size, dtype=bool)
         keep[take] = False
-        candidates = candidates[keep]
-        if reference:  # only the reference's density distance looks at all of U
-            members = np.concatenate((members, new))
+        new, candidates = candidates[take], candidates[keep]
         order.append(new)
         rounds.append(np.full(new.size, round_no, dtype=np.int64))
-        if not reference and candidates.size:
-            nearest = _merge_smallest(nearest[keep], dist, candidates, new, k_neighbors)
+        if candidates.size:
+            tracker.include(new, keep, candidates)
     return np.concatenate(order), np.concatenate(rounds)
-
-
-def _merge_smallest(current: np.ndarray, dist: LocalDistances, rows: np.ndarray, new_cols: np.ndarray, k: int) -> np.ndarray:
-    """Each row's k smallest among its ``current`` distances and those to ``new_cols``."""
-    width = min(k, current.shape[1] + new_cols.size)
-    out = np.empty((rows.size, width), dtype=np.float64)
-    chunks, step = _row_chunks(rows.size, current.shape[1] + new_cols.size)
-    for start in chunks:
-        merged = np.concatenate((current[start : start + step], dist.block(rows[start : start + step], new_cols)), axis=1)
-        if merged.shape[1] > width:
-            merged = np.partition(merged, width - 1, axis=1)[:, :width]
-        out[start : start + step] = merged
-    return out
-
-
-def _reference_density_distance(dist: LocalDistances, candidates: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
-    """The reference code's density distance, defect included.
-
-    It finds the *positions* (within the included list) of a candidate's k nearest
-    members, then averages the candidate's distances to the samples whose *local
-    index* equals those positions.
-    """
-    out = np.empty(candidates.size, dtype=np.float64)
-    chunks, step = _row_chunks(candidates.size, members.size)
-    for start in chunks:
-        rows = candidates[start : start + step]
-        positions = np.argsort(dist.block(rows, members), axis=1)[:, :k]
-        out[start : start + step] = np.mean(dist.block(rows, np.arange(dist.n))[np.arange(rows.size)[:, None], positions], axis=1)
-    return out
 
 
 @dataclass(frozen=True)
@@ -309,31 +219,37 @@ def denoise_cluster(
 ) -> DenoisedCluster:
     """Rank one cluster and remove its periphery (paper Sec. 3.2; Table 2 ablations).
 
-    ``idc``: keep the first floor(n * (1 - P_rm)) samples in IDC inclusion order.
-    ``density``: remove the floor(n * P_rm) samples with the largest mean distance to
-    their k nearest neighbours inside the cluster. ``distance``: remove the
-    floor(n * P_rm) samples farthest from the core. ``none``: remove nothing.
+    ``idc``: keep the first floor(n * (1 - P_rm)) samples in IDC inclusion order
+    (:func:`idc_order`). ``density``: remove the floor(n * P_rm) samples with the largest
+    mean distance to their k nearest neighbours inside the cluster. ``distance``: remove
+    the floor(n * P_rm) samples farthest from the core. ``none``: remove nothing.
     The core is never removed. With ``reference``, IDC reproduces the reference code,
-    which leaves clusters of fewer than 10 samples untouched in ascending index order.
+    which leaves clusters of fewer than 10 samples untouched in ascending index order
+    and keeps floor(n_ranked * (1 - P_rm)) of the n_ranked samples it ranked.
+
+    Parameters
+    ----------
+    dist : LocalDistances
+        Distances among the cluster's n samples.
+    core : int
+        Local index of the core.
+    method : {"idc", "density", "distance", "none"}
+    k_neighbors, include_ratio, removal_ratio : int, float, float
+        k, P_in and P_rm of the paper.
+    reference : bool
+        The ``reference`` variant's IDC (see :func:`idc_order`).
+
+    Returns
+    -------
+    DenoisedCluster
     """
+    if method == "idc":
+        return _denoise_idc(dist, core, k_neighbors=k_neighbors, include_ratio=include_ratio,
+                            removal_ratio=removal_ratio, reference=reference)
     n = dist.n
     everyone = np.arange(n)
-    nothing = np.empty(0, dtype=np.int64)
-    if method == "idc" and reference and n < 10:
-        return DenoisedCluster(everyone, np.ones(n, dtype=np.int64), n, nothing)
-    if method == "idc":
-        order, rounds = idc_order(dist, core, k_neighbors=k_neighbors, include_ratio=include_ratio, reference=reference)
-        n_ranked = order.size
-        n_kept = int(n_ranked * (1 - removal_ratio)) if reference else math.floor(n * (1 - removal_ratio) + _EPS)
-        dropped = np.setdiff1d(everyone, order) if reference else nothing
-        if core not in order[:n_kept]:  # only with a duplicate of the core: put it back in front
-            at = np.flatnonzero(order == core)
-            rounds = np.concatenate(([1], np.delete(rounds, at)))
-            order = _core_first(order, core)
-            dropped = dropped[dropped != core]
-        return DenoisedCluster(order, rounds, max(1, n_kept), dropped)
     if method == "none":
-        return DenoisedCluster(_core_first(everyone, core), np.ones(n, dtype=np.int64), n, nothing)
+        return DenoisedCluster(_core_first(everyone, core), np.ones(n, dtype=np.int64), n, np.empty(0, dtype=np.int64))
     if method == "density":
         keys = _knn_density_distance(dist, k_neighbors)
     elif method == "distance":
@@ -342,11 +258,36 @@ def denoise_cluster(
         raise ValueError(f"denoise must be one of {DENOISERS}, got {method!r}")
     order = _core_first(np.lexsort((everyone, keys)), core)
     n_removed = math.floor(n * removal_ratio + _EPS)
-    return DenoisedCluster(order, np.ones(n, dtype=np.int64), max(1, n - n_removed), nothing)
+    return DenoisedCluster(order, np.ones(n, dtype=np.int64), max(1, n - n_removed), np.empty(0, dtype=np.int64))
+
+
+def _denoise_idc(dist: LocalDistances, core: int, *, k_neighbors: int, include_ratio: float, removal_ratio: float,
+                 reference: bool) -> DenoisedCluster:
+    """IDC's ranking, cut after the kept count; samples IDC never ranked are dropped."""
+    quirks = _quirks(reference)
+    n = dist.n
+    if n < quirks.idc_min_size:
+        order, rounds, n_kept = np.arange(n), np.ones(n, dtype=np.int64), n
+    else:
+        order, rounds = idc_order(dist, core, k_neighbors=k_neighbors, include_ratio=include_ratio, reference=reference)
+        n_kept = quirks.idc_kept(n, order.size, removal_ratio)
+    dropped = _others(order, n)
+    if core not in order[:n_kept]:  # only with a duplicate of the core: put it back in front
+        rounds = np.concatenate(([1], np.delete(rounds, np.flatnonzero(order == core))))
+        order = _core_first(order, core)
+        dropped = dropped[dropped != core]
+    return DenoisedCluster(order, rounds, max(1, n_kept), dropped)
 
 
 def _core_first(order: np.ndarray, core: int) -> np.ndarray:
     return np.concatenate(([core], order[order != core])).astype(np.int64)
+
+
+def _others(indices: np.ndarray, n: int) -> np.ndarray:
+    """The local indices in range(n) not among ``indices``, ascending."""
+    outside = np.ones(n, dtype=bool)
+    outside[indices] = False
+    return np.flatnonzero(outside)
 
 
 def _knn_density_distance(dist: LocalDistances, k: int) -> np.ndarray:
@@ -357,7 +298,7 @@ def _knn_density_distance(dist: LocalDistances, k: int) -> np.ndarray:
     k = min(k, n - 1)
     out = np.empty(n, dtype=np.float64)
     everyone = np.arange(n)
-    chunks, step = _row_chunks(n, n)
+    chunks, step = _kernel.row_chunks(n, n)
     for start in chunks:
         rows = everyone[start : start + step]
         block = dist.block(rows, everyone).astype(np.float64)
@@ -372,30 +313,26 @@ def _knn_density_distance(dist: LocalDistances, k: int) -> np.ndarray:
 def allocate_budget(budget: int, sizes: np.ndarray, *, reference: bool = False) -> np.ndarray:
     """Split ``budget`` over clusters in proportion to their denoised sizes (Alg. 1 l. 10).
 
-    Each cluster first gets floor(B * p_i); leftover units go one at a time to the
-    cluster whose current allocation is smallest (ties: larger proportion, then lower
-    id). Then every cluster with 0 gets 1 (its core), taken from the largest allocation
-    (ties: lower id). ``reference`` computes the floors in floating point, as the
-    reference code does; otherwise in exact integer arithmetic.
+    Each cluster first gets floor(B * p_i), p_i = n_i / sum_l n_l; leftover units go one
+    at a time to the cluster whose current allocation is smallest (ties: larger
+    proportion, then lower id). Then every cluster with 0 gets 1 (its core), taken from
+    the largest allocation (ties: lower id). ``reference`` computes the floors in
+    floating point, as the reference code does; otherwise in exact integer arithmetic.
 
     Parameters
     ----------
-    budget : int, at least the number of clusters K.
-    sizes : (K,) int, positive.
+    budget : int
+        B, at least the number of clusters K.
+    sizes : (K,) int
+        |U_i|, positive.
+    reference : bool
 
     Returns
     -------
     (K,) int64 allocations summing to ``budget``.
     """
     sizes = np.asarray(sizes, dtype=np.int64)
-    total = int(sizes.sum())
-    if reference:
-        proportions = sizes / total
-        allocation = np.floor(proportions * budget).astype(np.int64)
-        priority = -proportions
-    else:
-        allocation = (sizes * budget) // total
-        priority = -sizes  # same order as the proportions, without rounding
+    allocation, priority = _quirks(reference).budget_floors(sizes, budget)
     heap = [(int(a), float(p), i) for i, (a, p) in enumerate(zip(allocation, priority))]
     heapq.heapify(heap)
     for _ in range(budget - int(allocation.sum())):
@@ -439,6 +376,15 @@ class BoundaryScorer:
     all_opponent_distances : callable, optional
         ``f(member_positions) -> (len, K)`` distances to every core (own core = inf),
         used when the pruning cannot certify a member's minimum among its M candidates.
+
+    Attributes
+    ----------
+    factor : (K + 1,) float64
+        delta^{t_l} per core; the last slot, for "no opponent", stays 1.
+    factor_index : (n, M) int64
+        The slot of ``factor`` for each listed opponent.
+    ratio, offset : (n, M) float64
+        ``dynamic`` only: each term is ``factor * ratio - offset`` (see :func:`_eq7_parts`).
     """
 
     def __init__(
@@ -452,114 +398,91 @@ class BoundaryScorer:
         dynamic: bool,
         all_opponent_distances: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
+        if not dynamic:  # the reference code: the nearest other core, once and for all
+            opponents, opponent_distances = opponents[:, :1], opponent_distances[:, :1]
         self.d_intra = d_intra
-        self.opponents = np.ascontiguousarray(opponents if dynamic else opponents[:, :1])  # flat views below
-        self.opponent_distances = opponent_distances if dynamic else opponent_distances[:, :1]
+        self.opponents = np.ascontiguousarray(opponents)  # flat views in the kernel
+        self.opponent_distances = opponent_distances
         self.penalty = penalty
-        self.dynamic = dynamic
-        self.all_opponent_distances = all_opponent_distances
-        # One factor per core, plus a last slot that stays 1.0 for "no opponent" (-1).
         self.factor = np.ones(n_cores + 1, dtype=np.float64)
         self.factor_index = np.where(self.opponents >= 0, self.opponents, n_cores)
         if dynamic:
-            # term = factor * ratio - offset; ratio and offset do not change between picks.
-            self.ratio, self.offset = self._ratio_offset(self.opponent_distances, d_intra[:, None])
-            complete = self.opponents.shape[1] >= n_cores - 1  # every other core is listed
-            # Any unlisted core is at least as far as the last listed one, so its term is
-            # at least the unpenalised term there; a member whose best listed term is
-            # below that bound is exact.
-            self.bound = None if complete or all_opponent_distances is None else (
-                self.ratio[:, -1] - self.offset[:, -1])
-            # Members the bound could not certify get their terms against every core, once
-            # each: their distances never change between picks, only the penalty factors do.
-            self._full_row = np.full(d_intra.size, -1, dtype=np.int64)
-            self._full_ratio = self._full_offset = np.empty((0, n_cores))
-            # The listed terms and each member's best column are kept up to date pick by
-            # pick: a pick changes one core's factor, so only the entries listing that core
-            # change (grouped here by core id), and only rows whose best entry rose need a
-            # new minimum. Same arithmetic as recomputing every term, so identical scores.
-            # Entries are flat indices into the (n, M) arrays (1-D gathers are the fastest).
-            flat = self.factor_index.ravel()
-            self._entries = np.argsort(flat, kind="stable")
-            self._entry_rows = self._entries // self.opponents.shape[1]
-            self._entry_bounds = np.searchsorted(flat[self._entries], np.arange(n_cores + 2))
-            self._refresh_terms()
-
-    @staticmethod
-    def _ratio_offset(distance: np.ndarray, d_intra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """D / max(D, a) and a / max(D, a); both 0 when D = a = 0 (x on its own core and
-        on the opponent: as ambiguous as it gets); an infinite D (a sample's own core in
-        the full search) gives an infinite term."""
-        denominator = np.maximum(distance, d_intra)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where(denominator > 0, distance / denominator, 0.0)
-            offset = np.where(denominator > 0, d_intra / denominator, 0.0)
-        infinite = ~np.isfinite(distance)
-        return np.where(infinite, np.inf, ratio), np.where(infinite, 0.0, offset)
+            # ratio and offset do not change between picks; the kernel keeps the terms and
+            # each member's minimum up to date as the factors change.
+            self.ratio, self.offset = _eq7_parts(self.opponent_distances, d_intra[:, None])
+            against_every_core = None if all_opponent_distances is None else (
+                lambda members: _eq7_parts(all_opponent_distances(members), d_intra[members][:, None]))
+            self._minimum = _kernel.RunningMinimum(self.factor, self.factor_index, self.ratio, self.offset,
+                                                   self.opponents, n_cores=n_cores,
+                                                   against_every_core=against_every_core)
+        else:
+            self._minimum = _FixedOpponent(self.factor, self.factor_index, self.opponent_distances, d_intra,
+                                           self.opponents)
 
     def scores(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and attaining opponents of the members at ``positions``."""
-        if not self.dynamic:  # the reference's own expression, for bit-identical scores
-            factor = self.factor[self.factor_index[positions, 0]]
-            distance = self.opponent_distances[positions, 0]
-            d_intra = self.d_intra[positions]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                score = (distance * factor - d_intra) / np.maximum(distance, d_intra)
-            return np.where(np.isnan(score), 0.0, score), self.opponents[positions, 0]
-        best = self.best_entry[positions]
-        score = self.terms.ravel()[best]
-        opponent = self.opponents.ravel()[best]
-        if self.bound is not None:
-            unsure = np.flatnonzero(score > self.bound[positions])
-            if unsure.size:
-                ratio, offset = self._against_every_core(positions[unsure])
-                full_terms = self.factor[None, :-1] * ratio - offset
-                full_best = np.argmin(full_terms, axis=1)
-                score[unsure] = full_terms[np.arange(unsure.size), full_best]
-                opponent[unsure] = full_best
-        return score, opponent
-
-    def _against_every_core(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ratio and offset of ``members`` (distinct positions) against all K cores."""
-        new = members[self._full_row[members] < 0]
-        if new.size:
-            ratio, offset = self._ratio_offset(self.all_opponent_distances(new), self.d_intra[new][:, None])
-            self._full_row[new] = np.arange(new.size) + self._full_ratio.shape[0]
-            self._full_ratio = np.concatenate((self._full_ratio, ratio))
-            self._full_offset = np.concatenate((self._full_offset, offset))
-        rows = self._full_row[members]
-        return self._full_ratio[rows], self._full_offset[rows]
-
-    def _refresh_terms(self) -> None:
-        self.terms = self.factor[self.factor_index] * self.ratio - self.offset
-        # flat index of each row's first minimum (the nearest such core)
-        self.best_entry = np.argmin(self.terms, axis=1) + np.arange(self.terms.shape[0]) * self.terms.shape[1]
+        """Scores (len,) float64 and attaining opponents (len,) int64 of the members at ``positions``."""
+        return self._minimum.scores(positions)
 
     def set_penalty_counts(self, counts: np.ndarray) -> None:
         """Set every factor to delta^{t_l} for the (K,) counts t_l (the state after those picks)."""
         self.factor[:-1] = self.penalty ** np.asarray(counts, dtype=np.float64)
-        if self.dynamic:
-            self._refresh_terms()
+        self._minimum.refresh()
 
     def record_pick(self, opponent: int) -> None:
         """Apply the opponent penalty after a pick whose score ``opponent`` attained."""
         if opponent < 0 or self.penalty == 1.0:
             return
         self.factor[opponent] *= self.penalty
-        if not self.dynamic:
-            return
-        start, stop = self._entry_bounds[opponent], self._entry_bounds[opponent + 1]
-        entries, rows = self._entries[start:stop], self._entry_rows[start:stop]
-        self.terms.ravel()[entries] = self.factor[opponent] * self.ratio.ravel()[entries] - self.offset.ravel()[entries]
-        # A risen entry that was not a row's minimum cannot become it.
-        risen = rows[self.best_entry[rows] == entries]
-        if risen.size:
-            width = self.terms.shape[1]
-            self.best_entry[risen] = np.argmin(self.terms[risen], axis=1) + risen * width
+        self._minimum.penalised(opponent)
+
+
+def _eq7_parts(distance: np.ndarray, d_intra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 7's term as ``factor * ratio - offset``: ratio = D / max(D, a), offset =
+    a / max(D, a), with a = d_intra; both 0 when D = a = 0 (x on its own core and on the
+    opponent: as ambiguous as it gets); an infinite D (a sample's own core in the full
+    search) gives an infinite term."""
+    denominator = np.maximum(distance, d_intra)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(denominator > 0, distance / denominator, 0.0)
+        offset = np.where(denominator > 0, d_intra / denominator, 0.0)
+    infinite = ~np.isfinite(distance)
+    return np.where(infinite, np.inf, ratio), np.where(infinite, 0.0, offset)
+
+
+class _FixedOpponent:
+    """The reference code's Eq. 7: each member against its nearest other core only, in
+    the reference's own expression (bit-identical scores); nothing to keep up to date."""
+
+    def __init__(self, factor, factor_index, opponent_distances, d_intra, opponents):
+        self.factor = factor
+        self.factor_index = factor_index
+        self.opponent_distances = opponent_distances
+        self.d_intra = d_intra
+        self.opponents = opponents
+
+    def scores(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        factor = self.factor[self.factor_index[positions, 0]]
+        distance = self.opponent_distances[positions, 0]
+        d_intra = self.d_intra[positions]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = (distance * factor - d_intra) / np.maximum(distance, d_intra)
+        return np.where(np.isnan(score), 0.0, score), self.opponents[positions, 0]
+
+    def refresh(self) -> None:
+        """Scores are computed from the factors on demand."""
+
+    def penalised(self, opponent: int) -> None:
+        """Scores are computed from the factors on demand."""
 
 
 class DistanceScorer:
-    """Ablation criterion BD: prefer members far from their own core (score = -D(x, c_i))."""
+    """Ablation criterion BD: prefer members far from their own core (score = -D(x, c_i)).
+
+    Parameters
+    ----------
+    core_distance : (n,) float64
+    nearest_opponent : (n,) int64, reported as each pick's opponent.
+    """
 
     def __init__(self, core_distance: np.ndarray, nearest_opponent: np.ndarray):
         self.core_distance = core_distance
@@ -599,7 +522,8 @@ class ClusterPicker:
 
     Parameters
     ----------
-    dist : distances among the members of U, in U's order.
+    dist : LocalDistances
+        Distances among the members of U, in U's order.
     scorer : BoundaryScorer or DistanceScorer
     core : int
         Position of the core in U (first, except in clusters the reference code leaves
@@ -670,25 +594,124 @@ class ClusterPicker:
 
 
 # ----------------------------------------------------------------------------------
+# The two variants
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Quirks:
+    """How one variant resolves each point where the reference code departs from the
+    paper (docs/ALGORITHM.md, "Where the reference code differs from the papers").
+
+    Attributes
+    ----------
+    exact_distances : bool
+        float64 ``cdist`` distances instead of the fast float32 form (stage-2 feature
+        space; the caller picks raw or normalised features).
+    round_size : callable (n, P_in) -> m
+        IDC's per-round inclusion count.
+    first_round : callable (dist, core, m) -> (m,) int64
+        IDC's first round.
+    n_rounds : callable (n, m) -> int
+        How many IDC rounds run at most.
+    density_tracker : callable (dist, candidates, first, k) -> tracker
+        IDC's density distance: ``tracker.density(candidates)`` per round, then
+        ``tracker.include(new, keep, candidates)``.
+    idc_min_size : int
+        Clusters smaller than this are not denoised (kept whole, in index order).
+    idc_kept : callable (n, n_ranked, P_rm) -> int
+        How many of IDC's ranked samples are kept.
+    budget_floors : callable (sizes, B) -> (floors, tie priority)
+    fixed_opponent : bool
+        Eq. 7 against each sample's nearest other core only, instead of the minimum
+        over all other cores.
+    """
+
+    exact_distances: bool
+    round_size: Callable[[int, float], int]
+    first_round: Callable[[LocalDistances, int, int], np.ndarray]
+    n_rounds: Callable[[int, int], int]
+    density_tracker: Callable
+    idc_min_size: int
+    idc_kept: Callable[[int, int, float], int]
+    budget_floors: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    fixed_opponent: bool
+
+
+def _by_core_distance(dist: LocalDistances, core: int) -> np.ndarray:
+    """Local indices by distance to the core, ties by local index."""
+    positions = np.arange(dist.n)
+    return np.lexsort((positions, dist.row(core, positions)))
+
+
+class _ReferenceDensity:
+    """The reference code's IDC density distance, indexing defect included.
+
+    It finds the *positions* (within the included list) of a candidate's k nearest
+    members, then averages the candidate's distances to the samples whose *local
+    index* equals those positions.
+    """
+
+    def __init__(self, dist: LocalDistances, candidates: np.ndarray, first: np.ndarray, k: int):
+        self.dist = dist
+        self.members = first
+        self.k = k
+
+    def density(self, candidates: np.ndarray) -> np.ndarray:
+        everyone = np.arange(self.dist.n)
+        out = np.empty(candidates.size, dtype=np.float64)
+        chunks, step = _kernel.row_chunks(candidates.size, self.members.size)
+        for start in chunks:
+            rows = candidates[start : start + step]
+            positions = np.argsort(self.dist.block(rows, self.members), axis=1)[:, : self.k]
+            distances = self.dist.block(rows, everyone)
+            out[start : start + step] = np.mean(distances[np.arange(rows.size)[:, None], positions], axis=1)
+        return out
+
+    def include(self, new: np.ndarray, keep: np.ndarray, candidates: np.ndarray) -> None:
+        self.members = np.concatenate((self.members, new))
+
+
+def _exact_floors(sizes: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """floor(B n_i / sum n) in integer arithmetic; ties ranked by size (the proportions' order)."""
+    return (sizes * budget) // int(sizes.sum()), -sizes
+
+
+def _float_floors(sizes: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """floor(B p_i) in floating point, as the reference code computes it."""
+    proportions = sizes / int(sizes.sum())
+    return np.floor(proportions * budget).astype(np.int64), -proportions
+
+
+_PAPER = _Quirks(
+    exact_distances=False,
+    round_size=lambda n, include_ratio: max(1, math.floor(n * include_ratio + _EPS)),
+    first_round=lambda dist, core, m: _core_first(_by_core_distance(dist, core), core)[:m],
+    n_rounds=lambda n, m: n,  # until every sample is included
+    density_tracker=_kernel.NearestIncluded,  # mean distance to the k nearest members of U
+    idc_min_size=0,
+    idc_kept=lambda n, n_ranked, removal_ratio: math.floor(n * (1 - removal_ratio) + _EPS),
+    budget_floors=_exact_floors,
+    fixed_opponent=False,
+)
+_REFERENCE = _Quirks(
+    exact_distances=True,
+    round_size=lambda n, include_ratio: max(1, int(n * include_ratio)),
+    first_round=lambda dist, core, m: _by_core_distance(dist, core)[:m],  # the core first only by distance
+    n_rounds=lambda n, m: n // m,  # the last n mod m samples are never ranked
+    density_tracker=_ReferenceDensity,
+    idc_min_size=10,
+    idc_kept=lambda n, n_ranked, removal_ratio: int(n_ranked * (1 - removal_ratio)),
+    budget_floors=_float_floors,
+    fixed_opponent=True,
+)
+
+
+def _quirks(reference: bool) -> _Quirks:
+    return _REFERENCE if reference else _PAPER
+
+
+# ----------------------------------------------------------------------------------
 # What stage 2 reuses across its parameters
 # ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _cluster_map(n_samples: int, n_clusters: int):
-    """A ``map`` over cluster ids: a small thread pool when clusters are big enough.
-
-    Clusters are independent, and numpy releases the GIL in its heavy kernels, so their
-    work is spread over threads; results come back in cluster order, hence identical to
-    a sequential run. BLAS is held to one thread meanwhile (no oversubscription); the
-    pool and that limit end with the block, errors included.
-    """
-    n_workers = min(4, os.cpu_count() or 1) if n_samples >= _PARALLEL_MIN_CLUSTER_SIZE * n_clusters else 1
-    if n_workers == 1:
-        yield map
-        return
-    with ThreadPoolExecutor(max_workers=n_workers) as pool, threadpool_limits(limits=1, user_api="blas"):
-        yield pool.map
-
-
 @dataclass(frozen=True)
 class ClusterGeometry:
     """The part of stage 2 that depends only on the features and the cores.
@@ -707,7 +730,8 @@ class ClusterGeometry:
         Pool indices of each cluster's members, ascending.
     other_cores : tuple of (N, M) int64 and (N, M) float64
         Each sample's nearest cores other than its own and their distances.
-    local_distances : list of K distance tables among each cluster's members
+    local_distances : list of K LocalDistances
+        Distances among each cluster's members.
     variant : {"paper", "reference"}
         Which distances (``reference``: exact float64).
     core_features : (K, d)
@@ -760,18 +784,30 @@ def cluster_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = 
         Memory: sum over clusters of n_i^2 distances (float32 for ``paper``, float64 for
         ``reference``) for clusters up to 6,000 members; larger ones compute rows on demand.
     """
-    reference = variant == "reference"
+    exact = _quirks(variant == "reference").exact_distances
     n_cores = cores.size
-    listed = n_cores if n_cores <= _ALL_OPPONENTS_MAX else _OPPONENT_CANDIDATES + 1  # the own core included
-    nearest = assign_clusters(features, cores, exact=reference, n_neighbors=listed)
-    members_of = _group(nearest.labels, n_cores)
-    with _cluster_map(features.shape[0], n_cores) as run:
-        local = list(run(lambda members: LocalDistances(features[members], exact=reference), members_of))
+    nearest = assign_clusters(features, cores, exact=exact, n_neighbors=_kernel.cores_to_list(n_cores))
+    members_of = _kernel.group(nearest.labels, n_cores)
+    with _kernel.cluster_map(features.shape[0], n_cores, cpus=os.cpu_count()) as run:
+        local = list(run(lambda members: LocalDistances(features[members], exact=exact), members_of))
     return ClusterGeometry(
         cores=np.array(cores, dtype=np.int64), labels=nearest.labels, members_of=members_of,
         other_cores=_other_cores(nearest, nearest.labels, n_cores), local_distances=local, variant=variant,
         core_features=np.array(features[cores]), features=features, n_samples=features.shape[0],
         nbytes=sum(d.matrix.nbytes for d in local if d.matrix is not None))
+
+
+def _other_cores(nearest, labels: np.ndarray, n_cores: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's nearest cores other than its own, nearest first, (N, M-1) ids and
+    distances; one column of -1 / :data:`NO_OPPONENT_DISTANCE` when K = 1."""
+    n = labels.size
+    if n_cores == 1:
+        return np.full((n, 1), -1, dtype=np.int64), np.full((n, 1), NO_OPPONENT_DISTANCE)
+    is_own = nearest.neighbors == labels[:, None]
+    # Drop the own core from each row (the last column if the row lacks it: ties).
+    width = nearest.neighbors.shape[1] - 1
+    order = np.argsort(is_own, axis=1, kind="stable")[:, :width]
+    return np.take_along_axis(nearest.neighbors, order, axis=1), np.take_along_axis(nearest.distances, order, axis=1)
 
 
 # ----------------------------------------------------------------------------------
@@ -845,14 +881,31 @@ def select_boundary(
     """Stage 2 of BiLAF on given cores (paper Alg. 1). Inputs are trusted (validated by
     :func:`bilaf_core.select`); features are used as given (normalise beforehand).
 
+    1. assign every sample to its nearest core (:func:`cluster_geometry`, or the
+       ``geometry`` given);
+    2. denoise each cluster (:func:`denoise_cluster`);
+    3. split the budget by denoised size (:func:`allocate_budget`);
+    4. in each cluster, pick boundary samples by Eq. 7 with iterative removal
+       (:class:`BoundaryScorer`, :class:`ClusterPicker`);
+    5. pass budget that a cluster could not use on (the fallback below).
+
     Parameters
     ----------
     features : (N, d) float32
     cores : (K,) int64, distinct pool indices; position = cluster id.
     budget : int, K <= B <= N.
+    variant, k_neighbors, include_ratio, removal_ratio, opponent_penalty, denoise,
+    criterion, process : see ``docs/ALGORITHM.md``.
+    keep_trace : bool
+        Record each cluster's ranking and picks in ``traces``.
+    progress : callable (fraction, message), optional
     geometry : ClusterGeometry, optional
         From :func:`cluster_geometry` on the same features, cores and variant; computed
         here when not given.
+
+    Returns
+    -------
+    BoundaryResult
 
     Budget fallback, so that exactly B distinct samples come back: a cluster that runs
     out of candidates passes its remaining units, one at a time, to the cluster with
@@ -861,65 +914,129 @@ def select_boundary(
     too, removed samples are taken, cluster by cluster, least noisy first.
     """
     reference = variant == "reference"
-    n_cores = cores.size
-    if geometry is None:
-        geometry = cluster_geometry(features, cores, variant=variant)
-    else:
-        geometry.check_matches(features[cores], cores, n_samples=features.shape[0], variant=variant)
-    labels, members_of, others = geometry.labels, geometry.members_of, geometry.other_cores
-    local_distances = geometry.local_distances
-    core_features = features[cores]
-
-    with _cluster_map(features.shape[0], n_cores) as run:
-        # Step 2: denoise each cluster.
-        def denoise_one(cluster_id: int) -> DenoisedCluster:
-            core_local = int(np.searchsorted(members_of[cluster_id], cores[cluster_id]))
-            return denoise_cluster(local_distances[cluster_id], core_local, method=denoise, k_neighbors=k_neighbors,
-                                   include_ratio=include_ratio, removal_ratio=removal_ratio, reference=reference)
-
-        denoised = []
-        for cluster_id, den in enumerate(run(denoise_one, range(n_cores))):
-            denoised.append(den)
-            if progress is not None and cluster_id % 64 == 0:
-                progress(0.5 * cluster_id / n_cores, "denoising clusters")
-
-        # Step 3: allocate.
+    geometry = _geometry_for(features, cores, variant, geometry)
+    with _kernel.cluster_map(features.shape[0], cores.size, cpus=os.cpu_count()) as run:
+        denoised = _denoise_clusters(run, geometry, progress, method=denoise, k_neighbors=k_neighbors,
+                                     include_ratio=include_ratio, removal_ratio=removal_ratio, reference=reference)
         allocation = allocate_budget(budget, np.array([d.n_kept for d in denoised]), reference=reference)
+        pickers = _pick_in_clusters(run, geometry, denoised, allocation, features, progress, criterion=criterion,
+                                    iterative=process == "iterative", opponent_penalty=opponent_penalty,
+                                    reference=reference, keep_trace=keep_trace)
+    fallback = _pass_on_unused_budget(pickers, allocation, denoised, geometry.members_of)
+    if progress is not None:
+        progress(1.0, "stage 2 done")
+    return _result(geometry, denoised, allocation, pickers, fallback, keep_trace=keep_trace)
 
-        # Step 4: one picker per cluster, each run to its own budget.
-        def pick_one(cluster_id: int) -> ClusterPicker:
-            kept = denoised[cluster_id].kept
-            kept_dist = _SubsetDistances(local_distances[cluster_id], kept)
-            kept_pool = members_of[cluster_id][kept]
-            core_position = int(np.flatnonzero(kept_pool == cores[cluster_id])[0])
-            scorer = _make_scorer(
-                criterion, kept_dist, kept_pool, core_position, others, features, core_features, cluster_id,
-                penalty=opponent_penalty if process == "iterative" else 1.0, dynamic=not reference,
-            )
-            picker = ClusterPicker(kept_dist, scorer, core=core_position, budget=int(allocation[cluster_id]),
-                                   iterative=process == "iterative", keep_trace=keep_trace)
-            picker.run_to(int(allocation[cluster_id]))
-            return picker
 
-        pickers = []
-        for cluster_id, picker in enumerate(run(pick_one, range(n_cores))):
-            pickers.append(picker)
-            if progress is not None and cluster_id % 64 == 0:
-                progress(0.5 + 0.5 * cluster_id / n_cores, "selecting boundary samples")
+def _geometry_for(features, cores, variant, geometry: ClusterGeometry | None) -> ClusterGeometry:
+    """Step 1: the given geometry, checked against the inputs, or a new one."""
+    if geometry is None:
+        return cluster_geometry(features, cores, variant=variant)
+    geometry.check_matches(features[cores], cores, n_samples=features.shape[0], variant=variant)
+    return geometry
 
-    extra_picks = _run_pickers(pickers, allocation, denoised, members_of)
 
-    # Assemble in core order.
+def _denoise_clusters(run, geometry: ClusterGeometry, progress, **params) -> list[DenoisedCluster]:
+    """Step 2 in every cluster."""
+
+    def denoise_one(cluster_id: int) -> DenoisedCluster:
+        core_local = int(np.searchsorted(geometry.members_of[cluster_id], geometry.cores[cluster_id]))
+        return denoise_cluster(geometry.local_distances[cluster_id], core_local, **params)
+
+    n_clusters = geometry.cores.size
+    return _collect(run(denoise_one, range(n_clusters)), n_clusters, progress, 0.0, "denoising clusters")
+
+
+def _pick_in_clusters(run, geometry: ClusterGeometry, denoised, allocation, features, progress, *,
+                      criterion, iterative, opponent_penalty, reference, keep_trace) -> list[ClusterPicker]:
+    """Step 4 in every cluster, each picker run to its own budget."""
+    dynamic = not _quirks(reference).fixed_opponent
+
+    def pick_one(cluster_id: int) -> ClusterPicker:
+        kept = denoised[cluster_id].kept
+        kept_dist = _kernel.SubsetDistances(geometry.local_distances[cluster_id], kept)
+        kept_pool = geometry.members_of[cluster_id][kept]
+        core_position = int(np.flatnonzero(kept_pool == geometry.cores[cluster_id])[0])
+        scorer = _cluster_scorer(criterion, kept_dist, kept_pool, core_position, geometry, features, cluster_id,
+                                 penalty=opponent_penalty if iterative else 1.0, dynamic=dynamic)
+        units = int(allocation[cluster_id])
+        picker = ClusterPicker(kept_dist, scorer, core=core_position, budget=units, iterative=iterative,
+                               keep_trace=keep_trace)
+        picker.run_to(units)
+        return picker
+
+    n_clusters = len(denoised)
+    return _collect(run(pick_one, range(n_clusters)), n_clusters, progress, 0.5, "selecting boundary samples")
+
+
+def _collect(results, n_clusters: int, progress, start: float, message: str) -> list:
+    """The per-cluster results in cluster order, reporting each half of the progress."""
+    out = []
+    for cluster_id, result in enumerate(results):
+        out.append(result)
+        if progress is not None and cluster_id % 64 == 0:
+            progress(start + 0.5 * cluster_id / n_clusters, message)
+    return out
+
+
+def _cluster_scorer(criterion: str, kept_dist: LocalDistances, kept_pool: np.ndarray, core_position: int,
+                    geometry: ClusterGeometry, features: np.ndarray, cluster_id: int, *, penalty: float, dynamic: bool):
+    """The scorer of one denoised cluster U: Eq. 7 with d_intra(x) = mean distance from x
+    to all of U (x itself included), or BD."""
+    opponents, opponent_d = geometry.other_cores[0][kept_pool], geometry.other_cores[1][kept_pool]
+    everyone = np.arange(kept_dist.n)
+    if criterion == "distance":
+        return DistanceScorer(kept_dist.row(core_position, everyone).astype(np.float64), opponents[:, 0])
+    d_intra = kept_dist.row_means(everyone, everyone)
+    core_features = geometry.core_features
+
+    def all_opponent_distances(positions: np.ndarray) -> np.ndarray:
+        full = pairwise_distances(features[kept_pool[positions]], core_features, exact=kept_dist.exact)
+        full = full.astype(np.float64)
+        full[:, cluster_id] = np.inf
+        return full
+
+    return BoundaryScorer(d_intra, opponents, opponent_d, n_cores=core_features.shape[0], penalty=penalty,
+                          dynamic=dynamic, all_opponent_distances=all_opponent_distances)
+
+
+def _pass_on_unused_budget(pickers, allocation, denoised, members_of) -> list[list[int]]:
+    """Step 5, the budget fallback of :func:`select_boundary`, after every picker ran to
+    its budget. Returns, per cluster, the removed samples taken in its last phase."""
+    deficit = sum(max(0, int(units) - len(picker.picks)) for picker, units in zip(pickers, allocation))
+    for reopened in (False, True):
+        if reopened and deficit:
+            for picker in pickers:
+                picker.reopen()
+        open_counts = np.array([p.n_open for p in pickers])
+        while deficit and open_counts.max(initial=0) > 0:
+            c = int(np.argmax(open_counts))
+            if pickers[c].step():
+                deficit -= 1
+            open_counts[c] = pickers[c].n_open
+    extra: list[list[int]] = [[] for _ in pickers]
+    for cluster_id, (members, den) in enumerate(zip(members_of, denoised)):
+        for sample in members[den.removed]:
+            if deficit == 0:
+                break
+            extra[cluster_id].append(int(sample))
+            deficit -= 1
+    return extra
+
+
+def _result(geometry: ClusterGeometry, denoised, allocation, pickers, fallback, *, keep_trace: bool) -> BoundaryResult:
+    """Assemble the selection in core order, each cluster's picks then its fallback picks."""
+    members_of = geometry.members_of
     indices, cluster_ids, scores, opponents = [], [], [], []
     selected_removed = set()
     for cluster_id, (picker, members, den) in enumerate(zip(pickers, members_of, denoised)):
         pool = members[den.kept][picker.picks]
-        fallback = extra_picks[cluster_id]
-        selected_removed.update(fallback)
-        indices.append(np.concatenate((pool, np.asarray(fallback, dtype=np.int64))))
-        cluster_ids.append(np.full(pool.size + len(fallback), cluster_id, dtype=np.int64))
-        scores.append(np.concatenate((picker.scores, np.full(len(fallback), np.nan))))
-        opponents.append(np.concatenate((picker.opponents, np.full(len(fallback), -1))).astype(np.int64))
+        extra = fallback[cluster_id]
+        selected_removed.update(extra)
+        indices.append(np.concatenate((pool, np.asarray(extra, dtype=np.int64))))
+        cluster_ids.append(np.full(pool.size + len(extra), cluster_id, dtype=np.int64))
+        scores.append(np.concatenate((picker.scores, np.full(len(extra), np.nan))))
+        opponents.append(np.concatenate((picker.opponents, np.full(len(extra), -1))).astype(np.int64))
     # In the algorithm's order: cluster by cluster, least noisy first.
     removed = np.concatenate([members[d.removed] for members, d in zip(members_of, denoised)])
     removed = removed[~np.isin(removed, list(selected_removed))]
@@ -928,20 +1045,18 @@ def select_boundary(
     if keep_trace:
         traces = [
             ClusterTrace(
-                core=int(cores[c]), members=members, inclusion_order=members[den.order],
+                core=int(geometry.cores[c]), members=members, inclusion_order=members[den.order],
                 inclusion_round=den.rounds, kept=members[den.kept], removed=members[den.removed],
                 budget=int(allocation[c]), radius=picker.radius, picks=picker.trace,
             )
             for c, (members, den, picker) in enumerate(zip(members_of, denoised, pickers))
         ]
-    if progress is not None:
-        progress(1.0, "stage 2 done")
     return BoundaryResult(
         indices=np.concatenate(indices).astype(np.int64),
         cluster_of_selected=np.concatenate(cluster_ids),
         scores=np.concatenate(scores).astype(np.float64),
         opponents=np.concatenate(opponents),
-        labels=labels,
+        labels=geometry.labels,
         removed=removed.astype(np.int64),
         allocation=allocation,
         traces=traces,
@@ -997,94 +1112,3 @@ def boundary_score_at(
     rows = np.arange(points.shape[0])
     at = np.argmax(opponents == opponent[:, None], axis=1)
     return {"score": score, "opponent": opponent, "d_intra": d_intra, "opponent_distance": distances[rows, at]}
-
-
-def _group(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:
-    """Members of each cluster, ascending pool index."""
-    order = np.argsort(labels, kind="stable")
-    bounds = np.searchsorted(labels[order], np.arange(n_groups + 1))
-    return [order[bounds[i] : bounds[i + 1]] for i in range(n_groups)]
-
-
-class _SubsetDistances(LocalDistances):
-    """A cluster's distances restricted to, and re-indexed by, a subset (no copy)."""
-
-    def __init__(self, parent: LocalDistances, subset: np.ndarray):
-        self.parent = parent
-        self.subset = subset
-        self.n = subset.size
-        self.exact = parent.exact
-        self.matrix = None  # never materialised; see block()
-
-    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return self.parent.block(self.subset[rows], self.subset[cols])
-
-    def row(self, row: int, cols: np.ndarray) -> np.ndarray:
-        return self.parent.row(int(self.subset[row]), self.subset[cols])
-
-    def row_means(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        matrix = self.parent.matrix
-        if matrix is not None and not self.exact and rows.size == cols.size == self.n:
-            # one matrix-vector product over the parent instead of copying the subset;
-            # the exact (reference) path keeps the reference's summation order instead
-            weights = np.zeros(self.parent.n, dtype=matrix.dtype)
-            weights[self.subset] = 1.0 / self.n
-            return (matrix @ weights)[self.subset].astype(np.float64)
-        return super().row_means(rows, cols)
-
-
-def _other_cores(nearest, labels: np.ndarray, n_cores: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each sample's nearest cores other than its own, nearest first, (N, M-1) ids and
-    distances; one column of -1 / :data:`NO_OPPONENT_DISTANCE` when K = 1."""
-    n = labels.size
-    if n_cores == 1:
-        return np.full((n, 1), -1, dtype=np.int64), np.full((n, 1), NO_OPPONENT_DISTANCE)
-    is_own = nearest.neighbors == labels[:, None]
-    # Drop the own core from each row (the last column if the row lacks it: ties).
-    width = nearest.neighbors.shape[1] - 1
-    order = np.argsort(is_own, axis=1, kind="stable")[:, :width]
-    return np.take_along_axis(nearest.neighbors, order, axis=1), np.take_along_axis(nearest.distances, order, axis=1)
-
-
-def _make_scorer(criterion, kept_dist, kept_pool, core_position, others, features, core_features, cluster_id, *, penalty, dynamic):
-    n_cores = core_features.shape[0]
-    opponents, opponent_d = others[0][kept_pool], others[1][kept_pool]
-    everyone = np.arange(kept_dist.n)
-    if criterion == "distance":
-        return DistanceScorer(kept_dist.row(core_position, everyone).astype(np.float64), opponents[:, 0])
-    # d_intra: mean distance to all of U, x itself included (divide by |U|).
-    d_intra = kept_dist.row_means(everyone, everyone)
-
-    def all_opponent_distances(positions: np.ndarray) -> np.ndarray:
-        full = pairwise_distances(features[kept_pool[positions]], core_features, exact=kept_dist.exact).astype(np.float64)
-        full[:, cluster_id] = np.inf
-        return full
-
-    return BoundaryScorer(d_intra, opponents, opponent_d, n_cores=n_cores, penalty=penalty,
-                          dynamic=dynamic, all_opponent_distances=all_opponent_distances)
-
-
-def _run_pickers(pickers, allocation, denoised, members_of) -> list[list[int]]:
-    """The budget fallback of :func:`select_boundary`, after every picker ran to its budget.
-
-    Returns, per cluster, the removed samples taken in the last fallback phase.
-    """
-    deficit = sum(max(0, int(units) - len(picker.picks)) for picker, units in zip(pickers, allocation))
-    for reopened in (False, True):
-        if reopened and deficit:
-            for picker in pickers:
-                picker.reopen()
-        open_counts = np.array([p.n_open for p in pickers])
-        while deficit and open_counts.max(initial=0) > 0:
-            c = int(np.argmax(open_counts))
-            if pickers[c].step():
-                deficit -= 1
-            open_counts[c] = pickers[c].n_open
-    extra: list[list[int]] = [[] for _ in pickers]
-    for cluster_id, (members, den) in enumerate(zip(members_of, denoised)):
-        for sample in members[den.removed]:
-            if deficit == 0:
-                break
-            extra[cluster_id].append(int(sample))
-            deficit -= 1
-    return extra
