@@ -59,7 +59,7 @@ def split(feature_file: Path, cache: Path | None) -> list[tuple[str, float]]:
     budget = features.shape[0] // 20  # the Select page's default budget (5 %)
     k = auto_n_cores(features.shape[0], budget).n_cores
     if cache is None:
-        cores = activeft_cores(unit, k, random_state=0, precision="float32")
+        cores = activeft_cores(unit, k, random_state=0, precision="float32", batch_size=unit.shape[0])
     else:
         cores = select_cores(unit, k, method="activeft", random_state=0, cache_dir=cache)
     lap(f"stage 1: ActiveFT, K = {k}")
