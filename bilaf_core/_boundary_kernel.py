@@ -29,6 +29,10 @@ from .distances import pairwise_distances, rows_per_chunk
 # Clusters up to this size get their full (n x n) distance matrix in memory; larger
 # ones (degenerate pools, e.g. many identical points) compute rows on demand.
 FULL_MATRIX_MAX = 6_000
+# At most this many bytes of those matrices per geometry; beyond it the largest clusters
+# compute rows on demand too (slower, same distances). Without it a 1,281,167-sample pool
+# in 253 clusters of about 5,000 asked for 25 GB; CIFAR-10 in 50 clusters takes 0.3 GB.
+GEOMETRY_MATRIX_BYTES = 4 * 2**30
 # Threads only pay off when clusters are large enough for numpy's GIL-free kernels
 # to outweigh the per-cluster Python work (measured: K=50 on 50k gains, K=250 loses).
 PARALLEL_MIN_CLUSTER_SIZE = 400
@@ -49,10 +53,11 @@ class LocalDistances:
     :func:`bilaf_core.boundary.denoise_cluster` and the pickers; built from the
     cluster's (n, d) features, in local index order."""
 
-    def __init__(self, features: np.ndarray, *, exact: bool):
+    def __init__(self, features: np.ndarray, *, exact: bool, keep_matrix: bool = True):
         self.exact = exact
         self.n = features.shape[0]
-        self.matrix = pairwise_distances(features, features, exact=exact) if self.n <= FULL_MATRIX_MAX else None
+        keep = keep_matrix and self.n <= FULL_MATRIX_MAX
+        self.matrix = pairwise_distances(features, features, exact=exact) if keep else None
         if self.matrix is not None and not exact:
             np.fill_diagonal(self.matrix, 0.0)
         # The features are only needed to compute rows on demand; every cluster's object
@@ -263,6 +268,20 @@ def group(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(n_groups + 1))
     return [order[bounds[i] : bounds[i + 1]] for i in range(n_groups)]
+
+
+def matrices_to_keep(sizes: np.ndarray, itemsize: int, budget: int | None = None) -> np.ndarray:
+    """(K,) bool: which clusters of these sizes keep their full distance matrix. Those up
+    to :data:`FULL_MATRIX_MAX` members, smallest first, while their matrices together
+    (``itemsize`` bytes a distance) fit in ``budget`` (:data:`GEOMETRY_MATRIX_BYTES`)."""
+    budget = GEOMETRY_MATRIX_BYTES if budget is None else budget
+    sizes = np.asarray(sizes, dtype=np.int64)
+    order = np.argsort(sizes, kind="stable")
+    eligible = sizes[order] <= FULL_MATRIX_MAX
+    used = np.cumsum(np.where(eligible, sizes[order] ** 2 * itemsize, 0))
+    keep = np.zeros(sizes.size, dtype=bool)
+    keep[order] = eligible & (used <= budget)
+    return keep
 
 
 @contextlib.contextmanager

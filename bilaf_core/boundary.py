@@ -782,14 +782,18 @@ def cluster_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = 
     -------
     ClusterGeometry
         Memory: sum over clusters of n_i^2 distances (float32 for ``paper``, float64 for
-        ``reference``) for clusters up to 6,000 members; larger ones compute rows on demand.
+        ``reference``) for clusters up to 6,000 members, smallest first, up to 4 GiB in
+        all (:func:`bilaf_core._boundary_kernel.matrices_to_keep`); the other clusters
+        compute rows on demand.
     """
     exact = _quirks(variant == "reference").exact_distances
     n_cores = cores.size
     nearest = assign_clusters(features, cores, exact=exact, n_neighbors=_kernel.cores_to_list(n_cores))
     members_of = _kernel.group(nearest.labels, n_cores)
+    keep = _kernel.matrices_to_keep(np.array([m.size for m in members_of]), 8 if exact else 4)
     with _kernel.cluster_map(features.shape[0], n_cores, cpus=os.cpu_count()) as run:
-        local = list(run(lambda members: LocalDistances(features[members], exact=exact), members_of))
+        local = list(run(lambda i: LocalDistances(features[members_of[i]], exact=exact, keep_matrix=bool(keep[i])),
+                         range(n_cores)))
     return ClusterGeometry(
         cores=np.array(cores, dtype=np.int64), labels=nearest.labels, members_of=members_of,
         other_cores=_other_cores(nearest, nearest.labels, n_cores), local_distances=local, variant=variant,

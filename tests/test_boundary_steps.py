@@ -297,3 +297,29 @@ def test_scores_updated_pick_by_pick_equal_scores_recomputed_from_the_factors(li
         np.testing.assert_array_equal(scores, terms[everyone, best])
         np.testing.assert_array_equal(opponents, scorer.opponents[everyone, best])
     _assert_brute_force(scorer, dist_all, d_intra, scores, opponents)
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+def test_geometry_keeps_matrices_within_its_memory_budget_and_selects_the_same(monkeypatch, variant):
+    """A 1.28M-sample pool in 253 clusters asked for 25 GB of distance matrices; now the
+    largest clusters beyond the budget compute rows on demand, with the same selection."""
+    import bilaf_core._boundary_kernel as kernel
+    from bilaf_core.boundary import cluster_geometry
+    from sklearn.datasets import load_digits
+
+    features = load_digits().data.astype(np.float32)[:600]
+    cores = np.arange(0, 600, 60)
+    unbounded = cluster_geometry(features, cores, variant=variant)
+    sizes = np.array([m.size for m in unbounded.members_of])
+    itemsize = unbounded.local_distances[0].matrix.itemsize
+    budget = int(np.sort(sizes)[:4].astype(np.int64) @ np.sort(sizes)[:4] * itemsize)  # the four smallest fit
+    np.testing.assert_array_equal(kernel.matrices_to_keep(sizes, itemsize, budget),
+                                  sizes <= np.sort(sizes)[3])  # hand-checked: smallest first (sizes distinct here)
+    monkeypatch.setattr(kernel, "GEOMETRY_MATRIX_BYTES", budget)
+    bounded = cluster_geometry(features, cores, variant=variant)
+    assert bounded.nbytes <= budget < unbounded.nbytes
+    assert sum(d.matrix is not None for d in bounded.local_distances) == 4
+    expected = select_boundary(features, cores, 120, variant=variant, geometry=unbounded)
+    got = select_boundary(features, cores, 120, variant=variant, geometry=bounded)
+    np.testing.assert_array_equal(got.indices, expected.indices)
+    np.testing.assert_array_equal(got.removed, expected.removed)
