@@ -186,7 +186,7 @@ def main() -> int:
         f"## {n:,} x {features.shape[1]:,} CIFAR-10 features"
         f"{' (PCA of the 1,280-d EfficientNet-Lite0 features)' if args.dims else ''}"
         f"{' (the 50,000 tiled with small noise)' if n > 50_000 else ''}, cached UMAP", "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores shared with other work (noisy), "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores (check the load: the browser shares them), "
         f"with `python benchmarks/app_responsiveness.py --repeats {args.repeats}"
         f"{f' --pool {n}' if n > 50_000 else ''}{f' --dims {args.dims}' if args.dims else ''}`.", "",
         "| measure | seconds |", "|---|---|",
