@@ -143,6 +143,12 @@ class SelectionParams:
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    @property
+    def normalizes(self) -> bool:
+        """Whether the selection works on L2-normalised features: ``normalize``, or where
+        it is None the variant's default (paper: True, reference: False)."""
+        return self.variant == "paper" if self.normalize is None else bool(self.normalize)
+
     def key(self) -> tuple:
         """A hashable, ordered (name, value) tuple, for caches."""
         return tuple(self.as_dict().items())

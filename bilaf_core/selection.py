@@ -159,8 +159,7 @@ class Selection:
 def resolve_normalize(normalize: object, variant: str) -> bool:
     """``normalize`` with None meaning the variant's default (paper: True, reference:
     False): whether :func:`select` works on L2-normalised features."""
-    params = SelectionParams(variant=variant, normalize=normalize)  # validates both
-    return params.variant == "paper" if params.normalize is None else bool(params.normalize)
+    return SelectionParams(variant=variant, normalize=normalize).normalizes  # validates both
 
 
 def _validate(features, budget, params: SelectionParams, cores):
@@ -236,7 +235,7 @@ def select(
     if cores is not None and method != "bilaf":  # it was silently ignored, yet recorded as core_method="given"
         raise ValueError(f"cores are BiLAF's stage 1; method={method!r} selects the whole budget itself: "
                          "leave cores out, or use method='bilaf'")
-    normalize = resolve_normalize(p.normalize, variant)
+    normalize = p.normalizes  # validated once, with the other options
     n = features.shape[0]
     if geometry is not None:  # the pool as the geometry saw it: prepared once, not again per call
         geometry.check_matches(l2_normalize(features[cores]) if normalize else features[cores], cores, n_samples=n,

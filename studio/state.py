@@ -230,12 +230,13 @@ def geometry(source: Source, n_cores: int, core_method: str, seed: int, variant:
 #: The selection parameters the Select and Compare pages set (the seed is the page's own
 #: "seed"; L2 normalisation follows the variant).
 PAGE_PARAMS = tuple(spec.name for spec in param_specs() if spec.stage != "run")
+_SPECS = {spec.name: spec for spec in param_specs()}
 
 
 def param_widget(name: str) -> dict:
     """The label, help and range (or options) of a selection parameter's widget, from its
     one definition (:func:`bilaf_core.params.param_specs`)."""
-    spec = next(spec for spec in param_specs() if spec.name == name)
+    spec = _SPECS[name]
     widget = {"label": spec.label, "help": spec.help}
     if spec.kind == "choice":
         widget["options"] = list(spec.choices)
@@ -286,7 +287,7 @@ def selection_params(values: dict) -> tuple:
     """The hashable parameter tuple of :func:`selection` from the Select page's values
     (:meth:`SelectionParams.key`; a widget's or a table cell's text made the right type)."""
     kinds = {"int": int, "float": float, "n_cores": n_cores_value, "choice": str}
-    typed = {spec.name: kinds[spec.kind](values[spec.name]) for spec in param_specs() if spec.name in PAGE_PARAMS}
+    typed = {name: kinds[_SPECS[name].kind](values[name]) for name in PAGE_PARAMS}
     return SelectionParams(**typed, random_state=int(values["seed"])).key()
 
 

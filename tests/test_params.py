@@ -49,3 +49,12 @@ def test_cli_normalize_option_reaches_the_selection(tmp_path):
     assert main(base + ["--no-normalize"]) == 0
     assert json.loads(out.read_text())["params"]["normalize"] is False
     assert main(base) == 0 and json.loads(out.read_text())["params"]["normalize"] is True  # the paper variant's
+
+
+@pytest.mark.parametrize("variant, normalize, expected", [
+    ("paper", None, True), ("reference", None, False), ("paper", False, False), ("reference", True, True)])
+def test_normalizes_follows_the_variant_unless_given(variant, normalize, expected):
+    from bilaf_core.selection import resolve_normalize
+
+    assert SelectionParams(variant=variant, normalize=normalize).normalizes is expected
+    assert resolve_normalize(normalize, variant) is expected
