@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -116,7 +117,10 @@ def _coerce(text: str, default: Any) -> Any:
     if isinstance(default, bool):
         return text.lower() in ("1", "true", "yes")
     if isinstance(default, (int, float)):
-        return type(default)(text)
+        value = type(default)(text)
+        if not math.isfinite(value):  # float() takes "nan" and "inf": no slider accepts them
+            raise ValueError(f"not a finite number: {text}")
+        return value
     return int(text) if text.isdigit() else text  # K: "auto" or a number
 
 
@@ -201,6 +205,9 @@ def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
     given = {name: params.get(key, "") for name, key in SOURCE_KEYS.items()}
     if not given["dataset"]:
         return None, None
+    if given["dataset"] == "features" and not given["feature_file"]:
+        return None, ("The link's data source was not opened: it names a feature file but not which one (no "
+                      "file= parameter); upload the file on the Data page.")
     try:
         for name in ("root", "weights", "feature_file", "test_root"):
             if given[name]:

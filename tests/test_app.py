@@ -408,3 +408,31 @@ def test_a_float16_feature_file_is_converted_to_float32_once_per_source(tmp_path
     source = state.Source(feature_file=str(path))
     first = state.features(source)
     assert first.dtype == np.float32 and state.features(source) is first  # was a new 1-second copy per call
+
+
+def _linked(**params) -> AppTest:
+    """The app opened from a link carrying ``params`` (a bookmark, a reload, a shared URL)."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(params)
+    at.run()
+    return at
+
+
+def test_a_link_with_nan_or_inf_parameters_opens_the_defaults_not_an_error():
+    """float() reads 'nan' and 'inf': the Select page stopped with 'include_ratio must be a
+    number in (0, 1], got nan' instead of ignoring the value like any other it cannot use."""
+    at = _linked(data="digits", include_ratio="nan", opponent_penalty="inf", removal_ratio="-inf")
+    _no_failure(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.slider(key="include_ratio").value == 0.1 and at.slider(key="opponent_penalty").value == 1.1
+    assert at.slider(key="removal_ratio").value == 0.1
+    assert shown(at, "Selected") == 89
+
+
+def test_a_link_to_a_feature_file_without_its_file_says_which_parameter_is_missing():
+    """It said "unknown backbone ''; see timm.list_models()", about a backbone nobody chose."""
+    at = _linked(data="features")
+    _no_failure(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("file=" in w.value and "feature file" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert shown(at, "Selected") == 89  # the default pool instead
