@@ -48,7 +48,9 @@ REMOVED_DRAWN = 5_000
 DENSITY_SHAPE = (240, 480)
 #: Category colours: ten well-separated ones up to ten categories (CIFAR-10's labels),
 #: 24 beyond (pseudo-classes: they repeat past 24, far apart on the map; the legend says so).
-PALETTE_10 = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#7F7F7F", "#BCBD22",
+#: None is grey: grey means removed noise (crosses) and samples outside Inspect's filters
+#: (tab10's grey #7F7F7F is replaced by indigo).
+PALETTE_10 = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#393B79", "#BCBD22",
               "#17BECF")
 PALETTE_MANY = ("#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#B68100", "#750D86", "#EB663B", "#511CFB",
                 "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE", "#862A16", "#A777F1", "#620042",

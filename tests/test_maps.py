@@ -164,3 +164,20 @@ def test_projection_progress_lines_of_umap_and_t_sne_become_fractions():
     lines.write("\r 50%|#####     | 100/200 [00:10<00:10]")
     assert calls == [(0.175, "neighbours of 1,000 of 2,000 samples"), (0.65, "layout, iteration 500 of 1,000"),
                      (0.65, "layout, epoch 100 of 200")]
+
+
+def test_no_category_colour_is_a_grey_that_reads_as_removed_noise_or_filtered_out():
+    """Pseudo-class / label 7 was tab10's grey #7F7F7F: on the map it could not be told from
+    the removed crosses (grey) or, on Inspect, from the samples outside the filters (grey)."""
+    from studio.maps import LAYERS
+
+    def rgb(colour: str) -> tuple[int, ...]:
+        if colour.startswith("rgba"):
+            return tuple(int(float(v)) for v in colour[5:-1].split(",")[:3])
+        return tuple(int(colour[j:j + 2], 16) for j in (1, 3, 5))
+
+    def chroma(colour: str) -> int:
+        return max(rgb(colour)) - min(rgb(colour))
+
+    assert chroma(LAYERS["removed"][2]) < 10 and chroma(OTHER) < 10  # the greys the categories must not look like
+    assert [colour for colour in PALETTE_10 + PALETTE_MANY if chroma(colour) < 40] == []
