@@ -50,7 +50,9 @@ def image_grid(images, captions: list[str], *, width: int = 112) -> None:
     """Thumbnails in a wrapping grid, each with its caption underneath (a line per caption
     line, each cut with an ellipsis; the whole caption on hover). The images travel inside the page as PNG
     data, not as media files: a media file of a page that was left or rerun is deleted
-    and a late request for it fails (404s in the browser's console)."""
+    and a late request for it fails (404s in the browser's console). The width is set on
+    each cell, not in the stylesheet: a page's stylesheets apply to every grid on it (the
+    closer view's small neighbours took the gallery's width)."""
     cells = []
     for image, caption in zip(images, captions):
         buffer = io.BytesIO()
@@ -58,13 +60,13 @@ def image_grid(images, captions: list[str], *, width: int = 112) -> None:
         data = base64.b64encode(buffer.getvalue()).decode()
         text = html.escape(caption)
         lines = "<br>".join(html.escape(line) for line in caption.split("\n"))
-        cells.append(f'<figure class="bilaf-cell" title="{text}"><img src="data:image/png;base64,{data}" alt="{text}">'
+        cells.append(f'<figure class="bilaf-cell" style="width: {width}px" title="{text}">'
+                     f'<img src="data:image/png;base64,{data}" alt="{text}" style="width: {width}px; height: {width}px">'
                      f'<figcaption class="bilaf-caption">{lines}</figcaption></figure>')
     st.html(f"""<style>
 .bilaf-grid {{display: flex; flex-wrap: wrap; gap: 10px;}}
-.bilaf-cell {{margin: 0; width: {width}px;}}
-.bilaf-cell img {{width: {width}px; height: {width}px; object-fit: contain; image-rendering: pixelated;
-  border-radius: 4px; background: #f0f2f6;}}
+.bilaf-cell {{margin: 0;}}
+.bilaf-cell img {{object-fit: contain; image-rendering: pixelated; border-radius: 4px; background: #f0f2f6;}}
 .bilaf-caption {{font-size: 0.72rem; line-height: 1.25; color: #555; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis;}}
 </style><div class="bilaf-grid">{"".join(cells)}</div>""")

@@ -356,6 +356,12 @@ def test_inspect_enlarges_a_sample_beside_its_neighbours_on_the_map(server, brow
     # the map beside it: the pool, the 12 neighbours and the sample itself
     expect(page.locator(".legendtext").filter(has_text="12 nearest")).to_have_count(1)
     expect(page.locator(".legendtext").filter(has_text=first)).to_have_count(1)
+    # the neighbours are small thumbnails (72 px), the gallery's stay 112 px: each grid keeps
+    # its own width (a shared stylesheet gave every grid on the page the last one's width)
+    widths = page.locator(".bilaf-grid").evaluate_all(
+        "grids => grids.filter(g => g.offsetParent).map(g => [g.querySelectorAll('img').length, "
+        "Math.round(g.querySelector('img').getBoundingClientRect().width)])")
+    assert [12, 72] in widths and any(w == 112 for _, w in widths), widths
     assert_clean(page, browser)
 
 
