@@ -436,3 +436,22 @@ def test_a_link_to_a_feature_file_without_its_file_says_which_parameter_is_missi
     assert not at.error, [e.value for e in at.error]
     assert any("file=" in w.value and "feature file" in w.value for w in at.warning), [w.value for w in at.warning]
     assert shown(at, "Selected") == 89  # the default pool instead
+
+
+def test_learn_page_settings_and_step_survive_a_visit_to_another_page():
+    """Its widgets had plain keys, which Streamlit drops when another page runs: K, the data
+    set and the step were back at their defaults after a look at the Select page."""
+    at = _app("views/learn.py")
+    at.selectbox(key="learn_data").set_value("moons")
+    at.slider(key="learn_k").set_value(5)
+    at.slider(key="learn_prm").set_value(0.3).run()
+    at.button(key="learn_next").click().run()
+    at.button(key="learn_next").click().run()
+    assert at.radio(key="learn_step").value.startswith("3")
+    at.switch_page("views/select.py").run()
+    at.switch_page("views/learn.py").run()
+    _no_failure(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="learn_data").value == "moons"
+    assert at.slider(key="learn_k").value == 5 and at.slider(key="learn_prm").value == 0.3
+    assert at.radio(key="learn_step").value.startswith("3")

@@ -10,10 +10,17 @@ from bilaf_core.boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
 from bilaf_core.core import CORE_METHODS
 from bilaf_core.teaching import TOY_DATASETS, compare_methods, make_toy_dataset, walkthrough
 from studio import learn_figures as figures
-from studio import state
+from studio import session, state
 
 STEPS = ["1 · Cores", "2 · Denoising (IDC)", "3 · Boundary score", "4 · Iterative picks", "5 · Result"]
 FEATURE_PCA = "2-D PCA of the current feature set"
+#: The page's settings belong to the session: kept when another page is visited and this one comes back.
+SETTINGS = session.app_state()
+
+
+def keep(widget, name, label, default, **kwargs):
+    return session.kept(widget, name, label, default=default, state=SETTINGS, **kwargs)
+
 
 st.title("Learn: BiLAF step by step")
 st.caption("On data that is itself 2-D, each step of Algorithm 1 is drawn exactly. The page runs the library's own "
@@ -37,11 +44,13 @@ def baselines(points: np.ndarray, budget: int, seed: int):
 
 with st.expander("Data: a generated 2-D set, or a projection of your features"):
     a, b, c, d, e = st.columns(5)
-    data_name = a.selectbox("Data set", [*TOY_DATASETS, FEATURE_PCA], key="learn_data")
-    n_points = b.slider("Points", 200, 5000, 600, 100, key="learn_n")
-    overlap = c.slider("Overlap", 0.2, 3.0, 1.0, 0.1, key="learn_overlap", help="spread of each class")
-    outliers = d.slider("Outliers", 0.0, 0.3, 0.05, 0.01, key="learn_outliers", help="share of uniform noise points")
-    data_seed = int(e.number_input("Data seed", 0, 10_000, 0, key="learn_data_seed"))
+    data_name = keep(a.selectbox, "learn_data", "Data set", TOY_DATASETS[0], options=[*TOY_DATASETS, FEATURE_PCA])
+    n_points = keep(b.slider, "learn_n", "Points", 600, min_value=200, max_value=5000, step=100)
+    overlap = keep(c.slider, "learn_overlap", "Overlap", 1.0, min_value=0.2, max_value=3.0, step=0.1,
+                   help="spread of each class")
+    outliers = keep(d.slider, "learn_outliers", "Outliers", 0.05, min_value=0.0, max_value=0.3, step=0.01,
+                    help="share of uniform noise points")
+    data_seed = int(keep(e.number_input, "learn_data_seed", "Data seed", 0, min_value=0, max_value=10_000))
 if data_name == FEATURE_PCA:
     source, fs = state.current_feature_set()
     points = state.projection(source, "pca").astype(np.float32)
@@ -59,19 +68,19 @@ if n < 3:
 
 with st.expander("Parameters (as on the Select page)"):
     a, b, c, d = st.columns(4)
-    budget = int(a.slider("Budget B", 2, min(n, 400), min(n, 60), key="learn_budget"))
-    n_cores = int(b.slider("K: cores", 1, min(n, 60), min(8, budget), key="learn_k"))
-    removal_ratio = c.slider("P_rm: removal ratio", 0.0, 0.9, 0.1, 0.05, key="learn_prm")
-    include_ratio = d.slider("P_in: include ratio per round", 0.05, 1.0, 0.1, 0.05, key="learn_pin")
-    k_neighbors = a.slider("k: density neighbours", 1, 50, 10, key="learn_knn")
-    penalty = b.slider("delta: opponent penalty", 1.0, 2.0, 1.1, 0.05, key="learn_delta")
-    core_method = c.selectbox("Stage-1 core method", CORE_METHODS, index=CORE_METHODS.index("kmeans"),
-                              key="learn_core_method")
-    variant = d.selectbox("Variant", VARIANTS, key="learn_variant")
-    denoise = a.selectbox("Denoiser", DENOISERS, key="learn_denoise")
-    criterion = b.selectbox("Criterion", CRITERIA, key="learn_criterion")
-    process = c.selectbox("Process", PROCESSES, key="learn_process")
-    seed = int(d.number_input("Seed", 0, 10_000, 0, key="learn_seed"))
+    budget = int(keep(a.slider, "learn_budget", "Budget B", min(n, 60), min_value=2, max_value=min(n, 400)))
+    n_cores = int(keep(b.slider, "learn_k", "K: cores", min(8, budget), min_value=1, max_value=min(n, 60)))
+    removal_ratio = keep(c.slider, "learn_prm", "P_rm: removal ratio", 0.1, min_value=0.0, max_value=0.9, step=0.05)
+    include_ratio = keep(d.slider, "learn_pin", "P_in: include ratio per round", 0.1, min_value=0.05, max_value=1.0,
+                         step=0.05)
+    k_neighbors = keep(a.slider, "learn_knn", "k: density neighbours", 10, min_value=1, max_value=50)
+    penalty = keep(b.slider, "learn_delta", "delta: opponent penalty", 1.1, min_value=1.0, max_value=2.0, step=0.05)
+    core_method = keep(c.selectbox, "learn_core_method", "Stage-1 core method", "kmeans", options=CORE_METHODS)
+    variant = keep(d.selectbox, "learn_variant", "Variant", VARIANTS[0], options=VARIANTS)
+    denoise = keep(a.selectbox, "learn_denoise", "Denoiser", DENOISERS[0], options=DENOISERS)
+    criterion = keep(b.selectbox, "learn_criterion", "Criterion", CRITERIA[0], options=CRITERIA)
+    process = keep(c.selectbox, "learn_process", "Process", PROCESSES[0], options=PROCESSES)
+    seed = int(keep(d.number_input, "learn_seed", "Seed", 0, min_value=0, max_value=10_000))
     st.caption("Stage 2 runs on the raw 2-D coordinates; stage 1 on their conformal lift onto a sphere "
                "(L2 normalisation would keep only each point's angle). See bilaf_core.teaching.")
 
@@ -91,7 +100,7 @@ def move(delta: int) -> None:
 
 left, mid, right, play_col = st.columns([1.6, 6, 1.4, 1.2], vertical_alignment="center")
 left.button("◀ Previous", on_click=move, args=(-1,), key="learn_prev", width="stretch")
-mid.radio("Step", STEPS, horizontal=True, key="learn_step", label_visibility="collapsed")
+keep(mid.radio, "learn_step", "Step", STEPS[0], options=STEPS, horizontal=True, label_visibility="collapsed")
 right.button("Next ▶", on_click=move, args=(1,), key="learn_next", width="stretch")
 if play_col.toggle("Play", key="learn_play", help="step through the stages on its own, one every 6 s"):
     st.session_state.setdefault("learn_played_at", time.monotonic())
@@ -114,10 +123,10 @@ allocation = result.result.allocation
 if step in (2, 3, 4):
     default_cluster = int(np.argmax(allocation))
     # Keyed by the data and K: another data set starts on its own default cluster.
-    cluster = st.selectbox("Cluster to follow", range(len(traces)), index=default_cluster,
-                           key=f"learn_cluster_{data_name}_{n}_{data_seed}_{len(traces)}",
-                           format_func=lambda c: f"cluster {c}: {traces[c].members.size} samples, "
-                                                f"{traces[c].kept.size} kept, budget {allocation[c]}")
+    cluster = keep(st.selectbox, f"learn_cluster_{data_name}_{n}_{data_seed}_{len(traces)}", "Cluster to follow",
+                   default_cluster, options=list(range(len(traces))),
+                   format_func=lambda c: f"cluster {c}: {traces[c].members.size} samples, "
+                                         f"{traces[c].kept.size} kept, budget {allocation[c]}")
 
 figure_col, text_col = st.columns([3, 2])
 with text_col:
@@ -174,7 +183,7 @@ with figure_col:
             st.info("This cluster's budget is 1: its core is its only pick.")
             upto = 0
         else:
-            upto = st.slider("Picks shown", 1, n_picks, n_picks, key=f"learn_upto_{cluster}")
+            upto = keep(st.slider, f"learn_upto_{cluster}", "Picks shown", n_picks, min_value=1, max_value=n_picks)
         st.plotly_chart(figures.picks_figure(result, cluster, upto), width="stretch", key="learn_fig4")
     else:
         picks = {"BiLAF": result.result.indices, **{name.replace("kmeans", "K-Means").replace("activeft", "ActiveFT")
@@ -185,7 +194,7 @@ with figure_col:
 if step == 4:
     st.dataframe(pd.DataFrame(figures.picks_table(result, cluster)), hide_index=True, width="stretch")
 if step == 5:
-    if st.toggle("Compare the paper and reference variants on these points", key="learn_variants"):
+    if keep(st.toggle, "learn_variants", "Compare the paper and reference variants on these points", False):
         other = dict(stage2)
         paper = run(points, budget, n_cores, core_method, seed, tuple({**other, "variant": "paper"}.items()))
         reference = run(points, budget, n_cores, core_method, seed, tuple({**other, "variant": "reference"}.items()))
