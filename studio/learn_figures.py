@@ -84,7 +84,10 @@ def idc_figure(run: Walkthrough) -> go.Figure:
         sliders=[dict(active=last - 1, currentvalue=dict(prefix="round "), pad=dict(t=30),
                       steps=[dict(label=str(r), method="animate", args=[[str(r)], dict(mode="immediate")])
                              for r in range(1, last + 1)])])
-    return _frame(fig, run.points)
+    fig = _frame(fig, run.points)
+    # the round slider takes the space under the plot: the legend goes above it, right of the play button
+    fig.update_layout(legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
+    return fig
 
 
 def score_field(run: Walkthrough, cluster: int, *, penalty: float, counts: np.ndarray | None = None,

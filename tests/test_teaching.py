@@ -122,3 +122,14 @@ def test_learn_pick_table_shows_penalty_counts_only_where_a_penalty_applies(opti
         assert shown[0] == "all 0" and any(s.startswith("t") for s in shown[1:])
     else:
         assert set(shown) == {expected}
+
+
+def test_idc_figure_legend_is_clear_of_the_round_slider_under_the_plot():
+    """The legend sat under the plot (y = -0.05) like the other steps', where the round
+    slider's 'round 12' label was drawn over it and it cut the x axis' numbers."""
+    from studio.learn_figures import idc_figure
+
+    points, _ = make_toy_dataset("blobs", n_samples=300, random_state=0)
+    fig = idc_figure(walkthrough(points, 40, n_cores=4, random_state=0))
+    assert fig.layout.sliders and fig.layout.legend.y >= 1 and fig.layout.legend.yanchor == "bottom"
+    assert fig.layout.updatemenus[0].x == 0 and fig.layout.legend.xanchor == "right"  # play left, legend right
