@@ -49,23 +49,31 @@ def regions_figure(run: Walkthrough) -> go.Figure:
     return _frame(fig, run.points)
 
 
-def idc_figure(run: Walkthrough) -> go.Figure:
+def idc_figure(run: Walkthrough, cluster: int | None = None) -> go.Figure:
     """Step 2: every sample coloured by the IDC round that included it; the removed
-    periphery as crosses. One animation frame per round (play)."""
+    periphery as crosses. One animation frame per round (play). With ``cluster``, only
+    that cluster's IDC (the one the page's text follows); the others faint."""
     n = run.points.shape[0]
     rounds = np.zeros(n, dtype=np.int64)
     removed = np.zeros(n, dtype=bool)
-    for trace in run.result.traces:
-        rounds[trace.inclusion_order] = trace.inclusion_round
-        removed[trace.removed] = True
+    for c, trace in enumerate(run.result.traces):
+        if cluster is None or c == cluster:
+            rounds[trace.inclusion_order] = trace.inclusion_round
+            removed[trace.removed] = True
     last = int(rounds.max(initial=1))
+    others = np.zeros(n, dtype=bool)
+    if cluster is not None:
+        others[:] = True
+        others[run.result.traces[cluster].members] = False
 
     def traces_upto(r: int) -> list:
         shown = (rounds >= 1) & (rounds <= r)
         kept, gone = shown & ~removed, shown & removed
         return [
-            go.Scatter(x=run.points[~shown, 0], y=run.points[~shown, 1], mode="markers", name="not yet included",
-                       marker=dict(size=4, color="#d0d0d0"), hoverinfo="skip"),
+            go.Scatter(x=run.points[others, 0], y=run.points[others, 1], mode="markers", name="other clusters",
+                       marker=dict(size=4, color="#eeeeee"), hoverinfo="skip", showlegend=bool(others.any())),
+            go.Scatter(x=run.points[~shown & ~others, 0], y=run.points[~shown & ~others, 1], mode="markers",
+                       name="not yet included", marker=dict(size=4, color="#c0c0c0"), hoverinfo="skip"),
             go.Scatter(x=run.points[kept, 0], y=run.points[kept, 1], mode="markers", name="included (kept)",
                        marker=dict(size=6, color=rounds[kept], colorscale="Viridis", cmin=1, cmax=last,
                                    colorbar=dict(title="round", len=0.6)),

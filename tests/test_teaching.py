@@ -133,3 +133,20 @@ def test_idc_figure_legend_is_clear_of_the_round_slider_under_the_plot():
     fig = idc_figure(walkthrough(points, 40, n_cores=4, random_state=0))
     assert fig.layout.sliders and fig.layout.legend.y >= 1 and fig.layout.legend.yanchor == "bottom"
     assert fig.layout.updatemenus[0].x == 0 and fig.layout.legend.xanchor == "right"  # play left, legend right
+
+
+def test_idc_figure_follows_the_chosen_cluster():
+    """Step 2 drew every cluster's IDC while its text and 'Cluster to follow' named one
+    cluster ('cluster 0: 97 samples, 11 rounds'; the colour bar went to 12): the select box
+    changed nothing on the map."""
+    from studio.learn_figures import idc_figure
+
+    points, _ = make_toy_dataset("blobs", n_samples=600, random_state=0)
+    run = walkthrough(points, 60, n_cores=8, random_state=0)
+    for cluster in (0, 2):
+        trace = run.result.traces[cluster]
+        layers = {d.name: d for d in idc_figure(run, cluster).data}
+        assert len(layers["included (kept)"].x) + len(layers["removed (periphery)"].x) == trace.inclusion_order.size
+        assert len(layers["removed (periphery)"].x) == trace.removed.size
+        assert len(layers["other clusters"].x) == points.shape[0] - trace.members.size
+        assert len(idc_figure(run, cluster).frames) == int(trace.inclusion_round.max())

@@ -174,7 +174,7 @@ with figure_col:
     if step == 1:
         st.plotly_chart(figures.regions_figure(result), width="stretch", key="learn_fig1")
     elif step == 2:
-        st.plotly_chart(figures.idc_figure(result), width="stretch", key="learn_fig2")
+        st.plotly_chart(figures.idc_figure(result, cluster), width="stretch", key="learn_fig2")
     elif step == 3:
         st.plotly_chart(figures.score_figure(result, cluster, penalty=penalty), width="stretch", key="learn_fig3")
     elif step == 4:
