@@ -182,6 +182,9 @@ def test_finetune_page_runs_knn_in_the_background_and_records_it():
     history = at.dataframe[-1].value
     assert history["status"].tolist() == ["completed"]
     assert history["selection"].tolist() == ["K=9 core_method=activeft P_rm=0.1 δ=1.1 denoise=idc variant=paper seed=0"]
+    # the accuracy-against-budget chart ticks the budgets run (89), not 88.5 and 89.5 around it
+    axis = json.loads(at.get("plotly_chart")[-1].proto.spec)["layout"]["xaxis"]
+    assert axis["tickvals"] == [89] and axis["tickformat"] == ",d"
 
 
 def test_finetune_page_offers_a_new_store_when_the_store_is_corrupted(tmp_path, monkeypatch):

@@ -158,6 +158,8 @@ if store is not None:
                           error_y="std", labels={"mean": "top-1", "budget": "budget B"},
                           hover_data={"count": True})
             fig.update_yaxes(tickformat=".1%", rangemode="tozero")
+            # a tick at each budget run, not plotly's 88, 88.5, 89, 89.5, 90 around a single one
+            fig.update_xaxes(tickmode="array", tickvals=sorted(curve["budget"].unique().tolist()), tickformat=",d")
             st.plotly_chart(fig, width="stretch", key="history_plot")
             st.caption("Mean top-1 per method and budget (error bars: std over repeated runs).")
         mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]])
