@@ -61,6 +61,7 @@ class PoolState:
     excluded: set = field(default_factory=set)  # feature-set rows marked "exclude from the export"
     forced: set = field(default_factory=set)  # rows marked "force into the export"
     marks_loaded: bool = False  # read from disk once per session (load_marks)
+    n: int | None = None  # the pool's size, once a page asked for its settings (the sidebar's defaults)
 
     @property
     def n_marks(self) -> int:
@@ -171,6 +172,7 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
 def settings(source: Source, n: int) -> dict:
     """The Select page's values for this pool (set, from the URL, or the defaults)."""
     state = pool_state(source)
+    state.n = n
     return {name: setting(state, name, default) for name, default in select_defaults(n).items()}
 
 
@@ -265,11 +267,12 @@ def picked(fresh: bool, event, state: PoolState) -> np.ndarray:
 
 
 def run_line(source: Source) -> str:
-    """The sidebar's summary of this pool's settings and marks (empty before the Select page ran)."""
+    """The sidebar's summary of this pool's settings and marks (empty before a page used them;
+    a session opened on Inspect, Compare or Finetune shows the selection they show)."""
     pool = pool_state(source)
-    values = pool.values
-    if "method" not in values:
+    if pool.n is None and "method" not in pool.values:
         return ""
+    values = pool.values if pool.n is None else settings(source, pool.n)
     budget = (f"B = {values['budget']:,}" if values["budget_unit"] == "samples"
               else f"B = {values['budget_percent']:g} % of the pool")
     k = f" · K = {values['n_cores']}" if values["method"] == "bilaf" else ""  # "auto" or the number set

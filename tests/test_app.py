@@ -458,3 +458,14 @@ def test_learn_page_settings_and_step_survive_a_visit_to_another_page():
     assert at.selectbox(key="learn_data").value == "moons"
     assert at.slider(key="learn_k").value == 5 and at.slider(key="learn_prm").value == 0.3
     assert at.radio(key="learn_step").value.startswith("3")
+
+
+def test_a_session_opened_on_inspect_or_finetune_shows_its_run_in_the_sidebar():
+    """The sidebar's 'Run bilaf · B = 89 · K = auto' line was missing until the Select page
+    had run, while the page beside it showed that very selection."""
+    for page in ("views/inspect.py", "views/finetune.py", "views/compare.py"):
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.switch_page(page).run()
+        _no_failure(at)
+        assert any(m.value.startswith("**Run** bilaf · B = 89 · K = auto") for m in at.sidebar.markdown), \
+            (page, [m.value for m in at.sidebar.markdown])
