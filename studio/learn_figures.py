@@ -20,8 +20,9 @@ def _cluster_colour(c: int) -> str:
 
 
 def _frame(fig: go.Figure, points: np.ndarray) -> go.Figure:
-    fig.update_layout(height=HEIGHT, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.05),
-                      plot_bgcolor="white")
+    # the legend above the plot: under it, it covered the x axis' numbers (and a slider's label)
+    fig.update_layout(height=HEIGHT, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
     fig.update_xaxes(showgrid=False, zeroline=False)
     fig.update_yaxes(showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1)
     return fig
@@ -92,10 +93,7 @@ def idc_figure(run: Walkthrough, cluster: int | None = None) -> go.Figure:
         sliders=[dict(active=last - 1, currentvalue=dict(prefix="round "), pad=dict(t=30),
                       steps=[dict(label=str(r), method="animate", args=[[str(r)], dict(mode="immediate")])
                              for r in range(1, last + 1)])])
-    fig = _frame(fig, run.points)
-    # the round slider takes the space under the plot: the legend goes above it, right of the play button
-    fig.update_layout(legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
-    return fig
+    return _frame(fig, run.points)  # the legend above the plot, right of the play button; the round slider under it
 
 
 def score_field(run: Walkthrough, cluster: int, *, penalty: float, counts: np.ndarray | None = None,

@@ -135,6 +135,17 @@ def test_idc_figure_legend_is_clear_of_the_round_slider_under_the_plot():
     assert fig.layout.updatemenus[0].x == 0 and fig.layout.legend.xanchor == "right"  # play left, legend right
 
 
+def test_learn_figures_legends_are_above_the_plot_clear_of_the_axis_numbers():
+    """Under the plot (y = -0.05) the legend covered the x axis' numbers in a narrower window
+    (1,000 px: steps 1 and 3 showed the legend over a cut '-5')."""
+    from studio.learn_figures import picks_figure, regions_figure, score_figure
+
+    points, _ = make_toy_dataset("blobs", n_samples=300, random_state=0)
+    run = walkthrough(points, 40, n_cores=4, random_state=0)
+    for fig in (regions_figure(run), score_figure(run, 0, penalty=1.1), picks_figure(run, 0, 2)):
+        assert fig.layout.legend.y >= 1 and fig.layout.legend.yanchor == "bottom"
+
+
 def test_idc_figure_follows_the_chosen_cluster():
     """Step 2 drew every cluster's IDC while its text and 'Cluster to follow' named one
     cluster ('cluster 0: 97 samples, 11 rounds'; the colour bar went to 12): the select box
