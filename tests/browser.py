@@ -45,7 +45,10 @@ def streamlit_server(cache: Path, log: Path, **env):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does it)")
     port = _free_port()
-    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "BILAF_CACHE_DIR": str(cache), **env}
+    # A server shared by a module's tests starts before conftest's per-test private store
+    # is set: without its own, its runs went to the user's ~/.local/share/bilaf-studio.
+    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "BILAF_CACHE_DIR": str(cache),
+               "BILAF_STORE": str(cache / "runs.sqlite"), **env}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
                                  "true", "--server.port", str(port), "--server.address", "127.0.0.1",
