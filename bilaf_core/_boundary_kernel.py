@@ -116,6 +116,21 @@ class SubsetDistances(LocalDistances):
         return super().row_means(rows, cols)
 
 
+def smallest_first(keys: np.ndarray, ids: np.ndarray, m: int) -> np.ndarray:
+    """Positions of the ``m`` smallest (key, id) pairs, in that order (``ids`` distinct).
+
+    The same as ``np.lexsort((ids, keys))[:m]``, but a linear-time partition finds them
+    and only they (plus any tied with the m-th key) are sorted: stage 2 takes a few from
+    long candidate lists at every pick and IDC round.
+    """
+    if m <= 0:
+        return np.empty(0, dtype=np.int64)
+    if m < keys.size:
+        chosen = np.flatnonzero(keys <= np.partition(keys, m - 1)[m - 1])
+        return chosen[np.lexsort((ids[chosen], keys[chosen]))[:m]]
+    return np.lexsort((ids, keys))
+
+
 def row_chunks(n_rows: int, n_cols: int) -> tuple[range, int]:
     """Chunk starts and the chunk length for an (n_rows, n_cols) computation row by row."""
     step = rows_per_chunk(n_cols)
@@ -176,8 +191,11 @@ class RunningMinimum:
     When a member's M listed cores are not all the other cores, any unlisted core is at
     least as far as the last listed one, so its term is at least the unpenalised term
     there; a member whose best listed term is below that bound is exact. The others get
-    their terms against every core from ``against_every_core``, once each: their
-    distances never change between picks, only the penalty factors do.
+    their terms against every core from ``against_every_core``, once each (their
+    distances never change between picks, only the penalty factors do), and from then on
+    those full rows are kept up to date pick by pick like the listed entries, their
+    minimum being the first in core order. Factors only grow (delta >= 1), so a member
+    once above its bound stays above it.
 
     Parameters
     ----------
@@ -203,8 +221,7 @@ class RunningMinimum:
         complete = opponents.shape[1] >= n_cores - 1  # every other core is listed
         self.bound = None if complete or against_every_core is None else ratio[:, -1] - offset[:, -1]
         self.against_every_core = against_every_core
-        self._full_row = np.full(ratio.shape[0], -1, dtype=np.int64)
-        self._full_ratio = self._full_offset = np.empty((0, n_cores))
+        self._full = _FullRows(ratio.shape[0], n_cores)
         flat = factor_index.ravel()
         self._entries = np.argsort(flat, kind="stable")
         self._entry_rows = self._entries // opponents.shape[1]
@@ -216,6 +233,7 @@ class RunningMinimum:
         self.terms = self.factor[self.factor_index] * self.ratio - self.offset
         # flat index of each row's first minimum (the nearest such core)
         self.best_entry = np.argmin(self.terms, axis=1) + np.arange(self.terms.shape[0]) * self.terms.shape[1]
+        self._full.refresh(self.factor)
 
     def penalised(self, opponent: int) -> None:
         """Update the terms after ``factor[opponent]`` changed."""
@@ -227,6 +245,7 @@ class RunningMinimum:
         if risen.size:
             width = self.terms.shape[1]
             self.best_entry[risen] = np.argmin(self.terms[risen], axis=1) + risen * width
+        self._full.penalised(self.factor, opponent)
 
     def scores(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Minimum term and the opponent attaining it, for the members at ``positions``."""
@@ -236,23 +255,62 @@ class RunningMinimum:
         if self.bound is not None:
             unsure = np.flatnonzero(score > self.bound[positions])
             if unsure.size:
-                ratio, offset = self._against_every_core(positions[unsure])
-                full_terms = self.factor[None, :-1] * ratio - offset
-                full_best = np.argmin(full_terms, axis=1)
-                score[unsure] = full_terms[np.arange(unsure.size), full_best]
-                opponent[unsure] = full_best
+                members = positions[unsure]
+                new = members[~self._full.has(members)]
+                if new.size:
+                    self._full.add(new, *self.against_every_core(new), self.factor)
+                score[unsure], opponent[unsure] = self._full.minimum(members)
         return score, opponent
 
-    def _against_every_core(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ratio and offset of ``members`` (distinct positions) against all K cores, cached."""
-        new = members[self._full_row[members] < 0]
-        if new.size:
-            ratio, offset = self.against_every_core(new)
-            self._full_row[new] = np.arange(new.size) + self._full_ratio.shape[0]
-            self._full_ratio = np.concatenate((self._full_ratio, ratio))
-            self._full_offset = np.concatenate((self._full_offset, offset))
-        rows = self._full_row[members]
-        return self._full_ratio[rows], self._full_offset[rows]
+
+class _FullRows:
+    """Eq. 7 terms of some members against every core, with each row's first minimum,
+    kept up to date as factors change; rows are added on demand (capacity doubles)."""
+
+    def __init__(self, n_members: int, n_cores: int):
+        self.slot = np.full(n_members, -1, dtype=np.int64)
+        self.size = 0
+        self.ratio = self.offset = self.terms = np.empty((0, n_cores))
+        self.best = np.empty(0, dtype=np.int64)
+
+    def has(self, members: np.ndarray) -> np.ndarray:
+        return self.slot[members] >= 0
+
+    def add(self, members: np.ndarray, ratio: np.ndarray, offset: np.ndarray, factor: np.ndarray) -> None:
+        """Add distinct new ``members`` with their (len, K) ratio and offset."""
+        stop = self.size + members.size
+        if stop > self.ratio.shape[0]:
+            capacity = max(stop, 2 * self.ratio.shape[0], 64)
+            self.ratio, self.offset, self.terms = (
+                np.concatenate((a[: self.size], np.empty((capacity - self.size, a.shape[1]))))
+                for a in (self.ratio, self.offset, self.terms))
+            self.best = np.concatenate((self.best[: self.size], np.empty(capacity - self.size, dtype=np.int64)))
+        rows = slice(self.size, stop)
+        self.ratio[rows], self.offset[rows] = ratio, offset
+        self.terms[rows] = factor[None, :-1] * ratio - offset
+        self.best[rows] = np.argmin(self.terms[rows], axis=1)
+        self.slot[members] = np.arange(self.size, stop)
+        self.size = stop
+
+    def minimum(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Minimum term and attaining core of each of ``members`` (all added)."""
+        rows = self.slot[members]
+        best = self.best[rows]
+        return self.terms[rows, best], best
+
+    def refresh(self, factor: np.ndarray) -> None:
+        rows = slice(0, self.size)
+        self.terms[rows] = factor[None, :-1] * self.ratio[rows] - self.offset[rows]
+        self.best[rows] = np.argmin(self.terms[rows], axis=1)
+
+    def penalised(self, factor: np.ndarray, core: int) -> None:
+        if not self.size:
+            return
+        rows = slice(0, self.size)
+        self.terms[rows, core] = factor[core] * self.ratio[rows, core] - self.offset[rows, core]
+        risen = np.flatnonzero(self.best[rows] == core)  # only those rows' minimum can move
+        if risen.size:
+            self.best[risen] = np.argmin(self.terms[risen], axis=1)
 
 
 # ----------------------------------------------------------------------------------

@@ -86,6 +86,10 @@ NO_OPPONENT_DISTANCE = 1e9 + 7
 
 _EPS = 1e-9
 
+#: How many (k, P_in) settings' IDC rankings a :class:`ClusterGeometry` remembers (each
+#: is two int64 arrays the size of the pool).
+IDC_RANKINGS_KEPT = 4
+
 
 # ----------------------------------------------------------------------------------
 # Step 1: assignment
@@ -165,7 +169,7 @@ def idc_order(
     for round_no in range(2, quirks.n_rounds(n, m) + 1):
         if not candidates.size:
             break
-        take = np.lexsort((candidates, tracker.density(candidates)))[:m]
+        take = _kernel.smallest_first(tracker.density(candidates), candidates, m)
         keep = np.ones(candidates.size, dtype=bool)
         keep[take] = False
         new, candidates = candidates[take], candidates[keep]
@@ -264,13 +268,26 @@ def denoise_cluster(
 def _denoise_idc(dist: LocalDistances, core: int, *, k_neighbors: int, include_ratio: float, removal_ratio: float,
                  reference: bool) -> DenoisedCluster:
     """IDC's ranking, cut after the kept count; samples IDC never ranked are dropped."""
-    quirks = _quirks(reference)
+    ranking = _idc_ranking(dist, core, k_neighbors=k_neighbors, include_ratio=include_ratio, reference=reference)
+    return _cut_idc(ranking, dist.n, core, removal_ratio=removal_ratio, reference=reference)
+
+
+def _idc_ranking(dist: LocalDistances, core: int, *, k_neighbors: int, include_ratio: float,
+                 reference: bool) -> tuple[np.ndarray, np.ndarray]:
+    """IDC's (order, rounds) of one cluster; clusters too small for IDC stay in index order.
+    Independent of P_rm, so one ranking serves every removal ratio."""
     n = dist.n
-    if n < quirks.idc_min_size:
-        order, rounds, n_kept = np.arange(n), np.ones(n, dtype=np.int64), n
-    else:
-        order, rounds = idc_order(dist, core, k_neighbors=k_neighbors, include_ratio=include_ratio, reference=reference)
-        n_kept = quirks.idc_kept(n, order.size, removal_ratio)
+    if n < _quirks(reference).idc_min_size:
+        return np.arange(n), np.ones(n, dtype=np.int64)
+    return idc_order(dist, core, k_neighbors=k_neighbors, include_ratio=include_ratio, reference=reference)
+
+
+def _cut_idc(ranking: tuple[np.ndarray, np.ndarray], n: int, core: int, *, removal_ratio: float,
+             reference: bool) -> DenoisedCluster:
+    """Keep the head of an IDC ranking of a cluster of ``n`` (:func:`_idc_ranking`)."""
+    order, rounds = ranking
+    quirks = _quirks(reference)
+    n_kept = n if n < quirks.idc_min_size else quirks.idc_kept(n, order.size, removal_ratio)
     dropped = _others(order, n)
     if core not in order[:n_kept]:  # only with a duplicate of the core: put it back in front
         rounds = np.concatenate(([1], np.delete(rounds, np.flatnonzero(order == core))))
@@ -560,18 +577,26 @@ class ClusterPicker:
         last = self.picks[-1]
         dropped = np.empty(0, dtype=np.int64)
         if self.iterative:
-            order = np.lexsort((self.candidates, self.dist.row(last, self.candidates)))
-            ranked = self.candidates[order]
-            dropped, self.candidates = ranked[: self.radius], ranked[self.radius :]
+            to_last = self.dist.row(last, self.candidates)
+            drop = _kernel.smallest_first(to_last, self.candidates, self.radius)
+            dropped = self.candidates[drop]
+            keep = np.ones(self.candidates.size, dtype=bool)
+            keep[drop] = False
+            self.candidates, to_last = self.candidates[keep], to_last[keep]
             if self.penalty_pending:
                 self.scorer.record_pick(self.opponents[-1])
                 self.penalty_pending = False
         open_positions = np.flatnonzero(~self.selected[self.candidates])
         if open_positions.size == 0:
             return False
-        scores, opponents = self.scorer.scores(self.candidates[open_positions])
-        best = int(np.argmin(scores))  # first minimum: nearest to the last pick
-        position = int(self.candidates[open_positions[best]])
+        open_members = self.candidates[open_positions]
+        scores, opponents = self.scorer.scores(open_members)
+        best = int(np.argmin(scores))  # the first minimum, in position order
+        if self.iterative:  # ties: nearest to the last pick, then lower position
+            tied = np.flatnonzero((scores == scores[best]) | (np.isnan(scores) & np.isnan(scores[best])))
+            if tied.size > 1:
+                best = int(tied[_kernel.smallest_first(to_last[open_positions[tied]], open_members[tied], 1)[0]])
+        position = int(open_members[best])
         self.selected[position] = True
         self.picks.append(position)
         self.scores.append(float(scores[best]))
@@ -719,7 +744,10 @@ class ClusterGeometry:
     Made by :func:`cluster_geometry`; pass it to :func:`select_boundary` (or
     :func:`bilaf_core.select`) to try many stage-2 parameter settings on the same cores
     without recomputing the assignment and each cluster's distance matrix, which are
-    most of stage 2's time on a large pool. Read-only, so safe to share across threads.
+    most of stage 2's time on a large pool. It also remembers each cluster's IDC ranking
+    per (k, P_in) (:meth:`idc_rankings`), which P_rm and the later steps only cut, so
+    moving those skips IDC too. Its arrays are never modified, so it is safe to share
+    across threads (two threads ranking the same setting at once both store the same).
 
     Attributes
     ----------
@@ -754,6 +782,21 @@ class ClusterGeometry:
     features: np.ndarray
     n_samples: int
     nbytes: int
+    _idc_rankings: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def idc_rankings(self, k_neighbors: int, include_ratio: float) -> list | None:
+        """Each cluster's IDC (order, rounds) for this k and P_in, if computed on this
+        geometry before (they do not depend on P_rm or any later step)."""
+        return self._idc_rankings.get((int(k_neighbors), float(include_ratio)))
+
+    def keep_idc_rankings(self, k_neighbors: int, include_ratio: float, rankings: list) -> None:
+        """Remember ``rankings`` for :meth:`idc_rankings`; the newest
+        :data:`IDC_RANKINGS_KEPT` settings are kept."""
+        key = (int(k_neighbors), float(include_ratio))
+        self._idc_rankings.pop(key, None)
+        self._idc_rankings[key] = rankings
+        while len(self._idc_rankings) > IDC_RANKINGS_KEPT:
+            self._idc_rankings.pop(next(iter(self._idc_rankings)))
 
     def check_matches(self, core_features: np.ndarray, cores: np.ndarray, *, n_samples: int, variant: str) -> None:
         """Raise ValueError unless this geometry was made for these cores and variant on a
@@ -940,14 +983,29 @@ def _geometry_for(features, cores, variant, geometry: ClusterGeometry | None) ->
     return geometry
 
 
-def _denoise_clusters(run, geometry: ClusterGeometry, progress, **params) -> list[DenoisedCluster]:
-    """Step 2 in every cluster."""
+def _denoise_clusters(run, geometry: ClusterGeometry, progress, *, method: str, k_neighbors: int,
+                      include_ratio: float, removal_ratio: float, reference: bool) -> list[DenoisedCluster]:
+    """Step 2 in every cluster. IDC's rankings are kept on the geometry, so trying
+    another P_rm (or any later-step parameter) on it skips IDC."""
+    n_clusters = geometry.cores.size
+    core_local = [int(np.searchsorted(members, core)) for members, core in zip(geometry.members_of, geometry.cores)]
+    if method == "idc":
+        rankings = geometry.idc_rankings(k_neighbors, include_ratio)
+        if rankings is None:
+            def rank_one(cluster_id: int) -> tuple[np.ndarray, np.ndarray]:
+                return _idc_ranking(geometry.local_distances[cluster_id], core_local[cluster_id],
+                                    k_neighbors=k_neighbors, include_ratio=include_ratio, reference=reference)
+
+            rankings = _collect(run(rank_one, range(n_clusters)), n_clusters, progress, 0.0, "denoising clusters")
+            geometry.keep_idc_rankings(k_neighbors, include_ratio, rankings)
+        return [_cut_idc(rankings[c], members.size, core_local[c], removal_ratio=removal_ratio, reference=reference)
+                for c, members in enumerate(geometry.members_of)]
 
     def denoise_one(cluster_id: int) -> DenoisedCluster:
-        core_local = int(np.searchsorted(geometry.members_of[cluster_id], geometry.cores[cluster_id]))
-        return denoise_cluster(geometry.local_distances[cluster_id], core_local, **params)
+        return denoise_cluster(geometry.local_distances[cluster_id], core_local[cluster_id], method=method,
+                               k_neighbors=k_neighbors, include_ratio=include_ratio, removal_ratio=removal_ratio,
+                               reference=reference)
 
-    n_clusters = geometry.cores.size
     return _collect(run(denoise_one, range(n_clusters)), n_clusters, progress, 0.0, "denoising clusters")
 
 

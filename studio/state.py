@@ -219,7 +219,8 @@ def cores(source: Source, n_cores: int, core_method: str, seed: int, *, progress
 @st.cache_resource(show_spinner="Stage 2: distances within each cluster ...", max_entries=2)
 def geometry(source: Source, n_cores: int, core_method: str, seed: int, variant: str):
     """Stage 2's parameter-independent part (assignment, per-cluster distance matrices),
-    shared read-only: moving a stage-2 slider then redoes only ranking and picking.
+    shared: moving a stage-2 slider then redoes only ranking and picking, and a P_rm or
+    delta change only the picking (the geometry keeps IDC's rankings).
     A resource, not data: it holds sum(n_i^2) distances (about 290 MB for 50,000
     samples in 50 clusters), which must not be copied on every cache hit. Made on the
     shared prepared space, which it keeps a reference to (no second normalised copy)."""

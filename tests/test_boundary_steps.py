@@ -217,7 +217,7 @@ def test_an_error_in_the_parallel_phase_restores_blas_threads(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("denoiser failed")
 
-    monkeypatch.setattr(boundary, "denoise_cluster", broken)
+    monkeypatch.setattr(boundary, "idc_order", broken)
     features = np.random.default_rng(0).standard_normal((1000, 4)).astype(np.float32)  # 500 per cluster: parallel
     with pytest.raises(RuntimeError, match="denoiser failed"):
         select_boundary(features, np.array([0, 1]), 10)
@@ -323,3 +323,28 @@ def test_geometry_keeps_matrices_within_its_memory_budget_and_selects_the_same(m
     got = select_boundary(features, cores, 120, variant=variant, geometry=bounded)
     np.testing.assert_array_equal(got.indices, expected.indices)
     np.testing.assert_array_equal(got.removed, expected.removed)
+
+
+def test_a_removal_ratio_change_on_a_reused_geometry_skips_idc(monkeypatch):
+    # IDC's ranking does not depend on P_rm: the geometry keeps it, so the app's P_rm
+    # slider redoes only the cut and the picks, and selects what a fresh run selects.
+    import bilaf_core.boundary as boundary
+    from bilaf_core import select, stage2_geometry
+
+    rng = np.random.default_rng(5)
+    features = np.concatenate([rng.normal(c, 1.0, (150, 6)) for c in (0, 4)]).astype(np.float32)
+    cores = np.array([3, 160])
+    geometry = stage2_geometry(features, cores)
+    calls = []
+    original = boundary.idc_order
+    monkeypatch.setattr(boundary, "idc_order", lambda *a, **k: calls.append(1) or original(*a, **k))
+    select(features, 20, cores=cores, geometry=geometry, removal_ratio=0.1)
+    assert len(calls) == 2  # once per cluster
+    for ratio in (0.3, 0.1):
+        reused = select(features, 20, cores=cores, geometry=geometry, removal_ratio=ratio)
+        fresh = select(features, 20, cores=cores, removal_ratio=ratio)
+        np.testing.assert_array_equal(reused.indices, fresh.indices)
+        np.testing.assert_array_equal(reused.removed, fresh.removed)
+    assert len(calls) == 2 + 2 * 2  # only the fresh runs ranked again
+    select(features, 20, cores=cores, geometry=geometry, k_neighbors=3)  # another k: ranked again
+    assert len(calls) == 8

@@ -129,3 +129,15 @@ def test_fuzz_any_input_gives_a_valid_selection_or_a_value_error(case):
     check_valid(selection, features.shape[0], budget)
     if params["method"] == "bilaf":
         np.testing.assert_array_equal(selection.indices, select(features, budget, **params).indices)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=40), st.integers(0, 45), st.randoms(use_true_random=False))
+def test_smallest_first_is_a_lexsort_prefix(keys, m, rnd):
+    # Stage 2's partial sort (each pick's removal radius, each IDC round) must take the
+    # same samples in the same order as a full sort by (key, id), ties included.
+    from bilaf_core._boundary_kernel import smallest_first
+
+    keys = np.array(keys, dtype=np.float32)
+    ids = np.array(rnd.sample(range(1000), keys.size))
+    np.testing.assert_array_equal(smallest_first(keys, ids, m), np.lexsort((ids, keys))[:m])
