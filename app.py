@@ -11,6 +11,7 @@ from studio import session, state
 # A local icon: a material-symbol icon is fetched from Google's font server, which an offline
 # machine cannot reach (a console error on every page).
 st.set_page_config(page_title="BiLAF Studio", page_icon=str(Path(__file__).parent / "assets" / "icon.png"), layout="wide")
+state.preload_stage1()  # torch's imports overlap the first page's feature loading
 
 pages = [
     st.Page("views/data.py", title="Data", icon=":material/database:"),

@@ -21,12 +21,15 @@ from typing import Callable
 
 import numpy as np
 
+from .distances import rows_per_chunk
+
 __all__ = [
     "CORE_METHODS",
     "ACTIVEFT_TEMPERATURE",
     "ACTIVEFT_TOL",
     "ACTIVEFT_PRECISIONS",
     "activeft_batch_size",
+    "preload",
     "fast_bfloat16",
     "activeft_cores",
     "activeft_loss_and_grad",
@@ -76,15 +79,33 @@ _CORES_CACHE_VERSION = 2
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), float32."""
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    """Rows scaled to unit length (zero rows stay zero), float32.
+
+    The arithmetic of ``x / max(np.linalg.norm(x, axis=1), 1e-12)``, in row chunks so
+    that no pool-size temporary is made (50,000 x 1,280: 0.2 s instead of 0.6 s).
+    """
+    features = np.asarray(features)
+    out = np.empty(features.shape, dtype=np.float32)
+    step = rows_per_chunk(features.shape[1] if features.ndim == 2 else 1)
+    for start in range(0, features.shape[0], step):
+        block = features[start : start + step]
+        norms = np.sqrt(np.add.reduce(block * block, axis=-1, keepdims=True))
+        np.divide(block, np.maximum(norms, 1e-12), out=out[start : start + step], casting="unsafe")
+    return out
 
 
 def _torch():
     import torch  # imported lazily: stage 2 and the CLI's help work without it
 
     return torch
+
+
+def preload() -> None:
+    """Import what stage 1 needs: torch, and torch._dynamo, which Adam's first step
+    imports (about 1 s each here). An app calls this in a background thread at start so
+    that its first ActiveFT run does not wait for them."""
+    _torch()
+    import torch._dynamo  # noqa: F401
 
 
 def greedy_unique_nearest(features: np.ndarray, centers: np.ndarray, *, chunk: int = 256, shortlist: int = 8) -> np.ndarray:

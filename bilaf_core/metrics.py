@@ -18,8 +18,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 
+from ._io import atomic_write_text
 from .distances import knn_distances, pairwise_distances, rows_per_chunk
 
 __all__ = ["nearest_selected_distance", "emd_proxy", "ball_coverage", "default_coverage_radius", "budget_radius",
@@ -54,16 +59,32 @@ def ball_coverage(features: np.ndarray, indices: np.ndarray, radius: float) -> f
     return float((nearest_selected_distance(features, indices) <= radius).mean())
 
 
-def default_coverage_radius(features: np.ndarray, *, k: int = 20, max_queries: int = 1_000, random_state: int = 0) -> float:
+def default_coverage_radius(features: np.ndarray, *, k: int = 20, max_queries: int = 1_000, random_state: int = 0,
+                            cache_dir: str | os.PathLike | None = None) -> float:
     """Median distance from a sample to its k-th nearest neighbour in the pool, from at
     most ``max_queries`` random samples: a property of the feature set alone. On CIFAR-10
     (50,000 x 1,280) 1,000 queries give the 2,000-query value within 0.3 % (seeds 0-2:
-    0.7473, 0.7454, 0.7468 against 0.7451-0.7481) in half the time."""
+    0.7473, 0.7454, 0.7468 against 0.7451-0.7481) in half the time (about 1 s).
+
+    ``cache_dir``: a folder where the radius is kept, keyed by a content hash of the
+    features and the arguments, so an app restarted on the same features skips it.
+    """
     n = features.shape[0]
     if n < 2:
         return 0.0
+    path = None
+    if cache_dir is not None:
+        from .projection import features_digest
+
+        path = Path(cache_dir) / f"radius_{features_digest(features)}_k{k}_q{max_queries}_seed{random_state}.json"
+        if path.is_file():
+            return float(json.loads(path.read_text())["radius"])
     queries = np.random.default_rng(random_state).choice(n, size=min(n, max_queries), replace=False)
-    return float(np.median(knn_distances(features[queries], features, k)[:, -1]))
+    radius = float(np.median(knn_distances(features[queries], features, k)[:, -1]))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"radius": radius}))
+    return radius
 
 
 def budget_radius(features: np.ndarray, budget: int, *, random_state: int = 0) -> float:

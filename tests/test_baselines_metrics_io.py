@@ -148,3 +148,18 @@ def test_selection_members_filter_and_order_and_one_cluster_view():
     picks, removed = result.cluster_view(2)
     assert picks[0] == result.cores[2] and set(picks) == set(result.indices[result.cluster[result.indices] == 2])
     assert set(removed) == set(np.flatnonzero((result.role == "removed") & (result.cluster == 2)))
+
+
+def test_coverage_radius_is_kept_on_disk_per_feature_set(tmp_path, monkeypatch):
+    import bilaf_core.metrics as metrics
+
+    features = np.random.default_rng(1).standard_normal((300, 8)).astype(np.float32)
+    first = metrics.default_coverage_radius(features, cache_dir=tmp_path)
+    assert first == metrics.default_coverage_radius(features)
+    def computed_again(*args, **kwargs):
+        raise LookupError("computed again")
+
+    monkeypatch.setattr(metrics, "knn_distances", computed_again)
+    assert metrics.default_coverage_radius(features, cache_dir=tmp_path) == first  # a restarted app
+    with pytest.raises(LookupError, match="computed again"):  # other features: not the cached value
+        metrics.default_coverage_radius(features[:200], cache_dir=tmp_path)

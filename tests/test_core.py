@@ -164,3 +164,28 @@ def test_random_cores_distinct_sorted_seeded():
     a = random_cores(50, 10, random_state=4)
     assert np.unique(a).size == 10 and np.all(np.diff(a) > 0)
     np.testing.assert_array_equal(a, random_cores(50, 10, random_state=4))
+
+
+def test_l2_normalize_in_chunks_has_the_arithmetic_of_one_division(monkeypatch):
+    # Chunked so that no pool-size temporary is made; the numbers must stay those of
+    # x / max(|x|, 1e-12) (cached cores and reference runs depend on them), zero rows zero.
+    import bilaf_core.core as core
+
+    monkeypatch.setattr(core, "rows_per_chunk", lambda n_cols: 7)  # many chunks, a ragged last one
+    x = np.random.default_rng(0).standard_normal((100, 13)).astype(np.float32) * 5
+    x[3] = 0
+    expected = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        out = core.l2_normalize(x)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    assert not out[3].any()
+
+
+def test_preload_imports_what_adams_first_step_needs():
+    import sys
+
+    from bilaf_core.core import preload
+
+    preload()
+    assert "torch._dynamo" in sys.modules
