@@ -18,8 +18,9 @@ them). Variants (``--variants``, default all):
                 whatever K (is full-batch worth it at small K?)
   float32, 10k rows  the same mini-batches with float32 products
 
-The float32 cores are shared with ``selection_quality.py``'s cache; every finished row is
-appended to ``<work>/activeft_speed.jsonl``, so a rerun only computes what is missing.
+The float32 cores are kept in ``<work>`` (by default selection_quality.py's folder); every
+finished row is appended to ``<work>/activeft_speed.jsonl``, so a rerun only computes what
+is missing.
 Prints a markdown table per seed and a summary (mean, and std over seeds).
 """
 
@@ -57,7 +58,7 @@ VARIANTS = {
 
 
 def reference_cores(work: Path, unit: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, float, int]:
-    """float32 300-step cores, from (or into) selection_quality.py's cache."""
+    """float32 300-step cores, from (or into) the work folder."""
     path = work / f"activeft_k{k}_seed{seed}_300steps.npz"
     if path.is_file():
         with np.load(path) as saved:

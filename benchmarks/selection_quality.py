@@ -61,11 +61,13 @@ class Bench:
         self.done = {row["key"]: row for row in read_rows(self.log)}
 
     def cores(self, k: int, seed: int) -> tuple[np.ndarray, float]:
-        """ActiveFT cores (K, seed), computed once and kept on disk with their seconds."""
+        """ActiveFT cores (K, seed) with select_cores' defaults, computed once and kept on
+        disk with their seconds; the file name carries the cores cache's version, so cores
+        from an older stage 1 are not mixed into the table."""
         from bilaf_core._io import atomic_open
-        from bilaf_core.core import select_cores
+        from bilaf_core.core import _CORES_CACHE_VERSION, select_cores
 
-        path = self.work / f"activeft_k{k}_seed{seed}_300steps.npz"  # the paper's 300 steps (no early stop)
+        path = self.work / f"activeft_k{k}_seed{seed}_default_v{_CORES_CACHE_VERSION}.npz"
         if path.is_file():
             with np.load(path) as saved:
                 return saved["cores"], float(saved["seconds"])
