@@ -51,7 +51,7 @@ import numpy as np
 
 from . import _boundary_kernel as _kernel
 from ._boundary_kernel import LocalDistances
-from .distances import nearest_cores, pairwise_distances
+from .distances import distance_dtype, nearest_cores, pairwise_distances
 
 __all__ = [
     "VARIANTS",
@@ -833,7 +833,7 @@ def cluster_geometry(features: np.ndarray, cores: np.ndarray, *, variant: str = 
     n_cores = cores.size
     nearest = assign_clusters(features, cores, exact=exact, n_neighbors=_kernel.cores_to_list(n_cores))
     members_of = _kernel.group(nearest.labels, n_cores)
-    keep = _kernel.matrices_to_keep(np.array([m.size for m in members_of]), 8 if exact else 4)
+    keep = _kernel.matrices_to_keep(np.array([m.size for m in members_of]), distance_dtype(exact).itemsize)
     with _kernel.cluster_map(features.shape[0], n_cores, cpus=os.cpu_count()) as run:
         local = list(run(lambda i: LocalDistances(features[members_of[i]], exact=exact, keep_matrix=bool(keep[i])),
                          range(n_cores)))

@@ -288,8 +288,9 @@ def activeft_cores(
     n_cores : int, K <= N.
     n_iter, lr : Adam steps (no schedule) and learning rate; the paper's 300 and 1e-3.
     tol : stop before ``n_iter`` steps once the loss fell by less than this fraction
-        over the last :data:`ACTIVEFT_WINDOW` steps (full-batch only); None (default)
-        runs every step, as the paper does (see :data:`ACTIVEFT_TOL` for the trade-off).
+        over the last :data:`ACTIVEFT_WINDOW` steps; None (default) runs every step, as
+        the paper does (see :data:`ACTIVEFT_TOL` for the trade-off). Full-batch runs
+        only (a ValueError otherwise: a mini-batch loss cannot show convergence).
     batch_size : int or "auto"; pools larger than this draw a fresh random mini-batch
         of this many samples every step, as the reference's ImageNet script does (with
         100,000). "auto" (default): :func:`activeft_batch_size`, a fifth of the pool
@@ -315,6 +316,10 @@ def activeft_cores(
         batch_size = activeft_batch_size(n)
     elif not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    if tol is not None and n > batch_size:
+        raise ValueError(f"tol stops full-batch runs only, but {n:,} samples in batches of {batch_size:,} see a "
+                         f"new mini-batch every step, whose loss cannot show convergence; pass batch_size={n} "
+                         "(full batch) with tol, or leave tol=None")
     pool = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
     pool_product = pool if dtype == torch.float32 else pool.to(dtype)
     init = rng.choice(n, size=n_cores, replace=False)
@@ -339,7 +344,7 @@ def activeft_cores(
         theta.grad = grad
         optimizer.step()
         losses.append(loss)
-        converged = (tol is not None and n <= batch_size and len(losses) > ACTIVEFT_WINDOW
+        converged = (tol is not None and len(losses) > ACTIVEFT_WINDOW
                      and losses[-1 - ACTIVEFT_WINDOW] - loss < tol * abs(losses[-1 - ACTIVEFT_WINDOW]))
         if progress is not None and (step % 10 == 0 or step == n_iter - 1 or converged):
             progress((step + 1) / n_iter if not converged else 1.0,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.distance import cdist
 
-__all__ = ["CHUNK_ELEMENTS", "rows_per_chunk", "pairwise_distances", "knn_distances", "nearest_rows", "NearestCores",
+__all__ = ["CHUNK_ELEMENTS", "rows_per_chunk", "distance_dtype", "pairwise_distances", "knn_distances", "nearest_rows", "NearestCores",
            "nearest_cores"]
 
 #: Elements of one temporary block (distances, products) a chunked loop holds at a time:
@@ -32,15 +32,20 @@ def rows_per_chunk(n_cols: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(int(n_cols), 1))
 
 
+def distance_dtype(exact: bool) -> np.dtype:
+    """The dtype :func:`pairwise_distances` returns: float64 when ``exact``, else float32."""
+    return np.dtype(np.float64 if exact else np.float32)
+
+
 def pairwise_distances(a: np.ndarray, b: np.ndarray, *, exact: bool) -> np.ndarray:
     """Euclidean distances between the rows of ``a`` (n, d) and ``b`` (m, d).
 
-    Returns an (n, m) array: float64 when ``exact`` (scipy ``cdist``), else float32.
+    Returns an (n, m) array of :func:`distance_dtype` (``exact``: scipy ``cdist``).
     """
     if exact:
         return cdist(a, b, "euclidean")
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
+    a = np.asarray(a, dtype=distance_dtype(False))
+    b = np.asarray(b, dtype=distance_dtype(False))
     sq = a @ b.T  # in-place from here on: no N x M temporaries
     sq *= -2.0
     sq += np.einsum("ij,ij->i", a, a)[:, None]

@@ -189,3 +189,12 @@ def test_preload_imports_what_adams_first_step_needs():
 
     preload()
     assert "torch._dynamo" in sys.modules
+
+
+def test_tol_with_mini_batches_is_refused_instead_of_ignored():
+    # Review finding: with batch_size="auto" any pool over 10,000 samples runs mini-batches,
+    # and tol= was then silently ignored.
+    features = l2_normalize(np.random.default_rng(1).standard_normal((500, 8)).astype(np.float32))
+    with pytest.raises(ValueError, match="full-batch runs only.*batch_size=500"):
+        activeft_cores(features, 7, n_iter=20, batch_size=128, tol=ACTIVEFT_TOL, random_state=3)
+    assert activeft_cores(features, 7, n_iter=20, batch_size=500, tol=ACTIVEFT_TOL, random_state=3).size == 7
