@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from browser import LONG, assert_clean, go, metric, nudge, streamlit_server, wait_select
+from browser import LONG, assert_clean, go, metric, nudge, streamlit_server, wait_idle, wait_select
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -61,4 +61,21 @@ def test_learn_page_steps_through_the_algorithm(server, browser):
     expect(page.get_by_text(texts[-1]).first).to_be_visible(timeout=60_000)
     page.get_by_text("Play", exact=True).click()  # autoplay moves on by itself
     expect(page.get_by_text(texts[0]).first).to_be_visible(timeout=30_000)
+    assert_clean(page, browser)
+
+
+def test_learn_page_at_1000_px_cuts_off_no_button_label_and_no_formula(server, browser):
+    """At a 1,000-px window (the sidebar open) the step row's buttons read "◀ Pre…" and
+    "Nex…", the Play toggle lost its label and Eq. 7 was cut off after D(x, c_l."""
+    page = browser.page(width=1000)
+    page.goto(server)
+    go(page, "Learn", "Learn: BiLAF step by step")
+    page.get_by_text("3 · Boundary score", exact=True).click()
+    expect(page.locator(".katex-display").first).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    cut = page.evaluate("""() => [...document.querySelectorAll(
+            '[data-testid="stMain"] button [data-testid="stMarkdownContainer"], '
+            + '[data-testid="stMain"] [data-testid="stCheckbox"], [data-testid="stMain"] .katex-display')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.replace(/\\s+/g, ' ').slice(0, 40))""")
+    assert not cut, cut
     assert_clean(page, browser)

@@ -98,11 +98,13 @@ def move(delta: int) -> None:
     st.session_state.learn_step = STEPS[(STEPS.index(st.session_state.learn_step) + delta) % len(STEPS)]
 
 
-left, mid, right, play_col = st.columns([1.6, 6, 1.4, 1.2], vertical_alignment="center")
-left.button("◀ Previous", on_click=move, args=(-1,), key="learn_prev", width="stretch")
-keep(mid.radio, "learn_step", "Step", STEPS[0], options=STEPS, horizontal=True, label_visibility="collapsed")
-right.button("Next ▶", on_click=move, args=(1,), key="learn_next", width="stretch")
-if play_col.toggle("Play", key="learn_play", help="step through the stages on its own, one every 6 s"):
+# One row that wraps where the page is narrow: fixed column widths cut the buttons' labels off.
+with st.container(horizontal=True, vertical_alignment="center"):
+    st.button("◀ Previous", on_click=move, args=(-1,), key="learn_prev")
+    st.button("Next ▶", on_click=move, args=(1,), key="learn_next")
+    play = st.toggle("Play", key="learn_play", help="step through the stages on its own, one every 6 s")
+    keep(st.radio, "learn_step", "Step", STEPS[0], options=STEPS, horizontal=True, label_visibility="collapsed")
+if play:
     st.session_state.setdefault("learn_played_at", time.monotonic())
 
     @st.fragment(run_every="6s")
@@ -128,6 +130,10 @@ if step in (2, 3, 4):
                    format_func=lambda c: f"cluster {c}: {traces[c].members.size} samples, "
                                          f"{traces[c].kept.size} kept, budget {allocation[c]}")
 
+if step == 3:  # over the page's width: the text column cut the formula off
+    st.markdown("**The boundary score (paper Eq. 7)** of a sample x of cluster i, against every other core c_l:")
+    st.latex(r"BS(x) = \min_{l \ne i} \frac{\delta^{t_l}\, D(x, c_l) - d_{intra}(x)}"
+             r"{\max\left(D(x, c_l),\ d_{intra}(x)\right)}")
 figure_col, text_col = st.columns([3, 2])
 with text_col:
     if step == 1:
@@ -150,10 +156,6 @@ outlier near a boundary would otherwise look like the most informative sample th
 the rounds. Cluster {cluster}: {t.members.size} samples, {int(t.inclusion_round.max(initial=1))} rounds,
 {t.removed.size} removed.""")
     elif step == 3:
-        st.markdown("**The boundary score (paper Eq. 7)** of a sample x of cluster i, against every other core "
-                    "c_l:")
-        st.latex(r"BS(x) = \min_{l \ne i} \frac{\delta^{t_l}\, D(x, c_l) - d_{intra}(x)}"
-                 r"{\max\left(D(x, c_l),\ d_{intra}(x)\right)}")
         st.markdown(f"""d_intra(x) is the mean distance from x to the denoised cluster; D(x, c_l) the distance to
 the opponent core; t_l counts earlier picks against opponent l (all 0 here, before any pick). BS lies in
 [-1, 1]: **low (red) = near a boundary** with another pseudo-class, high (blue) = deep inside. The field is
