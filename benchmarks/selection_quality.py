@@ -300,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
               f"BiLAF K = {args.n_cores} (ActiveFT stage 1), seeds {args.seeds}, evaluated on "
               f"{'the test split' if bench.test_features is not None else 'the unselected pool'}\n\n"
               f"Machine: {platform.processor() or platform.machine()}, numbers are mean ± std over seeds.")
-    table = report(list(bench.done.values()), n_pool, args.budgets, header)
+    table = report(list(bench.done.values()), n_pool, sorted(args.budgets), header)
     if args.guidance:
-        budgets = {p: int(round(p / 100 * n_pool)) for p in args.budgets}
+        budgets = {p: int(round(p / 100 * n_pool)) for p in sorted(args.budgets)}
         write_guidance(args.guidance, args.name or args.features.stem, list(bench.done.values()), budgets)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
