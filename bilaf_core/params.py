@@ -24,7 +24,7 @@ from .auto import AUTO
 from .boundary import CRITERIA, DENOISERS, PROCESSES, VARIANTS
 from .core import CORE_METHODS
 
-__all__ = ["METHODS", "SelectionParams", "ParamSpec", "param_specs", "STAGE2_PARAMS"]
+__all__ = ["METHODS", "SelectionParams", "ParamSpec", "param_specs", "STAGE2_PARAMS", "BILAF_ONLY_PARAMS"]
 
 METHODS = ("bilaf", "activeft", "kmeans", "fds", "random", "typiclust", "probcover")
 
@@ -162,6 +162,11 @@ def param_specs() -> tuple[ParamSpec, ...]:
 #: The options that change only stage 2 (the Learn page's stage-2 controls, and what a
 #: reused stage-2 geometry allows to vary).
 STAGE2_PARAMS = tuple(spec.name for spec in param_specs() if spec.stage == "stage2")
+#: The options only BiLAF uses: a whole-budget baseline (any other method) picks B samples
+#: itself, with no cores, denoising or boundary scores. The variant is not one of them: it
+#: sets the default of the L2 normalisation every method works in.
+BILAF_ONLY_PARAMS = tuple(spec.name for spec in param_specs()
+                          if spec.stage in ("stage1", "stage2") and spec.name != "variant")
 
 
 def keyword_parameters() -> list[inspect.Parameter]:

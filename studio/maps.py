@@ -130,17 +130,19 @@ def spread_colours(centres: np.ndarray, n_colours: int) -> np.ndarray:
 
 
 def pool_colouring(selection: Selection, labels=None, color_by: str = "pseudo-class", *, coords=None,
-                   roles=ROLES, cluster: int | None = None) -> Colouring:
+                   roles=ROLES, cluster: int | None = None, pick_cells: bool = True) -> Colouring:
     """The pool's categories: true labels (when asked and the pool has them; class names
     keep their names) or pseudo-classes (the core each sample is assigned to; one
-    category "pool" for a method without clusters). Rows outside ``roles`` / ``cluster``
+    category "pool" for a method without clusters, and with ``pick_cells=False`` for a
+    whole-budget method, whose pseudo-classes are the cells of its picks: one per pick,
+    unreadable on a small map). Rows outside ``roles`` / ``cluster``
     (Inspect's filters) get -1. With the map's ``coords``, categories beyond the palette
     share colours only far apart (:func:`spread_colours` of their mean positions)."""
     n = selection.role.size
     if color_by == "true label" and labels is not None:
         names, codes = np.unique(np.asarray(labels), return_inverse=True)
         colouring = (codes.astype(np.int64), tuple(str(v) for v in names), "label")
-    elif (selection.cluster >= 0).any():
+    elif (selection.cluster >= 0).any() and (pick_cells or selection.params.get("method") == "bilaf"):
         k = int(selection.cluster.max()) + 1
         colouring = (selection.cluster.astype(np.int64), tuple(str(c) for c in range(k)), "pseudo-class")
     else:

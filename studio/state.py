@@ -37,7 +37,7 @@ from bilaf_core.data import extract_image_zip, load_pool
 from bilaf_core.features import (FeatureSet, default_cache_dir, extract_features, load_backbone, load_feature_file,
                                  thumbnails)
 from bilaf_core.metrics import default_coverage_radius
-from bilaf_core.params import SelectionParams, param_specs
+from bilaf_core.params import BILAF_ONLY_PARAMS, SelectionParams, param_specs
 from bilaf_core.projection import cached_projection, project_2d
 from bilaf_core.store import RunStore, StoreError, default_store_path
 
@@ -255,6 +255,18 @@ def param_column(name: str):
         return st.column_config.SelectboxColumn(options=widget["options"], help=widget["help"], required=name == "method")
     return st.column_config.NumberColumn(min_value=widget["min_value"], max_value=widget["max_value"],
                                          step=widget["step"], help=widget["help"])
+
+
+#: What a table shows in a cell with no value (a parameter that does not apply, a run
+#: without an error): Streamlit's own placeholder is the word None.
+NO_VALUE = "–"
+
+
+def compare_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The Compare table's settings with the cells that do not apply to their row's method
+    emptied: BiLAF's own parameters in a whole-budget baseline's row."""
+    baseline = rows["method"].notna() & (rows["method"] != "bilaf")
+    return rows.assign(**{name: rows[name].mask(baseline) for name in rows.columns.intersection(BILAF_ONLY_PARAMS)})
 
 
 def select_defaults(n: int) -> dict:

@@ -1,5 +1,6 @@
 """Page-level tests of every page with streamlit.testing.v1.AppTest, on the offline default."""
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -142,6 +143,33 @@ def test_compare_page_shows_a_table_of_diagnostics():
     at.run()  # the same settings again: every one from the cache
     said = [c.value for c in at.caption if "cache" in c.value or "Computed in" in c.value]
     assert len(said) == 4 and all("From the cache" in line for line in said), said
+
+
+def test_compare_leaves_bilaf_only_parameters_blank_and_a_baselines_pool_one_colour():
+    """A whole-budget baseline's row showed K = auto, P_rm 0.10, delta 1.10 and denoise idc,
+    none of which it uses, and its map coloured the pool by 89 "pseudo-classes" (one per pick)."""
+    from bilaf_core.params import BILAF_ONLY_PARAMS
+    from studio.state import NO_VALUE
+
+    def pool_colours(at: AppTest) -> list[int]:  # per map, how many colours its pool has
+        pools = [json.loads(chart.proto.spec)["data"][0]["marker"]["color"] for chart in at.get("plotly_chart")]
+        return [np.unique(np.frombuffer(base64.b64decode(c["bdata"]), dtype=c["dtype"])).size for c in pools]
+
+    at = _app("views/compare.py")
+    _no_failure(at)
+    editor = at.dataframe[0]
+    rows = editor.value.set_index("method")
+    shown = [name for name in BILAF_ONLY_PARAMS if name in rows.columns]
+    assert shown == ["n_cores", "removal_ratio", "opponent_penalty", "denoise"]
+    assert rows.loc["bilaf", shown].notna().all()
+    assert rows.drop(index="bilaf")[shown].isna().all().all(), rows
+    assert editor.proto.placeholder == NO_VALUE  # an empty cell reads "–", not "None"
+    colours = pool_colours(at)
+    assert len(colours) == 4 and colours[0] > 1 and colours[1:] == [1, 1, 1], colours  # bilaf, then 3 baselines
+    at.switch_page("views/select.py").run()
+    at.radio(key="color_by").set_value("true label").run()
+    at.switch_page("views/compare.py").run()
+    assert pool_colours(at) == [10, 10, 10, 10]  # the Select page's choice: every map by the digits' labels
 
 
 def _launch(protocol: str, **widgets) -> AppTest:

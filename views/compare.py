@@ -8,7 +8,7 @@ import streamlit as st
 
 from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import session, state
-from studio.maps import selection_figure
+from studio.maps import pool_colouring, selection_figure
 
 st.title("Compare selections")
 source, fs = state.current_feature_set()
@@ -22,17 +22,21 @@ st.caption(f"Budget B = {budget:,} and every parameter not in the table comes fr
            "Edit the rows: 2 to 4 settings.")
 key = session.chart_key("compare_settings", pool)
 if key not in st.session_state:  # new on this run (first visit, back from a page): the last edited rows
-    pool.values["compare_base"] = pool.values.get("compare_rows", pd.DataFrame(
+    pool.values["compare_base"] = pool.values.get("compare_rows", state.compare_rows(pd.DataFrame(
         [{**{name: select_values[name] for name in EDITABLE}, "n_cores": str(select_values["n_cores"]), "method": method}
-         for method in ("bilaf", "activeft", "kmeans", "random")]))
+         for method in ("bilaf", "activeft", "kmeans", "random")])))
 settings = st.data_editor(
-    pool.values["compare_base"], num_rows="dynamic", hide_index=True, key=key,
+    pool.values["compare_base"], num_rows="dynamic", hide_index=True, key=key, placeholder=state.NO_VALUE,
     column_config={**{name: state.param_column(name) for name in ("method", "removal_ratio", "opponent_penalty",
                                                                    "denoise")},
                    "n_cores": st.column_config.TextColumn(validate=r"^\s*(auto|[1-9][0-9]*)\s*$",
                                                           help="K: 'auto' or a whole number"),
                    "seed": st.column_config.NumberColumn(min_value=0, step=1)},
 )
+if not state.compare_rows(settings).isna().equals(settings.isna()):
+    # a row's method became a baseline: the editor starts again on the rows with its cells emptied
+    pool.values["compare_base"] = pool.values["compare_rows"] = state.compare_rows(settings)
+    st.rerun()
 pool.values["compare_rows"] = settings
 rows = settings.dropna(subset=["method"])
 if len(rows) > 4:
@@ -44,9 +48,11 @@ if len(rows) < 2:
 
 coords = state.projection(source, session.setting(pool, "projection", "umap"), start=False)
 coords = coords if coords is not None else state.projection(source, "pca")
-st.caption("Every map has the same axes and colours: the pool faint (by pseudo-class), stars the cores (a "
-           "whole-budget method's picks), circles BiLAF's boundary picks, crosses the removed noise; markers shrink "
-           "as their number grows.")
+color_by = select_values["color_by"]  # as on the Select page
+st.caption(f"Every map has the same axes and colours: the pool faint (by {color_by}"
+           + (", a whole-budget method's in one colour" if color_by == "pseudo-class" else "")
+           + "), stars the cores (a whole-budget method's picks), circles BiLAF's boundary picks, crosses the removed "
+           "noise; markers shrink as their number grows.")
 overall = st.empty()  # which setting of how many is being computed; each column has its own bar
 columns = st.columns(len(rows))
 table = []
@@ -64,8 +70,9 @@ for number, (col, (_, row)) in enumerate(zip(columns, rows.iterrows())):
         except ValueError as exc:
             st.error(str(exc))
             continue
-        st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, height=320, show_legend=False),
-                        width="stretch", key=f"compare_map_{len(table)}_{name}")
+        colouring = pool_colouring(result, fs.labels, color_by, pick_cells=False)
+        st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, colouring=colouring, height=320,
+                                         show_legend=False), width="stretch", key=f"compare_map_{len(table)}_{name}")
         # under the map (the maps stay level with each other): K's reason, and whether it was computed now
         k_line = (f"K = {result.params['n_cores']:,} ({result.params['n_cores_rule']}). "
                   if result.params["method"] == "bilaf" else "")
