@@ -289,11 +289,29 @@ def n_cores_value(value) -> int | str:
         raise ValueError(f"K must be 'auto' or a whole number, got {text!r}") from None
 
 
+def asked_budget(values: dict, n: int) -> int:
+    """The number of samples the Select page's values ask for (it may lie outside the pool)."""
+    if values["budget_unit"] == "samples":
+        return int(values["budget"])
+    return round(n * float(values["budget_percent"]) / 100)
+
+
 def budget_of(values: dict, n: int) -> int:
     """The budget the Select page's values ask for, within the pool."""
-    if values["budget_unit"] == "samples":
-        return max(1, min(n, int(values["budget"])))
-    return max(1, min(n, round(n * float(values["budget_percent"]) / 100)))
+    return max(1, min(n, asked_budget(values, n)))
+
+
+def budget_warning(values: dict, n: int) -> str | None:
+    """What the Select page says when :func:`budget_of` had to move the budget asked for
+    into 1 .. n (None when it did not)."""
+    asked = asked_budget(values, n)
+    said = (f"A budget of {asked:,} samples" if values["budget_unit"] == "samples"
+            else f"A budget of {float(values['budget_percent']):g} % of the pool ({asked:,} samples)")
+    if asked > n:
+        return f"{said} is more than the pool's {n:,}: selecting all {n:,}."
+    if asked < 1:
+        return f"{said} is less than one sample: selecting 1."
+    return None
 
 
 def selection_params(values: dict) -> tuple:

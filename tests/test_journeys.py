@@ -157,6 +157,23 @@ def test_budget_in_percent_switches_at_once_and_keeps_the_budget(server, browser
     assert_clean(page, browser)
 
 
+def test_a_budget_of_0_is_answered_about_0_not_about_the_budget_before(server, browser):
+    """The input refused 0 (its min_value) and kept the last budget it had taken: the page
+    went on warning that 100,000 samples were more than the pool while the box showed 0."""
+    page = _open(server, browser)
+    page.get_by_label("Budget B").fill("100000")
+    page.get_by_role("button", name="Select", exact=True).click()
+    expect(page.get_by_text("A budget of 100,000 samples is more than the pool's 1,797")).to_be_visible(timeout=LONG)
+    wait_select(page)
+    page.get_by_label("Budget B").fill("0")
+    page.get_by_role("button", name="Select", exact=True).click()
+    expect(page.get_by_text("A budget of 0 samples is less than one sample: selecting 1.")).to_be_visible(timeout=LONG)
+    wait_select(page)
+    expect(page.get_by_text("100,000 samples")).to_have_count(0)
+    assert metric(page, "Selected") == "1"
+    assert_clean(page, browser)
+
+
 def _download(page, button: str, target: Path) -> Path:
     with page.expect_download(timeout=60_000) as download:
         page.get_by_role("button", name=button, exact=True).click()

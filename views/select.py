@@ -41,10 +41,13 @@ unit = keep(st.radio, "budget_unit", "Budget in", options=["samples", "% of the 
 with st.form("selection_parameters"):
     left, mid, right = st.columns(3)
     keep(left.selectbox, "method", **state.param_widget("method"))
+    # No bounds: a number outside the pool is clamped below, with a warning about that number
+    # (an input with a min_value kept its last valid number, which the warning then quoted).
+    # The int step keeps the budget a whole number.
     if unit == "samples":
-        keep(mid.number_input, "budget", "Budget B", min_value=1)  # above the pool: clamped below, with a warning
+        keep(mid.number_input, "budget", "Budget B", step=1)
     else:
-        keep(mid.number_input, "budget_percent", "Budget (% of the pool)", min_value=0.01, step=0.5)
+        keep(mid.number_input, "budget_percent", "Budget (% of the pool)", step=0.5)
     if n > 1:
         keep(right.select_slider, "n_cores", options=[AUTO, *range(1, min(n, 1000) + 1)],
              **state.param_widget("n_cores"))
@@ -65,10 +68,9 @@ with st.form("selection_parameters"):
         keep(c.number_input, "seed", "Seed", min_value=0, max_value=2**31 - 1)
     st.form_submit_button("Select", type="primary")
 
-asked = session.settings(source, n)
-asked_samples = asked["budget"] if asked["budget_unit"] == "samples" else n * float(asked["budget_percent"]) / 100
-if asked_samples > n:
-    st.warning(f"A budget of {asked_samples:,.0f} samples is more than the pool's {n:,}: selecting all {n:,}.")
+clamped = state.budget_warning(session.settings(source, n), n)
+if clamped is not None:
+    st.warning(clamped)
 try:
     with session.progress_bar("Selecting") as report:
         result = session.current_selection(source, n, progress=report)
