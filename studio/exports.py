@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import numpy as np
 import streamlit as st
 
 from bilaf_core import Selection
@@ -31,13 +32,32 @@ def marks_line(pool: session.PoolState, ids, *, key: str) -> None:
     button.button("Clear marks", on_click=session.clear_marks, args=(pool, ids), key=key)
 
 
+def _count(count: int, what: str) -> str:
+    """``count`` and ``what``, plural unless one: '1 forced sample', '89 excluded samples'."""
+    return f"{count:,} {what}{'' if count == 1 else 's'}"
+
+
+def marks_effect(result: Selection, table) -> str | None:
+    """What the marks did to the export (``table``, from :func:`selection_table`), in
+    counts; None when they changed nothing. (It gave the change in size, "the marks make
+    the export 0 (-89)", and nothing where marks took out as many samples as they added.)"""
+    kept = int(np.isin(table["index"], result.indices).sum())
+    taken_out, added = result.budget - kept, len(table) - kept
+    if not (taken_out or added):
+        return None
+    changes = ([f"take out {_count(taken_out, 'excluded sample')}"] if taken_out else []) \
+        + ([f"add {_count(added, 'forced sample')}"] if added else [])
+    export = "the export is empty" if table.empty else f"the export has {_count(len(table), 'sample')}"
+    return f"The selection has B = {result.budget:,}; your marks {' and '.join(changes)}: {export}."
+
+
 def section(source: Source, fs, result: Selection, pool: session.PoolState) -> None:
     session.load_marks(pool, fs.ids)
     table = selection_table(result, fs.ids, fs.labels, excluded=pool.excluded, forced=pool.forced)
-    st.subheader(f"Export ({len(table):,} samples)")
-    if len(table) != result.budget:
-        st.caption(f"The selection has B = {result.budget:,}; the marks make the export {len(table):,} "
-                   f"({len(table) - result.budget:+,}): forced samples are added to it, excluded ones taken out.")
+    st.subheader(f"Export ({_count(len(table), 'sample')})")
+    effect = marks_effect(result, table)
+    if effect is not None:
+        (st.warning if table.empty else st.caption)(effect)
     marks_line(pool, fs.ids, key="clear_marks_export")
     stem = f"{source.dataset}_{result.params['method']}_{len(table)}"
     about = provenance(source, fs, pool)

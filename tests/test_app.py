@@ -364,6 +364,32 @@ def test_a_sample_marked_to_exclude_and_to_force_is_excluded_and_the_page_says_s
     assert len(json.loads(saved.read_text())["excluded"]) == 1 and not json.loads(saved.read_text())["forced"]
 
 
+def test_the_export_says_what_the_marks_took_out_and_added_in_counts_not_a_signed_difference(tmp_path, monkeypatch):
+    """With every selected sample excluded the export's line read "the marks make the export
+    0 (-89)"; two excluded and two forced made the same size, and it said nothing."""
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))  # the marks file goes there
+
+    def mark(exclude: list, force: list) -> AppTest:
+        at = _app("views/inspect.py")
+        for label, chosen in (("Exclude from the export", exclude), ("Force into the export", force)):
+            box = next(m for m in at.multiselect if m.label == label)
+            box.set_value([box.options[i] for i in chosen])
+        next(b for b in at.button if b.label == "Apply marks").click().run()
+        at.switch_page("views/select.py").run()
+        _no_failure(at)
+        return at
+
+    at = mark(list(range(89)), [])  # the first 89 offered are the selection, in its order
+    assert any(h.value == "Export (0 samples)" for h in at.subheader)
+    said = [w.value for w in at.warning] + [c.value for c in at.caption]
+    assert "The selection has B = 89; your marks take out 89 excluded samples: the export is empty." in said, said
+    assert not any("-89" in line for line in said)
+    at = mark([0, 1], [100, 101])  # a new session on the same pool's marks file: replaced by these
+    said = [c.value for c in at.caption]
+    assert ("The selection has B = 89; your marks take out 2 excluded samples and add 2 forced samples: the export "
+            "has 89 samples." in said), said
+
+
 def test_inspect_filters_and_finetune_protocol_survive_a_visit_to_another_page():
     """A multiselect's value (a list) was checked as one option and reset to the default."""
     at = _app("views/inspect.py")
