@@ -80,4 +80,4 @@ def section(source: Source, fs, result: Selection, pool: session.PoolState) -> N
     # The table is sent only while its expander is open (it has thousands of rows at CIFAR scale).
     selected_samples = st.expander("Selected samples", key="show_selected", on_change="rerun")
     if selected_samples.open:
-        selected_samples.dataframe(table, hide_index=True, width="stretch")
+        selected_samples.dataframe(table, hide_index=True, width="stretch", placeholder=state.NO_VALUE)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from bilaf_core import Selection
 
-from . import maps, session
+from . import maps, session, state
 
 #: Images (or table rows) per gallery page.
 PAGE_SIZE = 60
@@ -97,7 +97,7 @@ def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=No
     shown = rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
     table = rows_table(shown, result, np.asarray(fs.ids), fs.labels)
     if thumbs is None:
-        st.dataframe(table, hide_index=True, width="stretch",
+        st.dataframe(table, hide_index=True, width="stretch", placeholder=state.NO_VALUE,
                      column_config={"boundary score": st.column_config.NumberColumn(format="%.3f")})
     else:
         columns = [table["role"].astype(str), ["" if np.isnan(v) else f"BS {v:.3f}" for v in table["boundary score"]]]
@@ -137,7 +137,7 @@ def closer_view(row: int, result: Selection, fs, image, coords: np.ndarray, neig
                        [f"{r['id']}\n" + (f"label {r['label']} · " if "label" in table else "") + str(r["role"])
                         for _, r in table.iloc[1:].iterrows()], width=72)
         else:
-            st.dataframe(table.iloc[1:], hide_index=True, height=200,
+            st.dataframe(table.iloc[1:], hide_index=True, height=200, placeholder=state.NO_VALUE,
                          column_config={"boundary score": st.column_config.NumberColumn(format="%.3f")})
     with right:
         fig = go.Figure()

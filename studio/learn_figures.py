@@ -142,7 +142,7 @@ def picks_table(run: Walkthrough, cluster: int) -> list[dict]:
                   else "none (distance criterion)" if run.params.get("criterion") == "distance" else None)
     counts: dict[int, int] = {}
     rows = [{"pick": 0, "sample": trace.core, "BS": None, "opponent": None, "dropped before": 0,
-             "t_l in force": "-"}]
+             "t_l in force": None}]
     for j, pick in enumerate(trace.picks, start=1):
         in_force = no_penalty or ", ".join(f"t{l}={t}" for l, t in sorted(counts.items())) or "all 0"
         rows.append({"pick": j, "sample": int(trace.kept[pick.position]), "BS": round(pick.score, 4),

@@ -255,6 +255,28 @@ def test_learn_page_runs_every_data_set_at_every_step():
     assert table["pick"].tolist() == list(range(len(table))) and len(table) > 1
 
 
+def test_empty_cells_of_the_run_history_and_the_picks_table_read_a_dash_not_none():
+    """A completed run's error and the core's score, opponent and counts in Learn's picks
+    table were drawn as the word None (Streamlit's placeholder); the counts as "-"."""
+    from bilaf_core.store import RunStore
+    from studio.state import NO_VALUE
+
+    store = RunStore()
+    picked = store.add_selection(dataset="digits", backbone="pixels", params={"method": "random", "random_state": 0},
+                                 indices=np.arange(89), sample_ids=None, n_pool=1797)
+    store.finish_run(store.start_run(protocol="knn", params={}, selection_id=picked), status="completed",
+                     metrics={"top1": 0.8})
+    at = _app("views/finetune.py")
+    _no_failure(at)
+    history = at.dataframe[-1]
+    assert history.value["error"].isna().all() and history.proto.placeholder == NO_VALUE
+    at.switch_page("views/learn.py").run()
+    at.radio(key="learn_step").set_value(at.radio(key="learn_step").options[3]).run()
+    picks = at.dataframe[-1]
+    assert picks.value.iloc[0][["BS", "opponent", "t_l in force"]].isna().all(), picks.value.iloc[0]
+    assert picks.proto.placeholder == NO_VALUE
+
+
 def test_learn_page_shows_an_error_for_k_above_the_budget():
     at = _app("views/learn.py")
     at.slider(key="learn_budget").set_value(5)

@@ -86,7 +86,7 @@ for number, (col, (_, row)) in enumerate(zip(columns, rows.iterrows())):
             table[-1][DIAGNOSTIC_NAMES[advice.diagnostic][0]] = value
 overall.empty()
 if table:
-    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch", placeholder=state.NO_VALUE,
                  column_config={"coverage": st.column_config.NumberColumn(format="%.3f"),
                                 "EMD proxy": st.column_config.NumberColumn(format="%.4f"),
                                 "seconds": st.column_config.NumberColumn(format="%.2f")})

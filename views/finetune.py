@@ -164,6 +164,6 @@ if store is not None:
             st.caption("Mean top-1 per method and budget (error bars: std over repeated runs).")
         mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]])
         st.dataframe(mine[["id", "started", "status", "protocol", "method", "budget", "selection", "top-1", "error"]],
-                     hide_index=True, width="stretch",
+                     hide_index=True, width="stretch", placeholder=state.NO_VALUE,
                      column_config={"top-1": st.column_config.NumberColumn(format="percent")})
         st.caption(f"Store: {store.path}")

@@ -194,7 +194,8 @@ with figure_col:
         st.plotly_chart(figures.comparison_figure(points, picks), width="stretch", key="learn_fig5")
 
 if step == 4:
-    st.dataframe(pd.DataFrame(figures.picks_table(result, cluster)), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(figures.picks_table(result, cluster)), hide_index=True, width="stretch",
+                 placeholder=state.NO_VALUE)
 if step == 5:
     if keep(st.toggle, "learn_variants", "Compare the paper and reference variants on these points", False):
         other = dict(stage2)
