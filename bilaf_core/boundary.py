@@ -592,8 +592,8 @@ class ClusterPicker:
         open_members = self.candidates[open_positions]
         scores, opponents = self.scorer.scores(open_members)
         best = int(np.argmin(scores))  # the first minimum, in position order
-        if self.iterative:  # ties: nearest to the last pick, then lower position
-            tied = np.flatnonzero((scores == scores[best]) | (np.isnan(scores) & np.isnan(scores[best])))
+        if self.iterative:  # ties: nearest to the last pick, then lower position (scores are never NaN)
+            tied = np.flatnonzero(scores == scores[best])
             if tied.size > 1:
                 best = int(tied[_kernel.smallest_first(to_last[open_positions[tied]], open_members[tied], 1)[0]])
         position = int(open_members[best])

@@ -82,7 +82,8 @@ def l2_normalize(features: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero), float32.
 
     The arithmetic of ``x / max(np.linalg.norm(x, axis=1), 1e-12)``, in row chunks so
-    that no pool-size temporary is made (50,000 x 1,280: 0.2 s instead of 0.6 s).
+    that no pool-size temporary is made beside the result (the one-line form made two:
+    x * x and the quotient before its cast; 2 GB each for 1,281,167 x 384). Not faster.
     """
     features = np.asarray(features)
     out = np.empty(features.shape, dtype=np.float32)

@@ -44,8 +44,8 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray, *, exact: bool) -> np.ndarr
     """
     if exact:
         return cdist(a, b, "euclidean")
-    a = np.asarray(a, dtype=distance_dtype(False))
-    b = np.asarray(b, dtype=distance_dtype(False))
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
     sq = a @ b.T  # in-place from here on: no N x M temporaries
     sq *= -2.0
     sq += np.einsum("ij,ij->i", a, a)[:, None]

@@ -436,8 +436,9 @@ def selection_diagnostics(source: Source, result, *, normalize: bool) -> dict:
 
 
 #: Niceness of the background projection process: a UMAP started on a first load then
-#: takes only idle CPU instead of slowing that load's own work and drawing (2 cores: the
-#: cold first load went from 19.9 to 17 s).
+#: takes only idle CPU instead of slowing that load's own work and drawing. (Not timed on
+#: its own: with the torch preload, the cold first load went from 19.9 s to 17.8-18.7 s
+#: in Chromium on 2 cores, where single runs vary by about a second.)
 PROJECTION_NICENESS = 10
 
 
