@@ -11,7 +11,6 @@ from studio import session, state
 # A local icon: a material-symbol icon is fetched from Google's font server, which an offline
 # machine cannot reach (a console error on every page).
 st.set_page_config(page_title="BiLAF Studio", page_icon=str(Path(__file__).parent / "assets" / "icon.png"), layout="wide")
-state.preload_stage1()  # torch's imports overlap the first page's feature loading
 
 pages = [
     st.Page("views/data.py", title="Data", icon=":material/database:"),
@@ -30,6 +29,10 @@ with st.sidebar:
     st.markdown("### BiLAF Studio")
     st.caption("Choose which images to label before finetuning.")
     frame = st.container()
+# torch's imports overlap the first page's feature loading. Started only after the first
+# element: Streamlit's first element walks the call stack (inspect.stack, a check for a
+# REPL), which beside a thread importing torch took 1.2 s instead of 0.06 s.
+state.preload_stage1()
 
 
 def write_frame() -> None:

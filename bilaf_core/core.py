@@ -15,13 +15,12 @@ work on whatever they are given), return K distinct pool indices sorted ascendin
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .distances import rows_per_chunk
+from .distances import float32_tensor, rows_per_chunk
 
 __all__ = [
     "CORE_METHODS",
@@ -72,10 +71,14 @@ ACTIVEFT_BFLOAT16_MIN_K = 200
 #: and the same cores' quality at K = 2,500 (benchmarks/results/activeft_speed.md).
 ACTIVEFT_BATCH_FRACTION = 5
 ACTIVEFT_BATCH_RANGE = (10_000, 100_000)
+#: Bytes of pool rows an ActiveFT step handles at a time (one block is gathered, multiplied
+#: and scatter-added while in cache): 614 rows of 1,280 float32. 2-4 MB were fastest at
+#: 10,000 x 1,280, K = 50 (12.0-12.8 ms a step; 13.6 at 4 MB, 19 for the whole batch at once).
+ACTIVEFT_BLOCK_BYTES = 3 << 20
 
 Progress = Callable[[float, str], None]
 #: Bumped when a stage-1 method's output changes, so older cached cores are not reused.
-_CORES_CACHE_VERSION = 2
+_CORES_CACHE_VERSION = 3
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -102,11 +105,31 @@ def _torch():
 
 
 def preload() -> None:
-    """Import what stage 1 needs: torch, and torch._dynamo, which Adam's first step
-    imports (about 1 s each here). An app calls this in a background thread at start so
-    that its first ActiveFT run does not wait for them."""
+    """Import what stage 1 needs, torch (about 1.3 s here). An app calls this in a
+    background thread at start so that its first ActiveFT run does not wait for it."""
     _torch()
-    import torch._dynamo  # noqa: F401
+
+
+class _Adam:
+    """Adam (Kingma & Ba, 2015; no weight decay, no AMSGrad) on one tensor, in place,
+    written out with the operations of ``torch.optim.Adam``'s single-tensor path in
+    their order, so its steps are identical (tested). ``torch.optim``'s first step
+    imports ``torch._dynamo``: 1.1 s of CPU on a cold app's first load, beside it."""
+
+    def __init__(self, param, *, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        torch = _torch()
+        self.param, self.lr, (self.beta1, self.beta2), self.eps = param, lr, betas, eps
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_avg_sq = torch.zeros_like(param)
+        self.steps = 0
+
+    def step(self, grad) -> None:
+        self.steps += 1
+        self.exp_avg.lerp_(grad, 1 - self.beta1)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        step_size = self.lr / (1 - self.beta1**self.steps)
+        denom = (self.exp_avg_sq.sqrt() / (1 - self.beta2**self.steps) ** 0.5).add_(self.eps)
+        self.param.addcdiv_(self.exp_avg, denom, value=-step_size)
 
 
 def greedy_unique_nearest(features: np.ndarray, centers: np.ndarray, *, chunk: int = 256, shortlist: int = 8) -> np.ndarray:
@@ -126,8 +149,7 @@ def greedy_unique_nearest(features: np.ndarray, centers: np.ndarray, *, chunk: i
     (K,) int64, the sample taken by each centre, in centre order.
     """
     torch = _torch()
-    f = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    c = torch.from_numpy(np.ascontiguousarray(centers, dtype=np.float32))
+    f, c = float32_tensor(features), float32_tensor(centers)
     half_sq = 0.5 * (f * f).sum(dim=1)
     n, k = f.shape[0], c.shape[0]
     width = min(n, shortlist)
@@ -176,34 +198,12 @@ def activeft_batch_size(n_samples: int) -> int:
     return min(n_samples, max(low, min(high, n_samples // ACTIVEFT_BATCH_FRACTION)))
 
 
-def _similarity_block_rows(n_centers: int, itemsize: int = 4) -> int:
-    """Rows per block so that a (rows x K) block (~2 MB) stays in cache."""
-    return max(256, (1 << 21) // (max(n_centers, 1) * itemsize))
+def _activeft_block_rows(n_dims: int) -> int:
+    """Pool rows per ActiveFT block: about :data:`ACTIVEFT_BLOCK_BYTES` of float32."""
+    return max(64, ACTIVEFT_BLOCK_BYTES // (4 * max(n_dims, 1)))
 
 
-def _max_similarity(features, centers, buffer=None):
-    """Max and argmax over centres of f_i . u_j, block by block: each block's product is
-    reduced while it is still in cache, which is faster than one N x K product alone.
-    The product runs in ``features``' dtype (``centers`` are cast to it); bfloat16
-    maxima are returned as float32."""
-    torch = _torch()
-    n, k = features.shape[0], centers.shape[0]
-    rows = _similarity_block_rows(k, features.element_size())
-    if buffer is None or buffer.shape[0] < min(rows, n) or buffer.dtype != features.dtype:
-        buffer = torch.empty((min(rows, n), k), dtype=features.dtype, device=features.device)
-    centers = centers.to(features.dtype)
-    top = torch.empty(n, dtype=features.dtype, device=features.device)
-    assigned = torch.empty(n, dtype=torch.long, device=features.device)
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        block = buffer[: stop - start]
-        torch.mm(features[start:stop], centers.T, out=block)
-        torch.max(block, dim=1, out=(top[start:stop], assigned[start:stop]))
-    return top.to(torch.promote_types(top.dtype, torch.float32)), assigned
-
-
-def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPERATURE, *, buffer=None,
-                           product_features=None, rows=None):
+def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPERATURE, *, rows=None, dtype=None):
     """ActiveFT's loss and its gradient with respect to the raw parameters theta.
 
     With u_j = theta_j / |theta_j|, s_ij = f_i . u_j / tau, m_i = max_j s_ij, c_i = argmax_j,
@@ -211,18 +211,21 @@ def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPER
     loss = mean_i log(1 + exp(R_{c_i} - m_i)). The gradient is written out by hand so
     that a step costs one (N x K) product and a scatter-add, not N x K exponentials.
 
+    The samples are taken block by block (:func:`_activeft_block_rows`, gathered when
+    ``rows`` is given): each block's product, nearest centres, weights and its share of
+    the scatter-add are done while the block is still in cache, so the pool's rows are
+    read once per step (before: a gathered (M x d) copy written, then read by the
+    product and the scatter; 13 instead of 19 ms a step at 10,000 x 1,280, K = 50).
+
     Parameters
     ----------
     features : (N, d) torch float32 tensor, unit rows.
     theta : (K, d) torch float32 tensor.
-    buffer : optional (rows, K) tensor reused for the similarity blocks (see
-        :func:`_max_similarity`), of ``product_features``' dtype.
-    product_features : optional (M, d) tensor for the product that finds each sample's
-        nearest centre: ``features`` (or its ``rows``) in a lower precision (bfloat16),
-        which the K x K centre products then use too. The scatter-add of the gradient
-        is always computed from ``features``.
     rows : optional (M,) int64 tensor: the loss is the mean over these rows of
-        ``features`` only (a mini-batch); ``product_features`` are then those rows.
+        ``features`` only (a mini-batch).
+    dtype : optional torch dtype of the products that find each sample's nearest centre
+        and of the K x K centre products (``torch.bfloat16``: a lower precision); the
+        scatter-add is always computed from the float32 rows.
 
     Returns
     -------
@@ -232,38 +235,36 @@ def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPER
     torch = _torch()
     norms = theta.norm(dim=1, keepdim=True).clamp_min(1e-12)
     u = theta / norms
-    n, k = features.shape[0], u.shape[0]
-    if product_features is None:
-        product_features = features if rows is None else features[rows]
-    low = product_features.dtype if product_features.dtype == torch.bfloat16 else None
+    n, k = (features.shape[0] if rows is None else rows.shape[0]), u.shape[0]
+    low = dtype if dtype == torch.bfloat16 else None
     u_product = u if low is None else u.to(low)  # the centres as the products see them
-    top, assigned = _max_similarity(product_features, u_product, buffer)
-    m = top / temperature
     # the K x K products: in the same precision (they cost K^2 d, which matters from K ~ 1,000)
     cent = torch.mm(u_product, u_product.T).to(u.dtype).div_(temperature)  # in place: one K x K temporary less
     r = torch.logsumexp(cent, dim=0)
-    z = r[assigned] - m
-    loss = torch.nn.functional.softplus(z).mean()
-    weight = torch.sigmoid(z) / assigned.shape[0]
-    # d loss / d u from the m_i term: only the winning centre of each sample gets it, a
-    # scatter-add written as a sparse (K x N) CSR product (rows = centres, the samples
-    # sorted by centre; a mini-batch's columns are its rows of the pool) to avoid an
-    # (M x d) temporary.
-    per_center = torch.bincount(assigned, weights=weight, minlength=k).to(u.dtype)
-    order = torch.argsort(assigned)
-    row_starts = torch.zeros(k + 1, dtype=torch.long, device=features.device)
-    row_starts[1:] = torch.cumsum(torch.bincount(assigned, minlength=k), 0)
-    columns = order if rows is None else rows[order]
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is long-standing
-        warnings.simplefilter("ignore", UserWarning)
-        scatter = torch.sparse_csr_tensor(row_starts, columns, weight[order], (k, n), check_invariants=False)
-    grad_u = (scatter @ features) * (-1.0 / temperature)
+    step = _activeft_block_rows(features.shape[1])
+    gathered = torch.empty((min(step, n), features.shape[1]), dtype=features.dtype, device=features.device)
+    loss = torch.zeros((), dtype=u.dtype, device=u.device)
+    per_center = torch.zeros(k, dtype=u.dtype, device=u.device)
+    pulled = torch.zeros_like(u)  # sum_i w_i f_i per winning centre: d loss / d u from the m_i term, times -tau
+    for start in range(0, n, step):
+        if rows is None:
+            block = features[start : start + step]
+        else:
+            take = rows[start : start + step]
+            block = torch.index_select(features, 0, take, out=gathered[: take.shape[0]])
+        top, assigned = torch.max(torch.mm(block if low is None else block.to(low), u_product.T), dim=1)
+        z = r[assigned] - top.to(u.dtype) / temperature
+        loss += torch.nn.functional.softplus(z).sum()
+        weight = torch.sigmoid(z) / n
+        per_center += torch.bincount(assigned, weights=weight, minlength=k).to(u.dtype)
+        pulled.index_add_(0, assigned, block * weight[:, None])
+    grad_u = pulled * (-1.0 / temperature)
     # ... and from the R_j term, through the non-detached side u_j.
     softmax = torch.softmax(cent, dim=0)
     grad_u += (per_center[:, None] / temperature) * (softmax.T.to(u_product.dtype) @ u_product).to(u.dtype)
     # Back through the normalisation u = theta / |theta|.
     grad = (grad_u - (grad_u * u).sum(dim=1, keepdim=True) * u) / norms
-    return float(loss), grad
+    return float(loss) / n, grad
 
 
 def activeft_cores(
@@ -321,29 +322,16 @@ def activeft_cores(
         raise ValueError(f"tol stops full-batch runs only, but {n:,} samples in batches of {batch_size:,} see a "
                          f"new mini-batch every step, whose loss cannot show convergence; pass batch_size={n} "
                          "(full batch) with tol, or leave tol=None")
-    pool = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
-    pool_product = pool if dtype == torch.float32 else pool.to(dtype)
+    pool = float32_tensor(features).to(device)
     init = rng.choice(n, size=n_cores, replace=False)
-    theta = torch.nn.Parameter(pool[torch.from_numpy(init).to(device)].clone())
-    optimizer = torch.optim.Adam([theta], lr=lr)
+    theta = pool[torch.from_numpy(init).to(device)].clone()
+    optimizer = _Adam(theta, lr=lr)
     batch_gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**31)))
-    rows = _similarity_block_rows(n_cores, pool_product.element_size())
-    buffer = torch.empty((min(n, batch_size, rows), n_cores), dtype=dtype, device=device)
-    # a mini-batch's rows are gathered into one reused tensor: a fresh one every step costs
-    # 7 times the copy in page faults (45 ms instead of 6 ms for 10,000 x 1,280 float32)
-    gathered = torch.empty((batch_size, pool.shape[1]), dtype=dtype, device=device) if n > batch_size else None
     losses: list[float] = []
     for step in range(n_iter):
-        rows = batch_product = None
-        if n > batch_size:  # a mini-batch: only its rows are gathered, in the product's precision
-            rows = torch.randperm(n, generator=batch_gen)[:batch_size].to(device)
-            batch_product = torch.index_select(pool_product, 0, rows, out=gathered)
-        elif pool_product is not pool:
-            batch_product = pool_product
-        loss, grad = activeft_loss_and_grad(pool, theta.detach(), temperature, buffer=buffer,
-                                            product_features=batch_product, rows=rows)
-        theta.grad = grad
-        optimizer.step()
+        rows = torch.randperm(n, generator=batch_gen)[:batch_size].to(device) if n > batch_size else None
+        loss, grad = activeft_loss_and_grad(pool, theta, temperature, rows=rows, dtype=dtype)
+        optimizer.step(grad)
         losses.append(loss)
         converged = (tol is not None and len(losses) > ACTIVEFT_WINDOW
                      and losses[-1 - ACTIVEFT_WINDOW] - loss < tol * abs(losses[-1 - ACTIVEFT_WINDOW]))
@@ -352,7 +340,7 @@ def activeft_cores(
                      f"ActiveFT step {step + 1}/{n_iter}" + (" (converged)" if converged else ""))
         if converged:
             break
-    centers = torch.nn.functional.normalize(theta.detach(), dim=1).cpu().numpy()
+    centers = torch.nn.functional.normalize(theta, dim=1).cpu().numpy()
     return np.sort(greedy_unique_nearest(features, centers))
 
 

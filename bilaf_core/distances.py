@@ -14,6 +14,7 @@ search works in row chunks and keeps only the few nearest cores of each sample.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,14 +45,20 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray, *, exact: bool) -> np.ndarr
     """
     if exact:
         return cdist(a, b, "euclidean")
+    sq = _squared_distances(a, b)
+    np.maximum(sq, 0.0, out=sq)
+    return np.sqrt(sq, out=sq)
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) float32 ``|a|^2 + |b|^2 - 2 a.b``, slightly negative where a row meets itself."""
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
     sq = a @ b.T  # in-place from here on: no N x M temporaries
     sq *= -2.0
     sq += np.einsum("ij,ij->i", a, a)[:, None]
     sq += np.einsum("ij,ij->i", b, b)[None, :]
-    np.maximum(sq, 0.0, out=sq)
-    return np.sqrt(sq, out=sq)
+    return sq
 
 
 def knn_distances(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
@@ -65,12 +72,15 @@ def knn_distances(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
     pool : (N, d), N >= 2.
     """
     k = min(int(k), pool.shape[0] - 1)
-    best = np.full((queries.shape[0], k + 1), np.inf)
+    # ranked on squared float32 distances, the k + 1 smallest kept per chunk; the square
+    # root is monotone, so the values are those of ranking the distances themselves
+    best = np.full((queries.shape[0], k + 1), np.inf, dtype=np.float32)
     step = rows_per_chunk(queries.shape[0])
     for start in range(0, pool.shape[0], step):
-        block = pairwise_distances(queries, pool[start : start + step], exact=False)
+        block = _squared_distances(queries, pool[start : start + step])
         best = np.partition(np.concatenate((best, block), axis=1), k, axis=1)[:, : k + 1]
-    return np.sort(best, axis=1)[:, 1:]
+    best = np.sort(best, axis=1)[:, 1:]
+    return np.sqrt(np.maximum(best, 0.0, out=best), out=best).astype(np.float64)
 
 
 def nearest_rows(features: np.ndarray, row: int, k: int) -> np.ndarray:
@@ -140,16 +150,29 @@ def nearest_cores(features: np.ndarray, core_features: np.ndarray, *, n_neighbor
     return NearestCores(labels=labels, neighbors=neighbors, distances=distances)
 
 
+def float32_tensor(array: np.ndarray):
+    """A CPU torch tensor sharing the memory of ``array`` as contiguous float32 (copied
+    only where it is not). Read-only arrays (memory-mapped files, the app's shared
+    matrices) are shared too, without torch's warning that it cannot mark a tensor
+    read-only: the callers here only read them."""
+    import torch
+
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        return torch.from_numpy(array)
+
+
 def _nearest_cores_torch(features, core_features, chunk, labels, neighbors, distances) -> None:
     """The fast path of :func:`nearest_cores`: torch's multi-threaded elementwise ops
     and ``topk`` (much faster than numpy's single-threaded ones and ``argpartition``)."""
     import torch
 
-    cores = torch.from_numpy(np.ascontiguousarray(core_features, dtype=np.float32))
+    cores = float32_tensor(core_features)
     core_sq = (cores * cores).sum(dim=1)
     m = neighbors.shape[1]
     for start in range(0, features.shape[0], chunk):
-        block = torch.from_numpy(np.ascontiguousarray(features[start : start + chunk], dtype=np.float32))
+        block = float32_tensor(features[start : start + chunk])
         # |x - c|^2 = |x|^2 + (|c|^2 - 2 x.c): a row's own |x|^2 does not change its ranking,
         # so rank on the bracket and add |x|^2 back to the m kept values only.
         partial = torch.addmm(core_sq[None, :], block, cores.T, alpha=-2.0)

@@ -169,7 +169,7 @@ def current_feature_set() -> tuple[Source, FeatureSet]:
 def features(source: Source) -> np.ndarray:
     """The source's features as float32, converted once (a float16 file of 50,000 x 1,280
     took 1 s per conversion, and the first load made five); shared read-only."""
-    return np.asarray(feature_set(source).features, dtype=np.float32)
+    return _frozen(np.asarray(feature_set(source).features, dtype=np.float32))
 
 
 def thumbs(source: Source):
@@ -399,7 +399,14 @@ def _disk_projection(source: Source, method: str, seed: int) -> np.ndarray | Non
 @st.cache_resource(max_entries=4)
 def space(source: Source, normalize: bool) -> np.ndarray:
     """The features as a selection sees them (L2-normalised or raw); shared read-only."""
-    return l2_normalize(features(source)) if normalize else features(source)
+    return _frozen(l2_normalize(features(source))) if normalize else features(source)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """``array``, made read-only: shared by every session, and hashed once for the disk
+    caches (:func:`bilaf_core.projection.features_digest`)."""
+    array.setflags(write=False)
+    return array
 
 
 @st.cache_data(show_spinner="Measuring the pool's neighbourhood scale ...", max_entries=16)

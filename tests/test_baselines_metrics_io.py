@@ -92,6 +92,23 @@ def test_estimator_wraps_select(blobs):
     assert clone(model).get_params() == model.get_params()
 
 
+@pytest.mark.parametrize("chunk_rows", [100, None])
+def test_knn_distances_ranked_on_squares_equal_the_sorted_distances_exactly(monkeypatch, chunk_rows):
+    from bilaf_core import distances
+    from bilaf_core.distances import knn_distances, pairwise_distances
+
+    if chunk_rows:  # many chunks
+        monkeypatch.setattr(distances, "CHUNK_ELEMENTS", 40 * chunk_rows)
+
+    rng = np.random.default_rng(5)
+    pool = np.vstack([rng.standard_normal((700, 9)).astype(np.float32)] * 2)  # duplicates: zero distances tie
+    queries = pool[rng.choice(1400, 40, replace=False)]
+    step = chunk_rows or len(pool)  # the distances as the chunks' products give them
+    every = np.hstack([pairwise_distances(queries, pool[s : s + step], exact=False) for s in range(0, len(pool), step)])
+    expected = np.sort(every, axis=1)[:, 1:8].astype(np.float64)
+    np.testing.assert_array_equal(knn_distances(queries, pool, 7), expected)
+
+
 def test_knn_distances_hand_checked_and_the_label_free_diagnostics():
     from bilaf_core.distances import knn_distances
     from bilaf_core.metrics import budget_radius, pseudo_class_kl, selection_diagnostics, typicality

@@ -1,6 +1,10 @@
 """Stage 1: ActiveFT's hand-written gradient against autograd, and every core method's
 properties (exact count, distinct, ascending, seeded)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -87,7 +91,7 @@ def test_bfloat16_product_finds_the_same_cores_on_separated_blobs_and_checks_its
     # the loss and gradient from bfloat16 products match float32 closely (one rounding of values below 1)
     pool, theta = torch.from_numpy(features), torch.from_numpy(features[low]) + 0.01
     exact, grad = activeft_loss_and_grad(pool, theta)
-    approx, grad_low = activeft_loss_and_grad(pool, theta, product_features=pool.to(torch.bfloat16))
+    approx, grad_low = activeft_loss_and_grad(pool, theta, dtype=torch.bfloat16)
     assert approx == pytest.approx(exact, rel=1e-2)
     assert float((grad_low - grad).norm() / grad.norm()) < 0.02
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -182,13 +186,30 @@ def test_l2_normalize_in_chunks_has_the_arithmetic_of_one_division(monkeypatch):
     assert not out[3].any()
 
 
-def test_preload_imports_what_adams_first_step_needs():
-    import sys
+def test_activeft_imports_no_torch_dynamo():
+    # torch.optim.Adam's first step imported torch._dynamo: 1.1 s of a cold app's first load
+    code = ("import sys, numpy as np; from bilaf_core.core import activeft_cores, l2_normalize; "
+            "x = l2_normalize(np.random.default_rng(0).standard_normal((60, 5)).astype(np.float32)); "
+            "activeft_cores(x, 4, n_iter=3, random_state=0); assert 'torch._dynamo' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
-    from bilaf_core.core import preload
 
-    preload()
-    assert "torch._dynamo" in sys.modules
+@pytest.mark.parametrize("lr", [1e-3, 0.05])
+def test_hand_written_adam_takes_torch_adams_steps_exactly(lr):
+    import torch
+
+    from bilaf_core.core import _Adam
+
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(17, 9, generator=gen)
+    mine, theirs = start.clone(), torch.nn.Parameter(start.clone())
+    adam, reference = _Adam(mine, lr=lr), torch.optim.Adam([theirs], lr=lr)
+    for _ in range(50):
+        grad = torch.randn(17, 9, generator=gen) * 3
+        adam.step(grad)
+        theirs.grad = grad.clone()
+        reference.step()
+        assert torch.equal(mine, theirs.detach())
 
 
 def test_tol_with_mini_batches_is_refused_instead_of_ignored():
@@ -198,3 +219,15 @@ def test_tol_with_mini_batches_is_refused_instead_of_ignored():
     with pytest.raises(ValueError, match="full-batch runs only.*batch_size=500"):
         activeft_cores(features, 7, n_iter=20, batch_size=128, tol=ACTIVEFT_TOL, random_state=3)
     assert activeft_cores(features, 7, n_iter=20, batch_size=500, tol=ACTIVEFT_TOL, random_state=3).size == 7
+
+
+def test_read_only_features_select_cores_without_torchs_not_writable_warning():
+    # the app shares its feature matrices read-only; torch.from_numpy warned on each
+    import warnings
+
+    features = l2_normalize(np.random.default_rng(4).standard_normal((80, 6)).astype(np.float32))
+    features.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert activeft_cores(features, 5, n_iter=3, random_state=0).size == 5
+        assert select_cores(features, 5, method="kmeans", random_state=0).size == 5

@@ -181,3 +181,25 @@ def test_no_category_colour_is_a_grey_that_reads_as_removed_noise_or_filtered_ou
 
     assert chroma(LAYERS["removed"][2]) < 10 and chroma(OTHER) < 10  # the greys the categories must not look like
     assert [colour for colour in PALETTE_10 + PALETTE_MANY if chroma(colour) < 40] == []
+
+
+def test_a_frozen_matrix_is_hashed_once_and_a_writeable_one_every_time(monkeypatch):
+    # the app's first load hashed its normalised features twice (cores, then the coverage radius)
+    import hashlib
+
+    from bilaf_core import projection
+
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(projection.hashlib, "sha256", lambda data: calls.append(1) or real(data))
+    frozen = np.arange(12, dtype=np.float32).reshape(4, 3).copy()
+    frozen.setflags(write=False)
+    first = projection.features_digest(frozen)
+    assert projection.features_digest(frozen) == first and len(calls) == 1
+    assert projection.features_digest(frozen.copy()) == first and len(calls) == 2  # same content, same key
+    writeable = frozen.copy()
+    projection.features_digest(writeable)
+    writeable[0, 0] = 99.0
+    assert projection.features_digest(writeable) != first and len(calls) == 4
+    del frozen
+    assert not projection._FROZEN_DIGESTS  # forgotten with its array
