@@ -71,7 +71,7 @@ def guidance(budget_fraction: float, *, measurements: dict | None = None) -> Gui
     nearest = min(percents, key=lambda p: abs(math.log(p / wanted)))
     if abs(math.log(nearest / wanted)) > math.log(MAX_BUDGET_RATIO):
         return Guidance(None, {}, nearest, (
-            f"No benchmark measured how well the label-free diagnostics predict accuracy near {wanted:.2g} % of the "
+            f"No benchmark measured how well the label-free diagnostics predict accuracy near {wanted:.3g} % of the "
             f"pool (measured at {', '.join(f'{p:g}' for p in percents)} %): read them as a description of the "
             "selection, not as a ranking of settings."))
     table = {name: per_budget[key] for name, per_budget in data.items()

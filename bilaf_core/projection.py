@@ -125,8 +125,8 @@ def project_2d(features: np.ndarray, *, method: str = "umap", random_state: int 
                     if n > PCA_FIT_ROWS else slice(None))
         reduced = pca.fit(data[fit_rows]).transform(data)
         report(0.05, "nearest neighbours")
-        if method == "pca":
-            coords = reduced
+        if method == "pca" or (method == "umap" and n < 4):  # UMAP's spectral start solves for 3 eigenvectors
+            coords = reduced[:, :2]
         elif method == "tsne":
             from sklearn.manifold import TSNE
 

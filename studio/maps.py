@@ -50,6 +50,8 @@ DENSITY_SHAPE = (240, 480)
 #: 24 beyond (pseudo-classes: they repeat past 24, far apart on the map; the legend says so).
 #: None is grey: grey means removed noise (crosses) and samples outside Inspect's filters
 #: (tab10's grey #7F7F7F is replaced by indigo).
+#: How each projection method is named on the pages.
+MAP_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 PALETTE_10 = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#393B79", "#BCBD22",
               "#17BECF")
 PALETTE_MANY = ("#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#B68100", "#750D86", "#EB663B", "#511CFB",
@@ -342,7 +344,7 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
         if role == "removed" and draws_density(n) and idx.size > REMOVED_DRAWN:
             # beyond REMOVED_DRAWN crosses are one grey blob that costs a second a rerun; a
             # fixed subset shows where the noise lies, and the lasso still picks every row
-            name = f"removed ({idx.size}; {REMOVED_DRAWN:,} drawn)"
+            name = f"removed ({idx.size}; {REMOVED_DRAWN} drawn)"  # as the legend writes every count
             idx = np.sort(np.random.default_rng(0).choice(idx, REMOVED_DRAWN, replace=False))
         shown = overlay_marker_size(size, idx.size, height=height)
         fig.add_trace(go.Scattergl(

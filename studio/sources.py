@@ -9,9 +9,8 @@ import re
 from pathlib import Path
 
 from bilaf_core._io import atomic_open
-from bilaf_core.features import default_cache_dir
 
-from .state import BACKBONE_CHOICES, Source, check_allowed, unpacked_zip
+from .state import BACKBONE_CHOICES, Source, check_allowed, unpacked_zip, upload_dir
 
 __all__ = ["SOURCES", "save_upload", "source_from_form"]
 
@@ -26,7 +25,7 @@ def save_upload(name: str, data: bytes) -> Path:
     """Keep an upload under the cache, in a folder named by its content (a re-upload is
     free) and under the user's own file name (so messages and labels name it)."""
     safe = re.sub(r"[^\w.\- ]", "_", Path(name).name) or "upload"
-    path = default_cache_dir() / "uploads" / hashlib.sha256(data).hexdigest()[:16] / safe
+    path = upload_dir() / hashlib.sha256(data).hexdigest()[:16] / safe
     if not path.is_file():
         with atomic_open(path, "wb") as handle:
             handle.write(data)

@@ -43,7 +43,7 @@ from bilaf_core.params import BILAF_ONLY_PARAMS, SelectionParams, param_specs
 from bilaf_core.projection import cached_projection, project_2d
 from bilaf_core.store import RunStore, StoreError, default_store_path
 
-from .maps import ProgressFile
+from .maps import MAP_NAMES, ProgressFile
 
 #: Pools above this size are projected with UMAP / t-SNE only when asked (a button).
 AUTO_PROJECTION_MAX = 20_000
@@ -89,10 +89,17 @@ def current_source() -> Source:
     return st.session_state.source
 
 
+def upload_dir() -> Path:
+    """Where the Data page keeps its uploads (one folder per content) inside the cache."""
+    return default_cache_dir() / "uploads"
+
+
 def allowed_roots() -> list[Path]:
     """Folders the app may read from: home, the data directory, the working directory,
-    the project's sibling shared/ folder, plus BILAF_ALLOWED_ROOTS (os.pathsep-separated)."""
-    roots = [Path.home(), Path(os.environ.get("BILAF_DATA_DIR", Path.home() / ".cache" / "bilaf-studio")), Path.cwd()]
+    the app's own uploads (wherever BILAF_CACHE_DIR puts them), the project's sibling
+    shared/ folder, plus BILAF_ALLOWED_ROOTS (os.pathsep-separated)."""
+    roots = [Path.home(), Path(os.environ.get("BILAF_DATA_DIR", Path.home() / ".cache" / "bilaf-studio")), Path.cwd(),
+             upload_dir()]
     shared = Path(__file__).resolve().parents[2] / "shared"
     if shared.is_dir():
         roots.append(shared)
@@ -346,11 +353,15 @@ def selection(source: Source, budget: int, params: tuple, *, progress=None):
             return select(features(source), budget, progress=progress, **options)
         split = resolve_n_cores(n_cores, len(feature_set(source).ids), budget)  # K > B: select()'s own error
         n_cores = split.n_cores
+        started = time.perf_counter()
         options["cores"] = cores(source, n_cores, core_method, options["random_state"], progress=progress)
+        stage1 = time.perf_counter() - started  # about 0 where an earlier selection's cores are reused
         options["geometry"] = geometry(source, n_cores, core_method, options["random_state"], options["variant"])
         result = select(features(source), budget, **options)
-        # The cores came from this stage 1, not from the user: record how they were made, and why this K.
-        return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": split.reason})
+        # The cores came from this stage 1, not from the user: record how they were made, why
+        # this K, and how long this selection's stage 1 took (select() is given them: 0 s).
+        return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": split.reason},
+                       timings={**result.timings, "stage1": stage1, "total": result.timings["total"] + stage1})
 
     def compute_and_trim():
         try:
@@ -489,6 +500,20 @@ def projection(source: Source, method: str, seed: int = 0, *, start: bool = True
     return job.result()  # re-raises a failed job's error for the page to show
 
 
+def map_to_draw(source: Source, method: str, seed: int = 0, *, start: bool = False) -> tuple[np.ndarray, str, str | None]:
+    """(coords, shown, failure): the ``method`` map when it is ready, else PCA (``shown``
+    names the one returned); ``failure`` says why the asked map failed (its background
+    job's error; PCA is shown instead), else None. ``shown != method`` without a failure:
+    the map is still being computed (or, with ``start=False``, was never asked for)."""
+    try:
+        coords = projection(source, method, seed, start=start)
+    except Exception as exc:  # a failed background job (any error of UMAP or t-SNE): say so once, show PCA
+        return projection(source, "pca", seed), "pca", f"The {MAP_NAMES[method]} map failed ({exc}); showing PCA."
+    if coords is None:
+        return projection(source, "pca", seed), "pca", None
+    return coords, method, None
+
+
 def run_store() -> RunStore | None:
     """The run history (the session's choice, else the default store). When it cannot be
     opened (corrupted) or written (read-only, locked), say why on the page and offer a
@@ -533,4 +558,4 @@ def zip_prefix(source: Source) -> str:
     """Where an uploaded zip's image folder lies inside the zip ("" at its top): the prefix
     of its Label Studio paths."""
     root = Path(source.root)  # uploads/<content hash>/<zip name>[/<its single top folder>]
-    return root.name if root.parent.parent.parent.name == "uploads" else ""
+    return root.name if root.resolve().parent.parent.parent == upload_dir().resolve() else ""

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,59 @@ def test_select_page_runs_on_the_default_and_selects_the_budget():
     # auto K, and why, in one line; the measured guidance in the help text
     assert any("K = 9 (auto: K = round(sqrt(B))" in c.value for c in at.caption)
     assert any("label-free" in c.value and "rho" in c.value for c in at.caption)
+
+
+def test_a_failed_background_map_is_said_once_on_each_page_and_pca_is_drawn(monkeypatch):
+    # Seen in a browser on a 3-sample pool whose UMAP failed: Select said so, then its 2 s
+    # refresh re-raised the error into an ever longer traceback; Inspect and Compare showed
+    # it as an exception box.
+    import threading
+    from concurrent.futures import Future
+
+    from studio import state
+
+    failed = Future()
+    failed.set_exception(TypeError("k >= N"))
+    jobs = {}  # this test's own: the server's are shared by every test in this process
+    monkeypatch.setattr(state, "_projection_jobs", lambda: (None, jobs))
+    # and its own selections, so Compare's are not left cached for the tests after it
+    monkeypatch.setattr(state, "_memos", lambda lock=threading.Lock(), tables={}: (lock, tables))
+    jobs[(state.Source(), "umap", 0)] = failed  # the default source's UMAP
+    at = _app()
+    for page in ("views/select.py", "views/inspect.py", "views/compare.py"):
+        at.switch_page(page).run()
+        _no_failure(at)
+        assert [e.value for e in at.error] == ["The UMAP map failed (k >= N); showing PCA."], page
+    assert not any("Computing the UMAP map" in i.value for i in at.info)
+
+
+def test_a_map_on_request_says_the_map_shown_meanwhile_is_pca(monkeypatch):
+    # A newcomer saw "UMAP" chosen above a PCA map, with only the caption's "2-D PCA" to tell.
+    from studio import state
+
+    # no UMAP of digits from another test: on disk, in the page's cache of it, in this process's jobs
+    monkeypatch.setattr(state, "_disk_projection", lambda *args: None)
+    monkeypatch.setattr(state, "_projection_jobs", lambda: (None, {}))
+    monkeypatch.setattr(state, "AUTO_PROJECTION_MAX", 100)  # digits' 1,797 points: a map on request
+    at = _app()
+    _no_failure(at)
+    assert any(b.label == "Compute the UMAP map (1,797 points, takes a while)" for b in at.button)
+    assert any(c.value.startswith("Until then the map below is PCA") for c in at.caption)
+
+
+def test_the_page_reports_how_long_its_stage_1_took_not_zero(tmp_path, monkeypatch):
+    # Seen in a browser: "Time stage 1 0.00 s" after a 5 s stage 1 (select() is given the
+    # cores, made beforehand by the page).
+    import threading
+
+    from studio import state
+
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))  # no cores on disk: stage 1 runs
+    monkeypatch.setattr(state, "_memos", lambda lock=threading.Lock(), tables={}: (lock, tables))  # nor in memory
+    at = _app()
+    _no_failure(at)
+    seconds = re.search(r"\*\*Time\*\* stage 1 ([0-9.]+) s", " ".join(m.value for m in at.markdown)).group(1)
+    assert float(seconds) > 0
 
 
 def test_guidance_names_the_measured_best_diagnostic_with_its_value(monkeypatch):

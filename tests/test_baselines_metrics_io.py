@@ -144,6 +144,7 @@ def test_guidance_names_a_predictor_only_when_every_data_set_agrees():
     assert guidance(0.01, measurements={}) is None
     far = guidance(0.5, measurements=measured)  # 50 % of the pool: nothing was measured near it
     assert far.diagnostic is None and "No benchmark measured" in far.message and "near 50 %" in far.message
+    assert "near 100 % of the pool" in guidance(1.0, measurements=measured).message  # was "near 1e+02 %"
     from bilaf_core.guidance import DIAGNOSTIC_NAMES
     from bilaf_core.metrics import LABEL_FREE
 

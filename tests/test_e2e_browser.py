@@ -5,6 +5,7 @@ or page error like every browser journey (see browser.py)."""
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect
 
@@ -79,3 +80,24 @@ def test_learn_page_at_1000_px_cuts_off_no_button_label_and_no_formula(server, b
         .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.replace(/\\s+/g, ' ').slice(0, 40))""")
     assert not cut, cut
     assert_clean(page, browser)
+
+
+def test_a_three_sample_pool_draws_its_umap_map_on_every_page(tmp_path, browser):
+    # Seen by a newcomer: UMAP failed on 3 samples ("k >= N" from its spectral start), and
+    # the Select page's 2 s refresh re-raised it into an ever longer traceback; Inspect and
+    # Compare showed it as an exception box.
+    tiny = tmp_path / "tiny.npz"
+    np.savez(tiny, features=np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+    with streamlit_server(tmp_path / "cache", tmp_path / "streamlit.log", BILAF_START_FEATURES=str(tiny),
+                          BILAF_ALLOWED_ROOTS=str(tmp_path)) as url:
+        page = browser.page()
+        page.goto(url)
+        expect(page.get_by_role("heading", name="Select samples to label")).to_be_visible(timeout=LONG)
+        expect(page.get_by_text("2-D UMAP of the features")).to_be_visible(timeout=LONG)
+        wait_idle(page)
+        assert_clean(page, browser)
+        for name, title in (("Inspect", "Inspect the selection"), ("Compare", "Compare selections")):
+            go(page, name, title)
+            wait_idle(page)
+            expect(page.get_by_text("map failed")).to_have_count(0)
+            assert_clean(page, browser)

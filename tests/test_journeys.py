@@ -306,6 +306,12 @@ def test_data_sources_upload_zip_and_bad_files_say_what_is_wrong(server, browser
     tasks = json.loads(_download(page, "Label Studio tasks", tmp_path / "ls.json").read_text())
     assert tasks and all(t["data"]["image"].startswith("/data/local-files/?d=digits") for t in tasks)
     expect(page.get_by_text("Image paths are relative to the top of my digits.zip")).to_be_visible()
+    # Seen in a browser: with the cache outside the allowed folders (BILAF_CACHE_DIR, as in
+    # this server), a reload refused the app's own copy of the upload and fell back to digits.
+    page.reload()
+    wait_select(page)
+    expect(page.get_by_text("was not opened")).to_have_count(0)
+    expect(page.get_by_text("Image paths are relative to the top of my digits.zip")).to_be_visible()
 
     _load_source(page, "Image folder", folder="/etc")  # outside the allowed folders
     expect(page.get_by_text("restart the app")).to_be_visible(timeout=30_000)

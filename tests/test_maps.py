@@ -46,7 +46,7 @@ def test_over_a_density_image_the_removed_noise_draws_a_fixed_subset():
     assert result.removed.size > REMOVED_DRAWN
     ids = np.arange(n).astype(str)
     removed = selection_figure(features[:, :2], result, ids=ids).data[0]
-    assert removed.name == f"removed ({result.removed.size}; {REMOVED_DRAWN:,} drawn)" and len(removed.x) == REMOVED_DRAWN
+    assert removed.name == f"removed ({result.removed.size}; {REMOVED_DRAWN} drawn)" and len(removed.x) == REMOVED_DRAWN
     rows = np.asarray(removed.customdata)[:, 0].astype(int)
     assert (result.role[rows] == "removed").all()
     again = selection_figure(features[:, :2], result, ids=ids).data[0]
@@ -201,5 +201,17 @@ def test_a_frozen_matrix_is_hashed_once_and_a_writeable_one_every_time(monkeypat
     projection.features_digest(writeable)
     writeable[0, 0] = 99.0
     assert projection.features_digest(writeable) != first and len(calls) == 4
+    key = id(frozen)
+    assert key in projection._FROZEN_DIGESTS
     del frozen
-    assert not projection._FROZEN_DIGESTS  # forgotten with its array
+    assert key not in projection._FROZEN_DIGESTS  # forgotten with its array
+
+
+def test_umap_of_three_samples_is_their_pca_layout_not_an_eigensolver_error():
+    # UMAP's spectral start asks for 3 eigenvectors: on 3 samples scipy raised "k >= N"
+    from bilaf_core.projection import project_2d
+
+    features = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    coords = project_2d(features, method="umap", use_cache=False)
+    assert coords.shape == (3, 2) and np.isfinite(coords).all()
+    np.testing.assert_allclose(coords, project_2d(features, method="pca", use_cache=False), atol=1e-6)

@@ -46,8 +46,9 @@ if len(rows) < 2:
     st.warning("Add at least two settings to compare.")
     session.halt()
 
-coords = state.projection(source, session.setting(pool, "projection", "umap"), start=False)
-coords = coords if coords is not None else state.projection(source, "pca")
+coords, _, failure = state.map_to_draw(source, session.setting(pool, "projection", "umap"))
+if failure:
+    st.error(failure)
 color_by = select_values["color_by"]  # as on the Select page
 st.caption(f"Every map has the same axes and colours: the pool faint (by {color_by}"
            + (", a whole-budget method's in one colour" if color_by == "pseudo-class" else "")

@@ -27,9 +27,9 @@ with tab_map:
     clusters = ["all"] + sorted(set(result.cluster[result.cluster >= 0].tolist()))
     cluster = session.kept(b.selectbox, "inspect_cluster", "Cluster", options=clusters, default="all", state=pool)
     projection = session.setting(pool, "projection", "umap")
-    coords = state.projection(source, projection, start=False)
-    shown = projection if coords is not None else "pca"
-    coords = coords if coords is not None else state.projection(source, "pca")
+    coords, shown, failure = state.map_to_draw(source, projection)
+    if failure:
+        st.error(failure)
     color_by = session.setting(pool, "color_by", "pseudo-class")
     focus = dict(roles=roles, cluster=None if cluster == "all" else cluster)  # the map shows the filters
     colouring = pool_colouring(result, fs.labels, color_by, coords=coords, **focus)

@@ -8,14 +8,14 @@ import streamlit as st
 from bilaf_core.auto import AUTO
 from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import exports, gallery, session, state
-from studio.maps import ProgressFile, draws_density, legend_html, pool_colouring, progress_line, selection_figure
+from studio.maps import (MAP_NAMES, ProgressFile, draws_density, legend_html, pool_colouring, progress_line,
+                         selection_figure)
 
 source, fs = state.current_feature_set()
 n = len(fs.ids)
 pool = session.pool_state(source)
 default = state.select_defaults(n)
 st.title("Select samples to label")
-MAP_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 
 
 def keep(widget, name, label=None, **kwargs):
@@ -100,17 +100,15 @@ with st.container():  # the map takes the page's width; the diagnostics go under
                     help="pseudo-class: the core each sample is assigned to; true label: the pool's labels")
     on_request = n > state.AUTO_PROJECTION_MAX and projection != "pca"
     start = not on_request or st.session_state.get(f"project_{projection}", False)
-    try:
-        coords = state.projection(source, projection, seed=0, start=start)
-    except Exception as exc:  # a failed background projection: say so, fall back to PCA
-        st.error(f"The {projection} map failed ({exc}); showing PCA")
-        coords = None
-    shown = projection if coords is not None else "pca"
-    if coords is None:
-        coords = state.projection(source, "pca")
+    coords, shown, failure = state.map_to_draw(source, projection, seed=0, start=start)
+    if failure:
+        st.error(failure)
+    elif shown != projection:
         if on_request and not start:
             st.button(f"Compute the {MAP_NAMES[projection]} map ({n:,} points, takes a while)",
                       on_click=lambda: st.session_state.update({f"project_{projection}": True}))
+            st.caption(f"Until then the map below is PCA: the {MAP_NAMES[projection]} map of more than "
+                       f"{state.AUTO_PROJECTION_MAX:,} points is computed on request.")
         else:
             @st.fragment(run_every="2s")
             def wait_for_map():
@@ -119,7 +117,11 @@ with st.container():  # the map takes the page's width; the diagnostics go under
                 if done is not None:
                     fraction, text = progress_line(MAP_NAMES[projection], done, time.time())
                     st.progress(fraction, text=text)
-                if state.projection(source, projection, seed=0, start=False) is not None:
+                try:
+                    ready = state.projection(source, projection, seed=0, start=False) is not None
+                except Exception:  # the job failed: the page's rerun says why, once
+                    ready = True
+                if ready:
                     st.rerun()
 
             wait_for_map()
