@@ -183,6 +183,7 @@ def _download(page, button: str, target: Path) -> Path:
 
 def _load_source(page, choice: str, *, folder: str = "", upload: Path | None = None) -> None:
     go(page, "Data", "Data")
+    wait_idle(page)  # a rerun still drawing the page closes a select box opened meanwhile (seen under load)
     page.get_by_label("Source").click()  # a select box: open it, pick the option
     page.get_by_role("option", name=choice, exact=True).click()
     if folder:
