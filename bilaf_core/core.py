@@ -242,7 +242,8 @@ def activeft_loss_and_grad(features, theta, temperature: float = ACTIVEFT_TEMPER
     cent = torch.mm(u_product, u_product.T).to(u.dtype).div_(temperature)  # in place: one K x K temporary less
     r = torch.logsumexp(cent, dim=0)
     step = _activeft_block_rows(features.shape[1])
-    gathered = torch.empty((min(step, n), features.shape[1]), dtype=features.dtype, device=features.device)
+    gathered = (None if rows is None else  # a mini-batch's block is gathered into it; a full batch's is a view
+                torch.empty((min(step, n), features.shape[1]), dtype=features.dtype, device=features.device))
     loss = torch.zeros((), dtype=u.dtype, device=u.device)
     per_center = torch.zeros(k, dtype=u.dtype, device=u.device)
     pulled = torch.zeros_like(u)  # sum_i w_i f_i per winning centre: d loss / d u from the m_i term, times -tau

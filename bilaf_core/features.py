@@ -641,7 +641,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
                 key = next((k for k in ("features", "train_features") if k in data.files), None)
                 if key is None:
                     raise ValueError(f"{file.name} has no 'features' array (it holds {', '.join(data.files) or 'nothing'})")
-                features = _mapped_npz_member(file, key)
+                features = _mapped_npz_member(file, data.zip.getinfo(f"{key}.npy"))
                 features = data[key] if features is None else features
                 label_key = next((k for k in ("labels", "train_labels") if k in data.files), None)
                 labels = data[label_key] if label_key else None
@@ -688,9 +688,10 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
                       None if test_labels is None else np.asarray(test_labels))
 
 
-def _mapped_npz_member(file: Path, key: str) -> np.memmap | None:
-    """Array ``key`` of an .npz file memory-mapped in place, where ``numpy.savez`` stored
-    it uncompressed (its default); None where it is compressed (``savez_compressed``).
+def _mapped_npz_member(file: Path, info) -> np.memmap | None:
+    """The array of the .npz member ``info`` (a ``zipfile.ZipInfo``) memory-mapped in
+    place, where ``numpy.savez`` stored it uncompressed (its default); None where it is
+    compressed (``savez_compressed``).
 
     ``np.load`` reads a member through zipfile in 256 KB pieces, each releasing the GIL
     twice (the read and its CRC). Beside another busy Python thread (the app's torch
@@ -700,8 +701,6 @@ def _mapped_npz_member(file: Path, key: str) -> np.memmap | None:
     """
     import zipfile
 
-    with zipfile.ZipFile(file) as archive:
-        info = archive.getinfo(f"{key}.npy")
     if info.compress_type != zipfile.ZIP_STORED:
         return None
     with open(file, "rb") as handle:
@@ -718,7 +717,7 @@ def _mapped_npz_member(file: Path, key: str) -> np.memmap | None:
     if dtype.hasobject:
         raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
     if offset + dtype.itemsize * int(np.prod(shape)) > file.stat().st_size:
-        raise EOFError(f"{key} needs more bytes than the file holds")
+        raise EOFError(f"{info.filename} needs more bytes than the file holds")
     return np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 

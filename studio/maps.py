@@ -46,12 +46,12 @@ REMOVED_DRAWN = 5_000
 #: (rows, columns) of the density image; the map stretches it over the pool's extent
 #: (about 3 x 2 screen pixels per image pixel on the full-width Select map).
 DENSITY_SHAPE = (240, 480)
+#: How each projection method is named on the pages.
+MAP_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 #: Category colours: ten well-separated ones up to ten categories (CIFAR-10's labels),
 #: 24 beyond (pseudo-classes: they repeat past 24, far apart on the map; the legend says so).
 #: None is grey: grey means removed noise (crosses) and samples outside Inspect's filters
 #: (tab10's grey #7F7F7F is replaced by indigo).
-#: How each projection method is named on the pages.
-MAP_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 PALETTE_10 = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#393B79", "#BCBD22",
               "#17BECF")
 PALETTE_MANY = ("#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#B68100", "#750D86", "#EB663B", "#511CFB",

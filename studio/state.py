@@ -398,7 +398,7 @@ def selection_cached(source: Source, budget: int, params: tuple) -> bool:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _pca(source: Source, seed: int) -> np.ndarray:
-    # kept here too: the disk cache's content hash alone costs 0.15 s per 50,000 x 1,280
+    # kept in memory too: every rerun draws it (on disk it is keyed by a content hash, read back each time)
     return project_2d(features(source), method="pca", random_state=seed)
 
 

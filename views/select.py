@@ -117,11 +117,8 @@ with st.container():  # the map takes the page's width; the diagnostics go under
                 if done is not None:
                     fraction, text = progress_line(MAP_NAMES[projection], done, time.time())
                     st.progress(fraction, text=text)
-                try:
-                    ready = state.projection(source, projection, seed=0, start=False) is not None
-                except Exception:  # the job failed: the page's rerun says why, once
-                    ready = True
-                if ready:
+                _, now_shown, failed = state.map_to_draw(source, projection, seed=0)
+                if now_shown == projection or failed:  # done or failed: the page's rerun draws it or says why
                     st.rerun()
 
             wait_for_map()
