@@ -277,7 +277,7 @@ def _idc_ranking(dist: LocalDistances, core: int, *, k_neighbors: int, include_r
     """IDC's (order, rounds) of one cluster; clusters too small for IDC stay in index order.
     Independent of P_rm, so one ranking serves every removal ratio."""
     n = dist.n
-    if n < _quirks(reference).idc_min_size:
+    if _too_small_for_idc(n, reference):
         return np.arange(n), np.ones(n, dtype=np.int64)
     return idc_order(dist, core, k_neighbors=k_neighbors, include_ratio=include_ratio, reference=reference)
 
@@ -287,13 +287,18 @@ def _cut_idc(ranking: tuple[np.ndarray, np.ndarray], n: int, core: int, *, remov
     """Keep the head of an IDC ranking of a cluster of ``n`` (:func:`_idc_ranking`)."""
     order, rounds = ranking
     quirks = _quirks(reference)
-    n_kept = n if n < quirks.idc_min_size else quirks.idc_kept(n, order.size, removal_ratio)
+    n_kept = n if _too_small_for_idc(n, reference) else quirks.idc_kept(n, order.size, removal_ratio)
     dropped = _others(order, n)
     if core not in order[:n_kept]:  # only with a duplicate of the core: put it back in front
         rounds = np.concatenate(([1], np.delete(rounds, np.flatnonzero(order == core))))
         order = _core_first(order, core)
         dropped = dropped[dropped != core]
     return DenoisedCluster(order, rounds, max(1, n_kept), dropped)
+
+
+def _too_small_for_idc(n: int, reference: bool) -> bool:
+    """A cluster this small is neither ranked nor cut by IDC: all of it is kept."""
+    return n < _quirks(reference).idc_min_size
 
 
 def _core_first(order: np.ndarray, core: int) -> np.ndarray:

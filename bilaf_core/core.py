@@ -15,7 +15,6 @@ work on whatever they are given), return K distinct pool indices sorted ascendin
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -405,11 +404,11 @@ def select_cores(
         raise ValueError(f"core_method must be one of {CORE_METHODS}, got {method!r}")
     path = None
     if cache_dir is not None:
-        from .projection import features_digest
+        from ._cache import keyed_path
 
         detail = str(_product_dtype("auto", "cuda" if _torch().cuda.is_available() else "cpu", n_cores)).split(".")[-1]
-        path = Path(cache_dir) / (f"cores_v{_CORES_CACHE_VERSION}_{features_digest(features)}_{method}_k{n_cores}"
-                                  f"_seed{random_state}{'_' + detail if method == 'activeft' else ''}.npy")
+        path = keyed_path(cache_dir, f"cores_v{_CORES_CACHE_VERSION}", features,
+                          f"{method}_k{n_cores}_seed{random_state}{'_' + detail if method == 'activeft' else ''}.npy")
         if path.is_file():
             return np.load(path)
     if method == "activeft":

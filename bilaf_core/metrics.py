@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -74,9 +73,9 @@ def default_coverage_radius(features: np.ndarray, *, k: int = 20, max_queries: i
         return 0.0
     path = None
     if cache_dir is not None:
-        from .projection import features_digest
+        from ._cache import keyed_path
 
-        path = Path(cache_dir) / f"radius_{features_digest(features)}_k{k}_q{max_queries}_seed{random_state}.json"
+        path = keyed_path(cache_dir, "radius", features, f"k{k}_q{max_queries}_seed{random_state}.json")
         if path.is_file():
             return float(json.loads(path.read_text())["radius"])
     queries = np.random.default_rng(random_state).choice(n, size=min(n, max_queries), replace=False)

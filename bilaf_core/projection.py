@@ -8,18 +8,16 @@ keyed by a hash of the features, the method and the seed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import re
-import weakref
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ._cache import features_digest, keyed_path
 from ._io import atomic_open
-from .distances import rows_per_chunk
 
 __all__ = ["PROJECTIONS", "project_2d", "cached_projection", "features_digest"]
 
@@ -31,36 +29,10 @@ PROJECTIONS = ("umap", "tsne", "pca")
 PCA_FIT_ROWS = 10_000
 
 
-#: Digests of frozen arrays (owned and read-only), by id, while they live.
-_FROZEN_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
-
-
-def features_digest(features: np.ndarray) -> str:
-    """A short content hash of a feature matrix (reads it once, block by block).
-
-    An array that owns its data and is read-only (how the app shares its feature
-    matrices) is hashed once per object: the disk caches of its cores, coverage radius
-    and maps all key on it (0.2-0.4 s a hash at 50,000 x 1,280)."""
-    frozen = isinstance(features, np.ndarray) and features.flags.owndata and not features.flags.writeable
-    known = _FROZEN_DIGESTS.get(id(features)) if frozen else None
-    if known is not None and known[0]() is features:
-        return known[1]
-    digest = hashlib.sha256(f"{features.shape}{features.dtype}".encode())
-    step = rows_per_chunk(features.shape[1])
-    for start in range(0, features.shape[0], step):
-        digest.update(np.ascontiguousarray(features[start : start + step]).tobytes())
-    value = digest.hexdigest()[:20]
-    if frozen:
-        key = id(features)
-        _FROZEN_DIGESTS[key] = (weakref.ref(features, lambda _, key=key: _FROZEN_DIGESTS.pop(key, None)), value)
-    return value
-
-
 def _cache_path(features: np.ndarray, method: str, random_state: int, cache_dir) -> Path:
     from .features import default_cache_dir
 
-    folder = Path(cache_dir or default_cache_dir())
-    return folder / f"projection_{features_digest(features)}_{method}_{random_state}.npy"
+    return keyed_path(cache_dir or default_cache_dir(), "projection", features, f"{method}_{random_state}.npy")
 
 
 def cached_projection(features: np.ndarray, *, method: str, random_state: int = 0,

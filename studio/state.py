@@ -415,7 +415,7 @@ def space(source: Source, normalize: bool) -> np.ndarray:
 
 def _frozen(array: np.ndarray) -> np.ndarray:
     """``array``, made read-only: shared by every session, and hashed once for the disk
-    caches (:func:`bilaf_core.projection.features_digest`)."""
+    caches (:func:`bilaf_core._cache.features_digest`)."""
     array.setflags(write=False)
     return array
 

@@ -187,24 +187,24 @@ def test_a_frozen_matrix_is_hashed_once_and_a_writeable_one_every_time(monkeypat
     # the app's first load hashed its normalised features twice (cores, then the coverage radius)
     import hashlib
 
-    from bilaf_core import projection
+    from bilaf_core import _cache
 
     calls = []
     real = hashlib.sha256
-    monkeypatch.setattr(projection.hashlib, "sha256", lambda data: calls.append(1) or real(data))
+    monkeypatch.setattr(_cache.hashlib, "sha256", lambda data: calls.append(1) or real(data))
     frozen = np.arange(12, dtype=np.float32).reshape(4, 3).copy()
     frozen.setflags(write=False)
-    first = projection.features_digest(frozen)
-    assert projection.features_digest(frozen) == first and len(calls) == 1
-    assert projection.features_digest(frozen.copy()) == first and len(calls) == 2  # same content, same key
+    first = _cache.features_digest(frozen)
+    assert _cache.features_digest(frozen) == first and len(calls) == 1
+    assert _cache.features_digest(frozen.copy()) == first and len(calls) == 2  # same content, same key
     writeable = frozen.copy()
-    projection.features_digest(writeable)
+    _cache.features_digest(writeable)
     writeable[0, 0] = 99.0
-    assert projection.features_digest(writeable) != first and len(calls) == 4
+    assert _cache.features_digest(writeable) != first and len(calls) == 4
     key = id(frozen)
-    assert key in projection._FROZEN_DIGESTS
+    assert key in _cache._FROZEN_DIGESTS
     del frozen
-    assert key not in projection._FROZEN_DIGESTS  # forgotten with its array
+    assert key not in _cache._FROZEN_DIGESTS  # forgotten with its array
 
 
 def test_umap_of_three_samples_is_their_pca_layout_not_an_eigensolver_error():
