@@ -41,7 +41,7 @@ def cpu_seconds(pid: int) -> float:
 @contextlib.contextmanager
 def streamlit_server(cache: Path, log: Path, **env):
     """Start the app on a free localhost port; yield its URL (a :class:`ServerURL`, which
-    knows the server's process id); stop it."""
+    knows the server's process id and log); stop it."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does it)")
     port = _free_port()
@@ -65,18 +65,18 @@ def streamlit_server(cache: Path, log: Path, **env):
             proc.kill()
             pytest.fail("the streamlit server did not start within 90 s")
         try:
-            yield ServerURL(url, proc.pid)
+            yield ServerURL(url, proc.pid, log)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
 
 
 class ServerURL(str):
-    """The server's address, knowing the server's process id."""
+    """The server's address, knowing the server's process id and its log file."""
 
-    def __new__(cls, url: str, pid: int):
+    def __new__(cls, url: str, pid: int, log: Path):
         self = super().__new__(cls, url)
-        self.pid = pid
+        self.pid, self.log = pid, log
         return self
 
 

@@ -3,7 +3,10 @@
 import base64
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -627,3 +630,14 @@ def test_give_back_freed_memory_finds_malloc_trim_on_glibc():
     if platform.libc_ver()[0] == "glibc":
         assert state._malloc_trim() is not None
     state.give_back_freed_memory()  # elsewhere a no-op, never an error
+
+
+def test_the_maps_worker_process_imports_the_app_without_running_it(tmp_path):
+    # Seen in the server's log: the background UMAP / t-SNE process ("spawn") imports the
+    # main module again as __mp_main__, and with it the whole app ran bare before the
+    # worker's first map (the default page included, a warning per Streamlit call).
+    done = subprocess.run([sys.executable, "-c", f"import runpy; runpy.run_path({APP!r}, run_name='__mp_main__')"],
+                          cwd=Path(APP).parent, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "BILAF_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "WARNING" not in done.stderr, done.stderr[-2000:]  # "missing ScriptRunContext", "No runtime found"

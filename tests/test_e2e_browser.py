@@ -26,6 +26,9 @@ def test_select_move_slider_see_map_update_readme_screenshot(server, browser):
     wait_select(page)
     # The UMAP map is computed in the background at first load; wait for it.
     expect(page.get_by_text("Computing the UMAP map")).to_have_count(0, timeout=LONG)
+    # Its worker process imported the app without running it (it ran the app bare before,
+    # which filled the server's log with Streamlit's warnings).
+    assert "WARNING" not in server.log.read_text(), server.log.read_text()[-2000:]
     before = metric(page, "Removed")
     nudge(page, "P_rm: removal ratio", 6)  # 0.10 -> 0.40
     started = time.perf_counter()
