@@ -353,11 +353,13 @@ def kmeans_cores(features: np.ndarray, n_cores: int, *, n_iter: int = 20, random
 
 
 def faiss_kmeans(data: np.ndarray, n_clusters: int, *, n_iter: int = 20, seed: int = 1234):
-    """A trained faiss K-Means (k-means++ initialisation, every point used)."""
+    """A trained faiss K-Means (k-means++ initialisation, every point used). Few points
+    per centroid are fine here (K is a budget's share, not a codebook): faiss's warning
+    about them (written to the process's stderr, e.g. the app's log) is turned off."""
     import faiss
 
     kmeans = faiss.Kmeans(data.shape[1], n_clusters, niter=n_iter, seed=seed, max_points_per_centroid=10_000_000,
-                          init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS, verbose=False)
+                          min_points_per_centroid=1, init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS, verbose=False)
     kmeans.train(data)
     return kmeans
 

@@ -144,6 +144,9 @@ def _read_state_dict(path: Path) -> dict:
     """A checkpoint's tensors; never unpickles arbitrary objects (weights_only)."""
     import torch
 
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a weights file: give the checkpoint inside it (.pth, .pt or "
+                         ".safetensors)")
     if not path.is_file():
         raise ValueError(f"weights file not found: {path}")
     try:
@@ -154,8 +157,9 @@ def _read_state_dict(path: Path) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickle with code in it, ...
+        # only the error's name: torch's own text advises loading with weights_only=False
         raise ValueError(f"cannot read weights file {Path(path).name}: it is not a PyTorch checkpoint (torch.save) or "
-                         f"a .safetensors file, or it is damaged ({type(exc).__name__}: {exc})") from None
+                         f"a .safetensors file, or it is damaged ({type(exc).__name__})") from None
     for wrapper in ("state_dict", "model", "teacher", "student", "module"):
         if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
             state = state[wrapper]

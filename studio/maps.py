@@ -65,7 +65,7 @@ OTHER = "#BDBDBD"
 # role -> (marker symbol, largest size, colour); drawn bottom to top
 LAYERS = {
     "removed": ("x", 5, "rgba(95, 99, 104, 0.55)"),  # light: it can be a large share of the pool
-    "selected": ("circle-open", 10, "#d62728"),
+    "selected": ("star", 14, "#111111"),  # a whole-budget method's picks (TypiClust, ProbCover), drawn as cores are
     "boundary": ("circle-open", 10, "#d62728"),
     "core": ("star", 14, "#111111"),
 }

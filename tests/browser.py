@@ -47,8 +47,10 @@ def streamlit_server(cache: Path, log: Path, **env):
     port = _free_port()
     # A server shared by a module's tests starts before conftest's per-test private store
     # is set: without its own, its runs went to the user's ~/.local/share/bilaf-studio.
+    # Its own data folder too: finetuning checkpoints go there, and a finished checkpoint of the
+    # user's (or an earlier run's) made a journey's 2-epoch run resume as done, too late to cancel.
     environ = {**os.environ, "HF_HUB_OFFLINE": "1", "BILAF_CACHE_DIR": str(cache),
-               "BILAF_STORE": str(cache / "runs.sqlite"), **env}
+               "BILAF_STORE": str(cache / "runs.sqlite"), "BILAF_DATA_DIR": str(cache / "data"), **env}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
                                  "true", "--server.port", str(port), "--server.address", "127.0.0.1",

@@ -266,6 +266,7 @@ def test_finetune_page_runs_knn_in_the_background_and_records_it():
     assert run["dataset"] == "digits" and run["budget"] == 89  # the Select page's default budget
     history = at.dataframe[-1].value
     assert history["status"].tolist() == ["completed"]
+    assert list(history.columns).index("error") < list(history.columns).index("selection")  # not cut off at the edge
     assert history["selection"].tolist() == ["K=9 core_method=activeft P_rm=0.1 δ=1.1 denoise=idc variant=paper seed=0"]
     # the accuracy-against-budget chart ticks the budgets run (89), not 88.5 and 89.5 around it
     axis = json.loads(at.get("plotly_chart")[-1].proto.spec)["layout"]["xaxis"]
@@ -289,6 +290,21 @@ def test_finetune_page_full_finetuning_one_short_epoch(tmp_path, monkeypatch):
     at = _launch("finetune", ft_epochs=1, ft_image_size=32, ft_batch_size=64, ft_eval_limit=20)
     assert any("best top-1" in s.value for s in at.success), [e.value for e in at.error]
     assert list(tmp_path.glob("checkpoints/*/last.pt"))
+
+
+def test_finetune_weights_outside_the_allowed_folders_are_refused_before_launch():
+    # Seen by a newcomer: the Data page refuses /etc, the Finetune page's weights field read /etc/hostname
+    from studio import jobs
+
+    at = _app()
+    at.switch_page("views/finetune.py").run()
+    at.radio(key="protocol").set_value("finetune").run()
+    at.text_input[1].set_value("/etc/hostname")  # Weights file (optional)
+    at.button[0].click().run()  # Launch
+    _no_failure(at)
+    assert any("Not launched: the weights file /etc/hostname is outside the folders" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    assert "job_id" not in at.session_state or jobs.get(at.session_state["job_id"]) is None
 
 
 def test_learn_page_runs_every_data_set_at_every_step():

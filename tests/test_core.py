@@ -157,6 +157,14 @@ def test_kmeans_and_fds_cover_separated_blobs(method, blobs):
     np.testing.assert_array_equal(cores, method(blobs, 3, random_state=0))
 
 
+def test_kmeans_with_few_points_per_centroid_writes_nothing_to_stderr(blobs, capfd):
+    # Seen in the app's server log: faiss's "WARNING clustering 1797 points to 89 centroids:
+    # please provide at least 3471 training points", on every selection of the digits default.
+    cores = kmeans_cores(blobs, 9, random_state=0)  # 180 points: 20 a centroid, under faiss's 39
+    assert cores.size == 9
+    assert capfd.readouterr().err == ""
+
+
 def test_fds_picks_the_farthest_point_by_hand():
     points = np.array([[0.0], [1.0], [10.0], [4.0]], dtype=np.float32)
     cores = fds_cores(points, 3, random_state=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 import zipfile
 from pathlib import Path
 
@@ -348,6 +349,11 @@ def test_finetune_launch_cancel_and_a_linear_probe(server, browser):
     page.get_by_text("Full finetuning", exact=True).click()
     expect(page.get_by_label("Epochs", exact=True)).to_be_visible(timeout=30_000)
     page.get_by_label("Epochs", exact=True).fill("2")
+    page.get_by_label("Epochs", exact=True).press("Enter")  # a newcomer's Enter in a field launched a run
+    time.sleep(2.0)
+    wait_idle(page)
+    time.sleep(3.0)  # a launched run's Cancel button comes with the job's fragment (every second)
+    assert page.get_by_role("button", name="Cancel").count() == 0
     page.get_by_role("button", name="Launch").click()
     expect(page.get_by_text("Train at least twice as many epochs as warm-up epochs")).to_be_visible(timeout=30_000)
     cancel = page.get_by_role("button", name="Cancel")

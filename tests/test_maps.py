@@ -53,6 +53,19 @@ def test_over_a_density_image_the_removed_noise_draws_a_fixed_subset():
     assert np.array_equal(np.asarray(again.customdata)[:, 0], rows)  # the same subset on every rerun
 
 
+def test_every_whole_budget_method_draws_its_picks_as_stars():
+    # Seen on Compare: ProbCover's picks were red circles (BiLAF's boundary style), the
+    # other whole-budget methods' stars, under a caption that says stars
+    from bilaf_core import select
+
+    features = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    for method in ("activeft", "typiclust", "probcover"):
+        result = select(features, 20, method=method, random_state=0)
+        fig = selection_figure(features[:, :2], result, ids=np.arange(300).astype(str))
+        (picks,) = [t for t in fig.data if not t.name.startswith("pool")]
+        assert picks.marker.symbol == "star", (method, picks.name, picks.marker.symbol)
+
+
 def test_each_density_pixel_takes_its_most_frequent_colour_and_a_log_opacity():
     # 2 x 2 pixels over [0, 2] x [0, 2]: top-left 30 of category 0 and 10 of 1; bottom-right 3 of 1; others empty
     coords = np.array([[0.5, 1.5]] * 40 + [[1.5, 0.5]] * 3, dtype=np.float32)

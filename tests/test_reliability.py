@@ -467,5 +467,9 @@ def test_a_weights_file_that_is_not_a_checkpoint_says_so_by_name(tmp_path):
 
     weights = tmp_path / "dino weights.pth"
     weights.write_text("e not a checkpoint")
-    with pytest.raises(ValueError, match=r"dino weights.pth: it is not a PyTorch checkpoint"):
+    with pytest.raises(ValueError, match=r"dino weights.pth: it is not a PyTorch checkpoint") as raised:
         _read_state_dict(weights)
+    # A newcomer saw torch's whole complaint pasted after it, advising weights_only=False
+    assert "weights_only" not in str(raised.value) and len(str(raised.value)) < 200, raised.value
+    with pytest.raises(ValueError, match=r"is a folder, not a weights file"):  # it said "not found"
+        _read_state_dict(tmp_path)

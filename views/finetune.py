@@ -42,7 +42,7 @@ if result is not None:
             except ValueError as exc:
                 st.error(f"{exc}")
     options, ready = {}, fs.labels is not None or selected_labels is not None
-    with st.form("training_options"):
+    with st.form("training_options", enter_to_submit=False):  # Enter in a field must not launch a run
         if protocol == "knn":
             options["k"] = session.kept(st.slider, "knn_k", "k neighbours", min_value=1, max_value=100, default=20,
                                         state=pool)
@@ -88,6 +88,12 @@ if result is not None:
                        "A checkpoint is kept per epoch: the same run launched again resumes.")
         launch = st.form_submit_button("Launch", type="primary", disabled=not ready or store is None)
     job = jobs.get(st.session_state.get("job_id"))
+    if launch and options.get("weights"):  # the same folders as the Data page's weights field
+        try:
+            options["weights"] = state.check_allowed(options["weights"])
+        except ValueError as exc:
+            st.error(f"Not launched: the weights file {exc}")
+            launch = False
     if launch and (job is None or job.done):
         data = jobs.TrainingInput(source, state.features(source), fs.labels, fs.ids, fs.kept, fs.backbone,
                                   fs.test_features, fs.test_labels)
@@ -163,7 +169,9 @@ if store is not None:
             st.plotly_chart(fig, width="stretch", key="history_plot")
             st.caption("Mean top-1 per method and budget (error bars: std over repeated runs).")
         mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]])
-        st.dataframe(mine[["id", "started", "status", "protocol", "method", "budget", "selection", "top-1", "error"]],
+        # the error before the long selection column: after it, the table's edge cut it to "ValueError:"
+        st.dataframe(mine[["id", "started", "status", "protocol", "method", "budget", "top-1", "error", "selection"]],
                      hide_index=True, width="stretch", placeholder=state.NO_VALUE,
-                     column_config={"top-1": st.column_config.NumberColumn(format="percent")})
+                     column_config={"top-1": st.column_config.NumberColumn(format="percent"),
+                                    "error": st.column_config.TextColumn(width="large")})
         st.caption(f"Store: {store.path}")
