@@ -26,7 +26,7 @@ import streamlit as st
 from bilaf_core._io import atomic_open
 from bilaf_core.features import default_cache_dir
 
-from .state import Source, budget_of, check_allowed, select_defaults, selection, selection_params
+from .state import Source, budget_of, budget_warning, check_allowed, select_defaults, selection, selection_params
 
 #: Widget values written to the URL (besides the source); everything else stays in the session.
 URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
@@ -273,7 +273,10 @@ def run_line(source: Source) -> str:
     if pool.n is None and "method" not in pool.values:
         return ""
     values = pool.values if pool.n is None else settings(source, pool.n)
-    budget = (f"B = {values['budget']:,}" if values["budget_unit"] == "samples"
-              else f"B = {values['budget_percent']:g} % of the pool")
+    if pool.n is not None and budget_warning(values, pool.n):  # the budget selected, not the one typed (-5)
+        budget = f"B = {budget_of(values, pool.n):,}"
+    else:
+        budget = (f"B = {values['budget']:,}" if values["budget_unit"] == "samples"
+                  else f"B = {values['budget_percent']:g} % of the pool")
     k = f" · K = {values['n_cores']}" if values["method"] == "bilaf" else ""  # "auto" or the number set
     return f"**Run** {values['method']} · {budget}{k}" + (f"  \n**Marks** {pool.n_marks}" if pool.n_marks else "")

@@ -269,8 +269,10 @@ def test_finetune_page_runs_knn_in_the_background_and_records_it():
     assert list(history.columns).index("error") < list(history.columns).index("selection")  # not cut off at the edge
     assert history["selection"].tolist() == ["K=9 core_method=activeft P_rm=0.1 δ=1.1 denoise=idc variant=paper seed=0"]
     # the accuracy-against-budget chart ticks the budgets run (89), not 88.5 and 89.5 around it
-    axis = json.loads(at.get("plotly_chart")[-1].proto.spec)["layout"]["xaxis"]
-    assert axis["tickvals"] == [89] and axis["tickformat"] == ",d"
+    layout = json.loads(at.get("plotly_chart")[-1].proto.spec)["layout"]
+    assert layout["xaxis"]["tickvals"] == [89] and layout["xaxis"]["tickformat"] == ",d"
+    # the whole top-1 scale, and the panel named by its protocol (a newcomer saw "protocol=linear")
+    assert layout["yaxis"]["range"] == [0, 1.02] and [a["text"] for a in layout["annotations"]] == ["k-NN"]
 
 
 def test_finetune_page_offers_a_new_store_when_the_store_is_corrupted(tmp_path, monkeypatch):
@@ -355,7 +357,9 @@ def test_learn_page_shows_an_error_for_k_above_the_budget():
     at.slider(key="learn_budget").set_value(5)
     at.slider(key="learn_k").set_value(20).run()
     _no_failure(at)
-    assert any("budget must be at least n_cores" in e.value for e in at.error)
+    # in the sliders' words, and the sidebar's frame still written (a newcomer saw "n_cores" and no frame)
+    assert any("K: cores = 20 is more than the budget B = 5" in e.value for e in at.error), [e.value for e in at.error]
+    assert any("**Data**" in m.value for m in at.sidebar.markdown)
 
 
 def test_map_rows_of_pool_and_overlay_points_map_back_to_samples():
@@ -538,6 +542,19 @@ def test_a_budget_above_the_pool_is_clamped_with_a_warning_not_ignored():
     _no_failure(at)
     assert shown(at, "Selected") == 1797  # the whole pool, not the previous budget
     assert any("100,000 samples is more than the pool's 1,797" in w.value for w in at.warning)
+
+
+def test_a_negative_budget_selects_one_and_says_so_everywhere():
+    # Seen by a newcomer: the sidebar said "B = -5" and the K = 1 warning said "Raise K" where K cannot exceed B = 1
+    at = _app()
+    at.number_input(key="budget").set_value(-5)
+    at.button[0].click().run()
+    _no_failure(at)
+    assert shown(at, "Selected") == 1
+    assert any("less than one sample: selecting 1" in w.value for w in at.warning)
+    assert not any("Raise K" in w.value for w in at.warning), [w.value for w in at.warning]
+    run = next(m.value for m in at.sidebar.markdown if m.value.startswith("**Run**"))
+    assert "B = 1 ·" in run, run
 
 
 def test_compare_names_a_new_row_by_the_values_it_takes_from_the_select_page():

@@ -64,7 +64,7 @@ else:
 n = points.shape[0]
 if n < 3:
     st.error(f"The feature set has {n} sample(s); the walkthrough needs at least 3. Choose a generated data set.")
-    st.stop()
+    session.halt()  # not st.stop(): app.py still writes the sidebar's frame
 
 with st.expander("Parameters (as on the Select page)"):
     a, b, c, d = st.columns(4)
@@ -87,11 +87,15 @@ with st.expander("Parameters (as on the Select page)"):
 stage2 = (("variant", variant), ("k_neighbors", k_neighbors), ("include_ratio", include_ratio),
           ("removal_ratio", removal_ratio), ("opponent_penalty", penalty), ("denoise", denoise),
           ("criterion", criterion), ("process", process))
+if n_cores > budget:  # in the sliders' words (the library's message names n_cores)
+    st.error(f"K: cores = {n_cores} is more than the budget B = {budget}: every core is one of the B samples. "
+             "Raise the budget or lower K.")
+    session.halt()
 try:
     result = run(points, budget, n_cores, core_method, seed, stage2)
 except ValueError as exc:
     st.error(f"Cannot run BiLAF with these settings: {exc}")
-    st.stop()
+    session.halt()
 
 
 def move(delta: int) -> None:

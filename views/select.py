@@ -78,7 +78,7 @@ except ValueError as exc:
     st.error(f"Cannot select: {exc}")
     session.halt()
 
-if result.params["method"] == "bilaf" and result.cores.size == 1:
+if result.params["method"] == "bilaf" and result.cores.size == 1 < result.budget:  # with B = 1, K cannot be raised
     st.warning("K = 1: a single core has no opponent, so the boundary score only ranks how far a sample lies from "
                "its core. Raise K (the number of classes, if you know it, is a good start).")
 counts = result.role_counts()
