@@ -22,6 +22,7 @@ __all__ = [
     "check_penalty",
     "check_choice",
     "check_random_state",
+    "MAX_SEED",
     "check_shape_and_dtype",
     "non_finite_message",
     "as_int64",
@@ -140,12 +141,18 @@ def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
     return str(value)
 
 
+#: The largest seed: faiss's k-means (stage 1, TypiClust, ProbCover) takes a C int and
+#: raised OverflowError for 2**31.
+MAX_SEED = 2**31 - 1
+
+
 def check_random_state(random_state: object) -> int | None:
-    """Accept None or a non-negative integer seed (numpy integers included)."""
+    """Accept None or an integer seed in [0, :data:`MAX_SEED`] (numpy integers included)."""
     if random_state is None:
         return None
-    if not is_int(random_state) or int(random_state) < 0:
-        raise ValueError(f"random_state must be None or a non-negative integer seed, got {random_state!r}")
+    if not is_int(random_state) or not 0 <= int(random_state) <= MAX_SEED:
+        raise ValueError(f"random_state must be None or a non-negative integer seed, at most {MAX_SEED} (faiss's "
+                         f"limit), got {random_state!r}")
     return int(random_state)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -46,6 +47,7 @@ __all__ = [
     "load_backbone",
     "extract_features",
     "load_feature_file",
+    "duplicate_rows",
     "thumbnails",
     "default_cache_dir",
     "bundled_weights_path",
@@ -690,6 +692,74 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     return FeatureSet(features, ids, None if labels is None else np.asarray(labels), np.arange(n, dtype=np.int64),
                       [], f"feature file {file.name}", False, test_features,
                       None if test_labels is None else np.asarray(test_labels))
+
+
+def duplicate_rows(features: np.ndarray, *, chunk_rows: int = 4096) -> np.ndarray:
+    """Which rows of a feature matrix repeat an earlier row exactly.
+
+    Parameters
+    ----------
+    features : (N, d) array
+        Any numeric dtype; a memory-mapped array is read ``chunk_rows`` rows at a time.
+    chunk_rows : int
+        Rows hashed or compared at a time: the temporary memory is about
+        ``chunk_rows * d * 8`` bytes.
+
+    Returns
+    -------
+    (N,) bool ndarray
+        True where the row equals, value for value, a row before it (0.0 and -0.0 are
+        equal), so ``N - duplicate_rows(X).sum()`` rows are distinct. Identical rows are
+        one point to a selection and to a map.
+
+    Notes
+    -----
+    Each row is hashed (a random linear hash of its bytes, modulo 2**64) and only rows
+    whose hash an earlier row shares are compared with it: O(N d) time, no N x N matrix.
+    Two different rows with the same hash are told apart by their values.
+    """
+    array = np.asarray(features)
+    v.check_shape_and_dtype(array)
+    n = array.shape[0]
+    hashes = np.concatenate([_row_hashes(array[start:start + chunk_rows]) for start in range(0, n, chunk_rows)])
+    order = np.argsort(hashes, kind="stable")  # each hash's rows in row order
+    starts = np.r_[True, hashes[order][1:] != hashes[order][:-1]]
+    first = order[np.maximum.accumulate(np.where(starts, np.arange(n), 0))]  # the first row of each one's hash
+    rows, firsts = order[~starts], first[~starts]  # the rows whose hash an earlier row has, and that row
+    duplicate = np.zeros(n, dtype=bool)
+    collided = []
+    for start in range(0, rows.size, chunk_rows):
+        chunk = rows[start:start + chunk_rows]
+        same = (_canonical(array[chunk]) == _canonical(array[firsts[start:start + chunk_rows]])).all(axis=1)
+        duplicate[chunk[same]] = True
+        collided.extend(chunk[~same].tolist())
+    # A row unlike its group's first may still repeat another member (rows with equal
+    # hashes but different values: about never, with 64-bit hashes): by their bytes.
+    for value in np.unique(hashes[collided]) if collided else ():
+        seen = set()
+        for row in np.flatnonzero(hashes == value):
+            key = _canonical(array[row]).tobytes()
+            duplicate[row] = key in seen
+            seen.add(key)
+    return duplicate
+
+
+def _canonical(rows: np.ndarray) -> np.ndarray:
+    """Rows as compared and hashed: floats with -0.0 made 0.0 (equal values, other bytes)."""
+    return rows + rows.dtype.type(0) if np.issubdtype(rows.dtype, np.floating) else rows
+
+
+@functools.cache
+def _hash_weights(words: int) -> np.ndarray:
+    return np.random.default_rng(20240607).integers(0, 2**64, size=words, dtype=np.uint64, endpoint=False) | 1
+
+
+def _row_hashes(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's bytes: sum of its words times fixed random odd weights."""
+    data = np.ascontiguousarray(_canonical(rows)).view(np.uint8).reshape(len(rows), -1)
+    size = next(s for s in (8, 4, 2, 1) if data.shape[1] % s == 0)
+    words = data.view(f"<u{size}").astype(np.uint64)
+    return (words * _hash_weights(words.shape[1])).sum(axis=1, dtype=np.uint64)
 
 
 def _mapped_npz_member(file: Path, info) -> np.memmap | None:

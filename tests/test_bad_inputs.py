@@ -144,3 +144,39 @@ def test_cli_select_writes_the_ids_the_app_shows_for_every_feature_format(tmp_pa
         expected = load_feature_file(tmp_path / name).ids[document["indices"]].tolist()
         assert code == 0 and document["ids"] == expected
     assert document["ids"][0].startswith("img")  # the parquet's own id column, not lost
+
+
+def test_a_seed_beyond_faiss_range_is_refused_with_the_range():
+    # faiss's k-means takes a C int: a seed of 2**31 raised OverflowError (a traceback in the app)
+    for method in ("kmeans", "typiclust", "bilaf"):
+        with pytest.raises(ValueError, match=r"random_state must be None or a non-negative integer seed, at most "
+                                             r"2147483647 \(faiss's limit\), got 2147483648"):
+            select(X, 10, method=method, random_state=2**31)
+    assert select(X, 10, method="kmeans", random_state=2**31 - 1).indices.size == 10
+
+
+def test_duplicate_rows_marks_exact_repeats_of_an_earlier_row():
+    from bilaf_core.features import duplicate_rows
+
+    assert duplicate_rows(X).dtype == bool and not duplicate_rows(X).any()
+    same = duplicate_rows(np.ones((50, 8), dtype=np.float32))
+    assert same.tolist() == [False] + [True] * 49
+    mixed = X.copy()
+    mixed[[10, 20, 30]] = mixed[3]
+    mixed[40] = mixed[3] + np.float32(1e-6)  # one value apart: not a repeat
+    mixed[50, 0], mixed[51], mixed[51, 0] = 0.0, mixed[50], -0.0  # 0.0 and -0.0 are the same value
+    assert np.flatnonzero(duplicate_rows(mixed, chunk_rows=7)).tolist() == [10, 20, 30, 51]
+    assert np.flatnonzero(duplicate_rows(mixed.astype(np.float64))).tolist() == [10, 20, 30, 51]
+    small = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 1]])  # 3 values a row: no whole 8-byte words
+    for dtype in (np.float16, np.int8, np.int64, bool):  # any numeric dtype
+        assert duplicate_rows(small.astype(dtype)).tolist() == [False, False, True], dtype
+    with pytest.raises(ValueError, match="must be 2-D"):
+        duplicate_rows(X[0])
+
+
+def test_duplicate_rows_is_exact_when_two_different_rows_share_a_hash(monkeypatch):
+    import bilaf_core.features as features
+
+    monkeypatch.setattr(features, "_row_hashes", lambda rows: np.zeros(len(rows), dtype=np.uint64))  # all collide
+    rows = np.array([[1, 2], [3, 4], [1, 2], [3, 4], [5, 6]], dtype=np.float32)
+    assert features.duplicate_rows(rows).tolist() == [False, False, True, True, False]
