@@ -227,7 +227,7 @@ def url_params(source: Source, state: PoolState) -> dict[str, str]:
     for name in URL_FIELDS:
         value = state.values.get(name, state.url_values.get(name))
         if value is not None:
-            out[name] = f"{value:g}" if isinstance(value, float) else str(value)
+            out[name] = f"{value:.15g}" if isinstance(value, float) else str(value)  # 1e+06 would not read back
     return out
 
 
@@ -276,7 +276,7 @@ def run_line(source: Source) -> str:
     if pool.n is not None and budget_warning(values, pool.n):  # the budget selected, not the one typed (-5)
         budget = f"B = {budget_of(values, pool.n):,}"
     else:
-        budget = (f"B = {values['budget']:,}" if values["budget_unit"] == "samples"
+        budget = (f"B = {int(values['budget']):,}" if values["budget_unit"] == "samples"
                   else f"B = {values['budget_percent']:g} % of the pool")
     k = f" · K = {values['n_cores']}" if values["method"] == "bilaf" else ""  # "auto" or the number set
     return f"**Run** {values['method']} · {budget}{k}" + (f"  \n**Marks** {pool.n_marks}" if pool.n_marks else "")

@@ -33,6 +33,7 @@ from bilaf_core.distances import nearest_rows
 from bilaf_core.metrics import pseudo_classes
 from bilaf_core.metrics import selection_diagnostics as selection_diagnostics_of
 from bilaf_core.selection import resolve_n_cores, resolve_normalize
+from bilaf_core._validation import MAX_SEED
 from bilaf_core.auto import AUTO
 from bilaf_core.core import l2_normalize, preload, select_cores
 from bilaf_core.data import extract_image_zip, load_pool
@@ -299,7 +300,8 @@ def n_cores_value(value) -> int | str:
 
 
 def asked_budget(values: dict, n: int) -> int:
-    """The number of samples the Select page's values ask for (it may lie outside the pool)."""
+    """The whole number of samples the Select page's values ask for (it may lie outside
+    the pool; a budget typed with a fraction, 12.5, asks for its whole part)."""
     if values["budget_unit"] == "samples":
         return int(values["budget"])
     return round(n * float(values["budget_percent"]) / 100)
@@ -312,15 +314,39 @@ def budget_of(values: dict, n: int) -> int:
 
 def budget_warning(values: dict, n: int) -> str | None:
     """What the Select page says when :func:`budget_of` had to move the budget asked for
-    into 1 .. n (None when it did not)."""
+    into 1 .. n, or to its whole part (None when it did not)."""
     asked = asked_budget(values, n)
-    said = (f"A budget of {asked:,} samples" if values["budget_unit"] == "samples"
+    typed = float(values["budget"]) if values["budget_unit"] == "samples" else None
+    said = (f"A budget of {_number(typed)} samples" if typed is not None
             else f"A budget of {float(values['budget_percent']):g} % of the pool ({asked:,} samples)")
     if asked > n:
         return f"{said} is more than the pool's {n:,}: selecting all {n:,}."
     if asked < 1:
         return f"{said} is less than one sample: selecting 1."
+    if typed is not None and typed != asked:
+        return f"{said} is not a whole number: selecting {asked:,}."
     return None
+
+
+def _number(value: float) -> str:
+    """A number as typed: 12, 100,000 or 12.5 (not 12.0 or 1e+05)."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.10g}"
+
+
+def seed_of(values: dict) -> int:
+    """The seed the Select page's values ask for, moved into the seeds the library takes
+    (0 .. :data:`bilaf_core._validation.MAX_SEED`)."""
+    return min(max(int(values["seed"]), 0), MAX_SEED)
+
+
+def seed_warning(values: dict) -> str | None:
+    """What the Select page says when :func:`seed_of` had to move the seed asked for (None
+    when it did not)."""
+    asked, used = int(values["seed"]), seed_of(values)
+    if asked == used:
+        return None
+    return (f"Seed {asked:,} is outside 0 to {MAX_SEED:,}: selecting with seed {used:,}. Type a seed in that range "
+            "(Advanced) for another selection.")
 
 
 def selection_params(values: dict) -> tuple:
@@ -328,7 +354,7 @@ def selection_params(values: dict) -> tuple:
     (:meth:`SelectionParams.key`; a widget's or a table cell's text made the right type)."""
     kinds = {"int": int, "float": float, "n_cores": n_cores_value, "choice": str}
     typed = {name: kinds[_SPECS[name].kind](values[name]) for name in PAGE_PARAMS}
-    return SelectionParams(**typed, random_state=int(values["seed"])).key()
+    return SelectionParams(**typed, random_state=seed_of(values)).key()
 
 
 def compare_setting(select_values: dict, row: dict) -> tuple[dict, str]:

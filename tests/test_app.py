@@ -674,3 +674,22 @@ def test_the_maps_worker_process_imports_the_app_without_running_it(tmp_path):
                           env={**os.environ, "BILAF_CACHE_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "WARNING" not in done.stderr, done.stderr[-2000:]  # "missing ScriptRunContext", "No runtime found"
+
+
+def test_a_seed_out_of_range_or_a_fractional_budget_is_said_not_silently_changed():
+    """A seed of -1 or 2**40 was ignored without a word (the input kept its last seed), a
+    budget of 12.5 became 12 silently."""
+    at = _app()
+    for seed, said in ((-1, "Seed -1 is outside 0 to 2,147,483,647: selecting with seed 0"),
+                       (2**40, "Seed 1,099,511,627,776 is outside 0 to 2,147,483,647: selecting with seed 2,147,483,647")):
+        at.number_input(key="seed").set_value(seed)
+        at.button[0].click().run()
+        _no_failure(at)
+        assert any(said in w.value for w in at.warning), [w.value for w in at.warning]
+        assert at.number_input(key="seed").value == seed  # what was typed stays, the warning says what was used
+    at.number_input(key="seed").set_value(0)
+    at.number_input(key="budget").set_value(12.5)
+    at.button[0].click().run()
+    _no_failure(at)
+    assert shown(at, "Selected") == 12
+    assert [w.value for w in at.warning] == ["A budget of 12.5 samples is not a whole number: selecting 12."]

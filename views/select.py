@@ -42,10 +42,11 @@ with st.form("selection_parameters"):
     left, mid, right = st.columns(3)
     keep(left.selectbox, "method", **state.param_widget("method"))
     # No bounds: a number outside the pool is clamped below, with a warning about that number
-    # (an input with a min_value kept its last valid number, which the warning then quoted).
-    # The int step keeps the budget a whole number.
+    # (an input with a min_value kept its last valid number, which the warning then quoted;
+    # in a browser it only turns red, its range in a tooltip). A float input: an int one
+    # made 12.5 into 12 without a word; the warning below says "not a whole number".
     if unit == "samples":
-        keep(mid.number_input, "budget", "Budget B", step=1)
+        keep(mid.number_input, "budget", "Budget B", step=1.0, format="%.10g")
     else:
         keep(mid.number_input, "budget_percent", "Budget (% of the pool)", step=0.5)
     if n > 1:
@@ -65,12 +66,12 @@ with st.form("selection_parameters"):
         keep(c.selectbox, "denoise", **state.param_widget("denoise"))
         keep(a.selectbox, "criterion", **state.param_widget("criterion"))
         keep(b.selectbox, "process", **state.param_widget("process"))
-        keep(c.number_input, "seed", "Seed", min_value=0, max_value=2**31 - 1)
+        keep(c.number_input, "seed", "Seed", step=1)  # no bounds, as the budget: the warning below names them
     st.form_submit_button("Select", type="primary")
 
-clamped = state.budget_warning(session.settings(source, n), n)
-if clamped is not None:
-    st.warning(clamped)
+for moved in (state.budget_warning(session.settings(source, n), n), state.seed_warning(session.settings(source, n))):
+    if moved is not None:
+        st.warning(moved)
 try:
     with session.progress_bar("Selecting") as report:
         result = session.current_selection(source, n, progress=report)
