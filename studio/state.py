@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import multiprocessing
 import os
 import tempfile
@@ -33,7 +34,7 @@ from bilaf_core.distances import nearest_rows
 from bilaf_core.metrics import pseudo_classes
 from bilaf_core.metrics import selection_diagnostics as selection_diagnostics_of
 from bilaf_core.selection import resolve_n_cores, resolve_normalize
-from bilaf_core._validation import MAX_SEED
+from bilaf_core._validation import MAX_SEED, check_random_state
 from bilaf_core.auto import AUTO
 from bilaf_core.core import l2_normalize, preload, select_cores
 from bilaf_core.data import extract_image_zip, load_pool
@@ -263,8 +264,9 @@ def param_column(name: str):
     widget = param_widget(name)
     if "options" in widget:
         return st.column_config.SelectboxColumn(options=widget["options"], help=widget["help"], required=name == "method")
-    return st.column_config.NumberColumn(min_value=widget["min_value"], max_value=widget["max_value"],
-                                         step=widget["step"], help=widget["help"])
+    # No min / max: the table reverted a number outside them without a word; the page says
+    # which cell it did not apply and why (compare_problems).
+    return st.column_config.NumberColumn(step=widget["step"], help=widget["help"])
 
 
 #: What a table shows in a cell with no value (a parameter that does not apply, a run
@@ -294,9 +296,22 @@ def n_cores_value(value) -> int | str:
     if text == AUTO:
         return AUTO
     try:
-        return int(float(text))
+        number = float(text)
     except ValueError:
-        raise ValueError(f"K must be 'auto' or a whole number, got {text!r}") from None
+        number = math.nan
+    if not number.is_integer():  # "1.5" was K = 1, without a word
+        raise ValueError(f"K must be 'auto' or a whole number, got {text!r}")
+    return int(number)
+
+
+def _whole(value):
+    """A number that is whole as an int (a table's float column holds 3.0); else as given,
+    for the check to refuse it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: A selection parameter's value as a widget, a table cell or a URL gives it, made its type.
+_KINDS = {"int": _whole, "float": float, "n_cores": n_cores_value, "choice": str}
 
 
 def asked_budget(values: dict, n: int) -> int:
@@ -352,9 +367,31 @@ def seed_warning(values: dict) -> str | None:
 def selection_params(values: dict) -> tuple:
     """The hashable parameter tuple of :func:`selection` from the Select page's values
     (:meth:`SelectionParams.key`; a widget's or a table cell's text made the right type)."""
-    kinds = {"int": int, "float": float, "n_cores": n_cores_value, "choice": str}
-    typed = {name: kinds[_SPECS[name].kind](values[name]) for name in PAGE_PARAMS}
+    typed = {name: _KINDS[_SPECS[name].kind](values[name]) for name in PAGE_PARAMS}
     return SelectionParams(**typed, random_state=seed_of(values)).key()
+
+
+def compare_problems(row: dict, budget: int, n: int) -> dict[str, str]:
+    """The filled cells of a Compare row that a selection would refuse: column -> why, with
+    the allowed range. Decided by the library's own checks (:class:`SelectionParams`, K
+    against the budget and the pool, the seed's range); the page applies the other cells."""
+    problems = {}
+    for name, value in row.items():
+        if value is None or pd.isna(value):
+            continue
+        try:
+            if name == "n_cores":
+                k = n_cores_value(value)
+                if k != AUTO:
+                    resolve_n_cores(k, n, budget)
+            elif name == "seed":
+                check_random_state(_whole(value))
+            elif name in _SPECS:
+                SelectionParams(**{name: _KINDS[_SPECS[name].kind](value)})
+        except ValueError as exc:
+            problems[name] = (f"K must be 'auto' or a whole number in [1, {min(budget, n):,}] (at most the budget "
+                              f"B = {budget:,} and the pool's {n:,} samples)" if name == "n_cores" else str(exc))
+    return problems
 
 
 def compare_setting(select_values: dict, row: dict) -> tuple[dict, str]:

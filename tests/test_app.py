@@ -676,6 +676,28 @@ def test_the_maps_worker_process_imports_the_app_without_running_it(tmp_path):
     assert "WARNING" not in done.stderr, done.stderr[-2000:]  # "missing ScriptRunContext", "No runtime found"
 
 
+def test_compare_says_which_cell_it_did_not_apply_and_why():
+    """A newcomer's K = 0, K above the budget, or P_rm of 1.5 or -0.1 in the Compare table was
+    reverted by the table without a word (and, where it reached the page, a traceback)."""
+    from studio.session import pool_key
+    from studio.state import Source
+
+    key = f"compare_settings_{pool_key(Source())}"
+    at = _app("views/compare.py")
+    for k, p_rm in (("200", 1.5), ("0", -0.1)):
+        at.session_state[key] = {"edited_rows": {0: {"n_cores": k, "removal_ratio": p_rm}}, "added_rows": [],
+                                 "deleted_rows": []}
+        at.run()
+        _no_failure(at)
+        said = [w.value for w in at.warning]
+        k_line = next((w for w in said if "n_cores" in w and f"'{k}'" in w), None)
+        assert k_line is not None and "Row 1 (bilaf)" in k_line and "[1, 89]" in k_line, said
+        assert "not applied" in k_line and "the Select page's n_cores = auto" in k_line, k_line
+        p_line = next((w for w in said if "removal_ratio" in w and f"{p_rm:g}" in w), None)
+        assert p_line is not None and "[0, 1)" in p_line and "not applied" in p_line, said
+        assert at.dataframe[-1].value["setting"].iloc[0] == "bilaf K=auto Prm=0.1 δ=1.1"  # the Select page's values
+
+
 def test_a_seed_out_of_range_or_a_fractional_budget_is_said_not_silently_changed():
     """A seed of -1 or 2**40 was ignored without a word (the input kept its last seed), a
     budget of 12.5 became 12 silently."""

@@ -29,9 +29,9 @@ settings = st.data_editor(
     pool.values["compare_base"], num_rows="dynamic", hide_index=True, key=key, placeholder=state.NO_VALUE,
     column_config={**{name: state.param_column(name) for name in ("method", "removal_ratio", "opponent_penalty",
                                                                    "denoise")},
-                   "n_cores": st.column_config.TextColumn(validate=r"^\s*(auto|[1-9][0-9]*)\s*$",
-                                                          help="K: 'auto' or a whole number"),
-                   "seed": st.column_config.NumberColumn(min_value=0, step=1)},
+                   # no validate= / min_value: the table reverted a bad cell without a word; checked below
+                   "n_cores": st.column_config.TextColumn(help="K: 'auto' or a whole number"),
+                   "seed": st.column_config.NumberColumn(step=1)},
 )
 if not state.compare_rows(settings).isna().equals(settings.isna()):
     # a row's method became a baseline: the editor starts again on the rows with its cells emptied
@@ -45,6 +45,15 @@ rows = rows.head(4)
 if len(rows) < 2:
     st.warning("Add at least two settings to compare.")
     session.halt()
+cells = []  # per row, the cells applied: a cell the selection would refuse is said and left to the Select page
+for index, row in rows.iterrows():
+    cells.append({column: row[column] for column in EDITABLE})
+    for column, why in state.compare_problems(cells[-1], budget, n).items():
+        given = cells[-1][column]
+        st.warning(f"Row {settings.index.get_loc(index) + 1} ({row['method']}), {column} = "
+                   f"{repr(given) if isinstance(given, str) else f'{given:g}'} was not applied: {why}. This row uses "
+                   f"the Select page's {column} = {select_values[column]}; type a value in that range.")
+        cells[-1][column] = None
 
 coords, _, failure = state.map_to_draw(source, session.setting(pool, "projection", "umap"))
 if failure:
@@ -57,8 +66,8 @@ st.caption(f"Every map has the same axes and colours: the pool faint (by {color_
 overall = st.empty()  # which setting of how many is being computed; each column has its own bar
 columns = st.columns(len(rows))
 table = []
-for number, (col, (_, row)) in enumerate(zip(columns, rows.iterrows())):
-    values, name = state.compare_setting(select_values, {column: row[column] for column in EDITABLE})
+for number, (col, row) in enumerate(zip(columns, cells)):
+    values, name = state.compare_setting(select_values, row)
     params = state.selection_params(values)
     with col:
         st.markdown(f"**{name}**")
