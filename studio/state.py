@@ -38,8 +38,8 @@ from bilaf_core._validation import MAX_SEED, check_random_state
 from bilaf_core.auto import AUTO
 from bilaf_core.core import l2_normalize, preload, select_cores
 from bilaf_core.data import extract_image_zip, load_pool
-from bilaf_core.features import (FeatureSet, default_cache_dir, extract_features, load_backbone, load_feature_file,
-                                 thumbnails)
+from bilaf_core.features import (FeatureSet, default_cache_dir, duplicate_rows, extract_features, load_backbone,
+                                 load_feature_file, thumbnails)
 from bilaf_core.metrics import default_coverage_radius
 from bilaf_core.params import BILAF_ONLY_PARAMS, SelectionParams, param_specs
 from bilaf_core.projection import cached_projection, project_2d
@@ -172,6 +172,13 @@ def current_feature_set() -> tuple[Source, FeatureSet]:
     except ValueError as exc:
         st.error(f"The data source {source.label} cannot be loaded: {exc}. Choose another one on the Data page.")
         st.stop()
+
+
+def duplicate_count(source: Source) -> int:
+    """How many of the source's feature rows repeat an earlier row exactly
+    (:func:`bilaf_core.features.duplicate_rows`), once per source."""
+    return _remembered("duplicates", source, lambda: int(duplicate_rows(feature_set(source).features).sum()),
+                       max_entries=8)
 
 
 @st.cache_resource(max_entries=4)

@@ -715,3 +715,19 @@ def test_a_seed_out_of_range_or_a_fractional_budget_is_said_not_silently_changed
     _no_failure(at)
     assert shown(at, "Selected") == 12
     assert [w.value for w in at.warning] == ["A budget of 12.5 samples is not a whole number: selecting 12."]
+
+
+def test_data_page_warns_about_a_feature_file_of_duplicate_rows(tmp_path, monkeypatch):
+    """A file of 50 identical rows loaded without a word (only PCA warned, in the server's log)."""
+    path = tmp_path / "same.npy"
+    np.save(path, np.ones((50, 8), dtype=np.float32))
+    monkeypatch.setenv("BILAF_START_FEATURES", str(path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page("views/data.py").run()
+    _no_failure(at)
+    said = [w.value for w in at.warning]
+    assert any(w.startswith("feature file same.npy: 49 of its 50 rows repeat an earlier row exactly") and
+               "1 distinct row" in w for w in said), said
+    monkeypatch.delenv("BILAF_START_FEATURES")
+    at = _app("views/data.py")  # digits has no duplicates: no warning
+    assert not at.warning, [w.value for w in at.warning]

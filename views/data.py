@@ -85,6 +85,13 @@ a.metric("Samples", f"{len(fs.ids):,}")
 b.metric("Feature dimensions", f"{fs.features.shape[1]:,}")
 c.metric("Classes", "no labels" if fs.labels is None else f"{np.unique(fs.labels).size}")
 st.caption(f"Features: {fs.backbone}" + (" · served from the cache" if fs.from_cache else ""))
+repeats = state.duplicate_count(source)
+if repeats:
+    distinct = len(fs.ids) - repeats
+    st.warning(f"{source.label}: {repeats:,} of its {len(fs.ids):,} rows repeat an earlier row exactly ({distinct:,} "
+               f"distinct row{'s' if distinct != 1 else ''}). Identical rows are one point to a selection and to the "
+               "map: a selection can spend labels on copies of one sample, and the map draws them on top of each "
+               "other. Remove the repeats (keep one of each) and load the data again.")
 if fs.failed:
     with st.expander(f"{len(fs.failed)} unreadable image(s) skipped"):
         st.dataframe({"id": [i for i, _ in fs.failed], "reason": [r for _, r in fs.failed]}, hide_index=True)
