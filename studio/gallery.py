@@ -93,7 +93,13 @@ def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=No
     pages = -(-rows.size // PAGE_SIZE)
     page = 1
     if pages > 1:
-        page = int(st.number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", 1, pages, 1, key=f"{key}_page"))
+        # No bounds: a number outside them only turned the input red (its range in a tooltip)
+        # and kept the page shown; the warning below says which pages exist.
+        asked = int(st.number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", value=1, step=1, key=f"{key}_page"))
+        page = min(max(asked, 1), pages)
+        if page != asked:
+            st.warning(f"Page {asked:,} does not exist: there are pages 1 to {pages} ({rows.size:,} samples, "
+                       f"{PAGE_SIZE} per page); showing page {page}.")
     shown = rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
     table = rows_table(shown, result, np.asarray(fs.ids), fs.labels)
     if thumbs is None:

@@ -731,3 +731,12 @@ def test_data_page_warns_about_a_feature_file_of_duplicate_rows(tmp_path, monkey
     monkeypatch.delenv("BILAF_START_FEATURES")
     at = _app("views/data.py")  # digits has no duplicates: no warning
     assert not at.warning, [w.value for w in at.warning]
+
+
+def test_an_inspect_page_number_out_of_range_says_which_pages_exist():
+    at = _app("views/inspect.py")
+    at.number_input(key="inspect_gallery_page").set_value(99).run()
+    _no_failure(at)
+    said = [w.value for w in at.warning]
+    assert any("Page 99 does not exist" in w and "pages 1 to 30" in w and "showing page 30" in w for w in said), said
+    assert any("(page 30 of 30)" in c.value for c in at.caption)
