@@ -48,6 +48,17 @@ class Job:
         self.progress, self.message = fraction, message
 
 
+def trained(run: dict) -> tuple[str | None, int | None]:
+    """The backbone and the number of epochs of a run-history record
+    (:meth:`bilaf_core.store.RunStore.runs`): a finetuning run's own settings; a linear
+    probe or k-NN trains no backbone, so the backbone of the features it read (the
+    selection's) and no epochs."""
+    params = run.get("params") if isinstance(run.get("params"), dict) else {}
+    if run.get("protocol") == "finetune":
+        return params.get("backbone"), params.get("epochs")
+    return run.get("backbone"), None
+
+
 @st.cache_resource
 def _worker() -> tuple[ThreadPoolExecutor, dict, itertools.count]:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="bilaf-training"), {}, itertools.count(1)

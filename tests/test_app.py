@@ -740,3 +740,24 @@ def test_an_inspect_page_number_out_of_range_says_which_pages_exist():
     said = [w.value for w in at.warning]
     assert any("Page 99 does not exist" in w and "pages 1 to 30" in w and "showing page 30" in w for w in said), said
     assert any("(page 30 of 30)" in c.value for c in at.caption)
+
+
+def test_the_run_history_names_each_runs_backbone_and_epochs():
+    import pandas as pd
+
+    from bilaf_core.store import RunStore
+
+    store = RunStore()
+    picked = store.add_selection(dataset="digits", backbone="pixels", params={"method": "random", "random_state": 0},
+                                 indices=np.arange(89), sample_ids=None, n_pool=1797)
+    store.finish_run(store.start_run(protocol="finetune", params={"backbone": "tf_efficientnet_lite0", "epochs": 3},
+                                     selection_id=picked), status="completed", metrics={"top1": 0.5})
+    store.finish_run(store.start_run(protocol="knn", params={"k": 20}, selection_id=picked), status="completed",
+                     metrics={"top1": 0.8})
+    at = _app("views/finetune.py")
+    _no_failure(at)
+    runs = at.dataframe[-1].value.set_index("protocol")
+    assert runs.loc["finetune", "backbone"] == "tf_efficientnet_lite0" and runs.loc["finetune", "epochs"] == 3
+    # frozen features: the features' backbone, and no epochs
+    assert runs.loc["knn", "backbone"] == "pixels" and pd.isna(runs.loc["knn", "epochs"])
+

@@ -171,10 +171,17 @@ if store is not None:
             fig.update_xaxes(tickmode="array", tickvals=sorted(curve["budget"].unique().tolist()), tickformat=",d")
             st.plotly_chart(fig, width="stretch", key="history_plot")
             st.caption("Mean top-1 per method and budget (error bars: std over repeated runs).")
-        mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]])
+        backbones, epochs = zip(*(jobs.trained(run) for run in mine.to_dict("records"))) if len(mine) else ((), ())
+        mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]],
+                           backbone=list(backbones), epochs=pd.array(list(epochs), dtype="Int64"))
         # the error before the long selection column: after it, the table's edge cut it to "ValueError:"
-        st.dataframe(mine[["id", "started", "status", "protocol", "method", "budget", "top-1", "error", "selection"]],
+        st.dataframe(mine[["id", "started", "status", "protocol", "backbone", "epochs", "method", "budget", "top-1",
+                           "error", "selection"]],
                      hide_index=True, width="stretch", placeholder=state.NO_VALUE,
                      column_config={"top-1": st.column_config.NumberColumn(format="percent"),
+                                    "backbone": st.column_config.TextColumn(
+                                        help="Finetuning: the backbone trained; linear probe and k-NN: the backbone "
+                                             "of the frozen features"),
+                                    "epochs": st.column_config.NumberColumn(help="Finetuning only"),
                                     "error": st.column_config.TextColumn(width="large")})
         st.caption(f"Store: {store.path}")
