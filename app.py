@@ -26,6 +26,7 @@ def main() -> None:
         problem = session.restore_from_url()
         if problem:
             st.warning(problem)
+    notices = st.empty()  # written after the page: what of the link's settings the page could not use
     with st.sidebar:
         st.markdown("### BiLAF Studio")
         st.caption("Choose which images to label before finetuning.")
@@ -41,6 +42,9 @@ def main() -> None:
             st.markdown(f"**Data** {source.label}  \n**Features** "
                         f"{source.backbone if not source.feature_file else 'from file'}")
             st.markdown(session.run_line(source))
+        unused = session.url_warning(source)
+        if unused:
+            notices.warning(unused)
         session.write_url(source)
 
     # The address is written before the page runs too (from what the previous run left), so a

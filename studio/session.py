@@ -24,9 +24,12 @@ import numpy as np
 import streamlit as st
 
 from bilaf_core._io import atomic_open
+from bilaf_core._validation import check_random_state
 from bilaf_core.features import default_cache_dir
+from bilaf_core.params import SelectionParams, param_specs
 
-from .state import Source, budget_of, budget_warning, check_allowed, select_defaults, selection, selection_params
+from .state import (PAGE_OPTIONS, Source, budget_of, budget_warning, check_allowed, select_defaults, selection,
+                    selection_params)
 
 #: Widget values written to the URL (besides the source); everything else stays in the session.
 URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
@@ -58,6 +61,7 @@ class PoolState:
     key: str
     values: dict = field(default_factory=dict)  # widget name -> value
     url_values: dict = field(default_factory=dict)  # from a shared link / reload, as strings, until used
+    url_notes: dict = field(default_factory=dict)  # URL values not used: name -> (text, value used, why), until said
     excluded: set = field(default_factory=set)  # feature-set rows marked "exclude from the export"
     forced: set = field(default_factory=set)  # rows marked "force into the export"
     marks_loaded: bool = False  # read from disk once per session (load_marks)
@@ -115,14 +119,45 @@ def app_state() -> PoolState:
 
 
 def _coerce(text: str, default: Any) -> Any:
+    """A URL's text as the type of its default; a ValueError says why it is none."""
     if isinstance(default, bool):
         return text.lower() in ("1", "true", "yes")
     if isinstance(default, (int, float)):
-        value = type(default)(text)
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("not a number") from None
         if not math.isfinite(value):  # float() takes "nan" and "inf": no slider accepts them
-            raise ValueError(f"not a finite number: {text}")
-        return value
+            raise ValueError("not a finite number")
+        # a whole number as an int; 12.5 for an int stays 12.5, for its own check or warning to refuse
+        return int(value) if isinstance(default, int) and value.is_integer() else value
     return int(text) if text.isdigit() else text  # K: "auto" or a number
+
+
+_SPECS = {spec.name: spec for spec in param_specs()}
+
+
+def _url_problem(name: str, value: Any) -> str | None:
+    """Why a URL's value cannot be used, by the checks of its one definition (the
+    selection parameters', the seed's, the page's own choices); None when it can. The
+    budget is not checked here: the Select page moves it into the pool with a warning."""
+    try:
+        if name in _SPECS:
+            SelectionParams(**{name: value})
+        elif name == "seed":
+            check_random_state(value)
+    except ValueError as exc:
+        return str(exc)
+    if name in PAGE_OPTIONS and value not in PAGE_OPTIONS[name]:
+        return _choices(name, PAGE_OPTIONS[name])
+    return None
+
+
+def _choices(name: str, options) -> str:
+    options = list(options)
+    if len(options) <= 8:
+        return f"{name} must be one of {', '.join(map(repr, options))}"
+    return f"{name} must be one of this input's {len(options):,} values, {options[0]!r} to {options[-1]!r}"
 
 
 def _valid(value: Any, options, min_value, max_value) -> Any:
@@ -139,14 +174,19 @@ def _valid(value: Any, options, min_value, max_value) -> Any:
 
 
 def setting(state: PoolState, name: str, default: Any) -> Any:
-    """A value the user set on this pool, else the one a URL carried, else ``default``."""
+    """A value the user set on this pool, else the one a URL carried, else ``default``. A
+    URL's value that cannot be used is noted for :func:`url_warning` and dropped."""
     if name in state.values:
         return state.values[name]
     if name in state.url_values:
         try:
-            return _coerce(state.url_values[name], default)
-        except ValueError:
-            pass
+            value = _coerce(state.url_values[name], default)
+            problem = _url_problem(name, value)
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is None:
+            return value
+        state.url_notes[name] = (state.url_values.pop(name), default, problem)
     return default
 
 
@@ -159,9 +199,16 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
     replaced by the default."""
     owners = st.session_state.setdefault("_widget_pool", {})
     if name not in st.session_state or owners.get(name) != state.key:
-        value = _valid(setting(state, name, default), options, min_value, max_value)
+        asked = setting(state, name, default)
+        value = _valid(asked, options, min_value, max_value)
         st.session_state[name] = default if value is None else value
         owners[name] = state.key
+        if value != asked and name not in state.values and name in state.url_values:  # a link's, which this widget lacks
+            why = (_choices(name, options) if options is not None
+                   else f"this input takes {min_value:g} to {max_value:g}" if None not in (min_value, max_value)
+                   else f"this input takes at least {min_value:g}" if min_value is not None
+                   else f"this input takes at most {max_value:g}")
+            state.url_notes[name] = (state.url_values.pop(name), st.session_state[name], why)
     args = () if options is None else (options,)
     bounds = {k: v for k, v in (("min_value", min_value), ("max_value", max_value)) if v is not None}
     value = widget(label, *args, key=name, **bounds, **kwargs)
@@ -247,6 +294,20 @@ def restore_from_url() -> str | None:
     st.session_state.source = source
     pool_state(source).url_values.update({k: v for k, v in params.items() if k in URL_FIELDS})
     return None
+
+
+def url_warning(source: Source) -> str | None:
+    """The one message about the values of this pool's link that were not used (each named
+    with its value, why, and the value used instead), once: None when there are none or
+    they were said before."""
+    notes = pool_state(source).url_notes
+    if not notes:
+        return None
+    parts = [f"{name} = {text!r} ({why}): using {repr(used) if isinstance(used, str) else used} instead"
+             for name, (text, used, why) in notes.items()]
+    notes.clear()
+    return (f"The link's {'settings were' if len(parts) > 1 else 'setting was'} not all usable: " + "; ".join(parts)
+            + ". Change them on the Select page.")
 
 
 def chart_key(name: str, state: PoolState) -> str:

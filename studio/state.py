@@ -288,6 +288,12 @@ def compare_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(**{name: rows[name].mask(baseline) for name in rows.columns.intersection(BILAF_ONLY_PARAMS)})
 
 
+#: The Select page's own choices (its other widgets take the selection parameters'), for
+#: its widgets and for checking a link's values.
+PAGE_OPTIONS = {"budget_unit": ("samples", "% of the pool"), "projection": tuple(MAP_NAMES),
+                "color_by": ("pseudo-class", "true label")}
+
+
 def select_defaults(n: int) -> dict:
     """The Select page's starting values for a pool of ``n`` samples: the library's own
     defaults (:class:`bilaf_core.params.SelectionParams`) plus the page's budget, seed and map."""

@@ -733,6 +733,20 @@ def test_data_page_warns_about_a_feature_file_of_duplicate_rows(tmp_path, monkey
     assert not at.warning, [w.value for w in at.warning]
 
 
+def test_a_link_with_unusable_values_says_which_and_what_it_used_instead():
+    """?budget=abc, ?method=magic or ?seed=-1 were replaced by the defaults without a word."""
+    at = _linked(data="digits", budget="abc", method="magic", seed="-1", k_neighbors="80")
+    _no_failure(at)
+    said = [w.value for w in at.warning if "link" in w.value]
+    assert len(said) == 1, [w.value for w in at.warning]
+    for part in ("budget = 'abc'", "using 89 instead", "method = 'magic'", "using 'bilaf' instead",
+                 "seed = '-1'", "using 0 instead", "k_neighbors = '80'", "using 50 instead"):
+        assert part in said[0], (part, said[0])
+    assert shown(at, "Selected") == 89 and at.slider(key="k_neighbors").value == 50
+    at.run()  # said once: the next run has nothing to say about the link
+    assert not any("link" in w.value for w in at.warning)
+
+
 def test_an_inspect_page_number_out_of_range_says_which_pages_exist():
     at = _app("views/inspect.py")
     at.number_input(key="inspect_gallery_page").set_value(99).run()
@@ -760,4 +774,3 @@ def test_the_run_history_names_each_runs_backbone_and_epochs():
     assert runs.loc["finetune", "backbone"] == "tf_efficientnet_lite0" and runs.loc["finetune", "epochs"] == 3
     # frozen features: the features' backbone, and no epochs
     assert runs.loc["knn", "backbone"] == "pixels" and pd.isna(runs.loc["knn", "epochs"])
-

@@ -36,7 +36,7 @@ def switch_budget_unit() -> None:
 
 
 # Outside the form: switching the unit shows the other input at once, holding the same budget.
-unit = keep(st.radio, "budget_unit", "Budget in", options=["samples", "% of the pool"], horizontal=True,
+unit = keep(st.radio, "budget_unit", "Budget in", options=list(state.PAGE_OPTIONS["budget_unit"]), horizontal=True,
             on_change=switch_budget_unit)
 with st.form("selection_parameters"):
     left, mid, right = st.columns(3)
@@ -94,10 +94,10 @@ st.caption(f"B = {result.budget:,} sample{'s' if result.budget != 1 else ''}, {r
 
 with st.container():  # the map takes the page's width; the diagnostics go under it
     a, b = st.columns(2)
-    projection = keep(a.radio, "projection", "Map", options=["umap", "tsne", "pca"], horizontal=True,
+    projection = keep(a.radio, "projection", "Map", options=list(state.PAGE_OPTIONS["projection"]), horizontal=True,
                       format_func=MAP_NAMES.get)
     color_by = keep(b.radio, "color_by", "Colour pool by", horizontal=True,
-                    options=["pseudo-class", "true label"] if fs.labels is not None else ["pseudo-class"],
+                    options=list(state.PAGE_OPTIONS["color_by"][:1 if fs.labels is None else None]),
                     help="pseudo-class: the core each sample is assigned to; true label: the pool's labels")
     on_request = n > state.AUTO_PROJECTION_MAX and projection != "pca"
     start = not on_request or st.session_state.get(f"project_{projection}", False)
