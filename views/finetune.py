@@ -180,6 +180,7 @@ if store is not None:
                      hide_index=True, width="stretch", placeholder=state.NO_VALUE,
                      column_config={"top-1": st.column_config.NumberColumn(format="percent"),
                                     "backbone": st.column_config.TextColumn(
+                                        width="medium",
                                         help="Finetuning: the backbone trained; linear probe and k-NN: the backbone "
                                              "of the frozen features"),
                                     "epochs": st.column_config.NumberColumn(help="Finetuning only"),
