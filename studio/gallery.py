@@ -47,8 +47,9 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
 
 
 def image_grid(images, captions: list[str], *, width: int = 112) -> None:
-    """Thumbnails in a wrapping grid, each with its caption underneath (a line per caption
-    line, each cut with an ellipsis; the whole caption on hover). The images travel inside the page as PNG
+    """Thumbnails in a wrapping grid, each with its whole caption underneath: each caption
+    line wraps at the image's width (a long id, a file path, breaks anywhere), never cut
+    with an ellipsis; the caption is also the cell's tooltip. The images travel inside the page as PNG
     data, not as media files: a media file of a page that was left or rerun is deleted
     and a late request for it fails (404s in the browser's console). The width is set on
     each cell, not in the stylesheet: a page's stylesheets apply to every grid on it (the
@@ -67,8 +68,7 @@ def image_grid(images, captions: list[str], *, width: int = 112) -> None:
 .bilaf-grid {{display: flex; flex-wrap: wrap; gap: 10px;}}
 .bilaf-cell {{margin: 0;}}
 .bilaf-cell img {{object-fit: contain; image-rendering: pixelated; border-radius: 4px; background: #f0f2f6;}}
-.bilaf-caption {{font-size: 0.72rem; line-height: 1.25; color: #555; white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis;}}
+.bilaf-caption {{font-size: 0.72rem; line-height: 1.25; color: #555; overflow-wrap: anywhere;}}
 </style><div class="bilaf-grid">{"".join(cells)}</div>""")
 
 
@@ -109,7 +109,8 @@ def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=No
         columns = [table["role"].astype(str), ["" if np.isnan(v) else f"BS {v:.3f}" for v in table["boundary score"]]]
         if "label" in table:
             columns.insert(0, "label " + table["label"].astype(str))
-        captions = [f"{sample}\n" + " · ".join(part for part in parts if part)
+        # a caption wraps only between its parts ("label 5", "boundary", "BS 0.123"), not inside one
+        captions = [f"{sample}\n" + " · ".join(part.replace(" ", "\u00a0") for part in parts if part)
                     for sample, *parts in zip(table["id"].astype(str), *columns)]
         image_grid([thumbs[i] for i in shown], captions)
     st.caption(f"{shown.size} of {rows.size:,} shown" + (f" (page {page} of {pages})" if pages > 1 else ""))

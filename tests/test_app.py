@@ -774,3 +774,17 @@ def test_the_run_history_names_each_runs_backbone_and_epochs():
     assert runs.loc["finetune", "backbone"] == "tf_efficientnet_lite0" and runs.loc["finetune", "epochs"] == 3
     # frozen features: the features' backbone, and no epochs
     assert runs.loc["knn", "backbone"] == "pixels" and pd.isna(runs.loc["knn", "epochs"])
+
+
+def test_gallery_captions_wrap_and_say_everything_not_cut_with_an_ellipsis():
+    """The captions were one line each, cut with an ellipsis at the image's width: a
+    newcomer could not read a sample's id, label, role and score under its image."""
+    at = _app("views/inspect.py")
+    _no_failure(at)
+    grid = next(h.value for h in at.html if "bilaf-caption" in h.value)
+    style = re.search(r"\.bilaf-caption \{([^}]*)\}", grid).group(1)
+    assert "ellipsis" not in style and "nowrap" not in style, style
+    assert "overflow-wrap: anywhere" in style, style  # a long id (a file path) breaks too
+    captions = re.findall(r'<figcaption class="bilaf-caption">(.*?)</figcaption>', grid)
+    assert len(captions) == 60 and all("label" in c and ("core" in c or "boundary" in c) for c in captions[:5])
+
