@@ -361,27 +361,27 @@ def _number(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:,.10g}"
 
 
-def seed_of(values: dict) -> int:
-    """The seed the Select page's values ask for, moved into the seeds the library takes
-    (0 .. :data:`bilaf_core._validation.MAX_SEED`)."""
-    return min(max(int(values["seed"]), 0), MAX_SEED)
+def seed_of(asked: int) -> int:
+    """A seed typed on a page (the Select page's, the Finetune page's), moved into the seeds
+    the library takes (0 .. :data:`bilaf_core._validation.MAX_SEED`)."""
+    return min(max(int(asked), 0), MAX_SEED)
 
 
-def seed_warning(values: dict) -> str | None:
-    """What the Select page says when :func:`seed_of` had to move the seed asked for (None
-    when it did not)."""
-    asked, used = int(values["seed"]), seed_of(values)
-    if asked == used:
+def seed_warning(asked: int, *, doing: str = "selecting", again: str = "(Advanced) for another selection") -> str | None:
+    """What a page says when :func:`seed_of` had to move the seed asked for (None when it
+    did not): ``doing`` what with the seed used, and where to type another for what."""
+    used = seed_of(asked)
+    if int(asked) == used:
         return None
-    return (f"Seed {asked:,} is outside 0 to {MAX_SEED:,}: selecting with seed {used:,}. Type a seed in that range "
-            "(Advanced) for another selection.")
+    return (f"Seed {int(asked):,} is outside 0 to {MAX_SEED:,}: {doing} with seed {used:,}. Type a seed in that range "
+            f"{again}.")
 
 
 def selection_params(values: dict) -> tuple:
     """The hashable parameter tuple of :func:`selection` from the Select page's values
     (:meth:`SelectionParams.key`; a widget's or a table cell's text made the right type)."""
     typed = {name: _KINDS[_SPECS[name].kind](values[name]) for name in PAGE_PARAMS}
-    return SelectionParams(**typed, random_state=seed_of(values)).key()
+    return SelectionParams(**typed, random_state=seed_of(values["seed"])).key()
 
 
 def compare_problems(row: dict, budget: int, n: int) -> dict[str, str]:

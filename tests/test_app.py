@@ -788,3 +788,26 @@ def test_gallery_captions_wrap_and_say_everything_not_cut_with_an_ellipsis():
     captions = re.findall(r'<figcaption class="bilaf-caption">(.*?)</figcaption>', grid)
     assert len(captions) == 60 and all("label" in c and ("core" in c or "boundary" in c) for c in captions[:5])
 
+
+def test_the_finetune_seed_takes_any_number_and_says_what_it_trains_with():
+    """The seed input had browser-only bounds: in Chromium -1 turned it red, its range in a
+    tooltip, and the last seed stayed."""
+    at = _app("views/finetune.py")
+    at.radio(key="protocol").set_value("finetune").run()
+    seed = at.number_input(key="ft_seed")
+    assert seed.min is None and seed.max is None, (seed.min, seed.max)
+    # the seed is part of the Launch form: it is read on Launch (a weights file outside the
+    # allowed folders keeps this test from starting a training run)
+    next(t for t in at.text_input if t.label.startswith("Weights file")).input("/nonexistent/w.pth")
+    seed.set_value(-1)
+    launch = next(b for b in at.button if b.label == "Launch")
+    launch.click().run()
+    _no_failure(at)
+    assert any("Seed -1 is outside 0 to 2,147,483,647: training with seed 0" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+    assert any(e.value.startswith("Not launched: the weights file") for e in at.error)
+    assert at.number_input(key="ft_seed").value == -1
+    at.number_input(key="ft_seed").set_value(2**40)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert any("Seed 1,099,511,627,776 is outside 0 to 2,147,483,647: training with seed 2,147,483,647" in w.value
+               for w in at.warning), [w.value for w in at.warning]

@@ -73,8 +73,13 @@ if result is not None:
             options["eval_limit"] = session.kept(b.number_input, "ft_eval_limit", "Evaluate on at most",
                                                  min_value=10, max_value=100_000, default=default.eval_limit,
                                                  state=pool)
-            options["random_state"] = session.kept(c.number_input, "ft_seed", "Seed", min_value=0,
-                                                   max_value=2**31 - 1, default=0, state=pool)
+            # no bounds, as the Select page's seed (in a browser a number outside them only turned
+            # the input red, its range in a tooltip, and the last seed stayed): the warning names them
+            asked_seed = session.kept(c.number_input, "ft_seed", "Seed", default=0, step=1, state=pool)
+            options["random_state"] = state.seed_of(asked_seed)
+            moved_seed = state.seed_warning(asked_seed, doing="training", again="for another run")
+            if moved_seed is not None:
+                st.warning(moved_seed)
             if options["warmup_epochs"] and options["epochs"] < 2 * options["warmup_epochs"]:
                 st.warning(f"{options['epochs']} epoch(s) with {options['warmup_epochs']} warm-up epoch(s): the "
                            "learning rate spends most of the run warming up "

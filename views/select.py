@@ -69,7 +69,8 @@ with st.form("selection_parameters"):
         keep(c.number_input, "seed", "Seed", step=1)  # no bounds, as the budget: the warning below names them
     st.form_submit_button("Select", type="primary")
 
-for moved in (state.budget_warning(session.settings(source, n), n), state.seed_warning(session.settings(source, n))):
+values = session.settings(source, n)
+for moved in (state.budget_warning(values, n), state.seed_warning(values["seed"])):
     if moved is not None:
         st.warning(moved)
 try:
