@@ -78,7 +78,9 @@ class FinetuneConfig:
 class FinetuneResult:
     """``history``: one dict per epoch (epoch, loss, lr, top1 or None, seconds).
     ``top1``: the number reported, ``best_top1`` (the papers' protocol) -- ``reported``
-    says which; ``final_top1`` is the last evaluation's."""
+    says which; ``final_top1`` is the last evaluation's. ``backbone``: the timm model
+    trained, which is the bundled one, not the one asked for, after an offline fallback
+    (``allow_fallback``); ``weights``: where its weights came from, in words."""
 
     history: list
     final_top1: float
@@ -94,6 +96,8 @@ class FinetuneResult:
     device: str
     reported: str = "best"
     config: dict = field(default_factory=dict)
+    backbone: str = ""
+    weights: str = ""
 
     @property
     def top1(self) -> float:
@@ -196,6 +200,7 @@ def finetune(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    on_start: Callable[[dict], None] | None = None,
 ) -> FinetuneResult:
     """Finetune ``backbone`` on the selected images of ``pool`` and report top-1.
 
@@ -215,6 +220,9 @@ def finetune(
     should_stop : polled per batch; when it returns True, :class:`bilaf_core.errors.Cancelled` is
         raised and the last finished epoch's checkpoint stays for a resume.
     on_epoch : called with each epoch's history entry (e.g. to store it).
+    on_start : called once the backbone is loaded, before training, with ``{"backbone":
+        the timm model trained, "weights": where its weights came from}`` (after a
+        fallback, the bundled model: e.g. to record it for a run that never finishes).
 
     Returns
     -------
@@ -241,6 +249,8 @@ def finetune(
     stop = should_stop or (lambda: False)
 
     model_source = load_backbone(backbone, weights=weights, device=device, allow_fallback=allow_fallback)
+    if on_start is not None:
+        on_start({"backbone": model_source.name, "weights": model_source.weights_source})
     key_source = json.dumps([pool.fingerprint, model_source.name, model_source.weights_id, model_source.pooling,
                              indices.tolist(), labels.tolist(), asdict(config)])
     folder = Path(checkpoint_dir or default_checkpoint_dir()) / hashlib.sha256(key_source.encode()).hexdigest()[:24]
@@ -312,7 +322,8 @@ def finetune(
     best = max(evaluated, key=lambda h: h["top1"])
     return FinetuneResult(history, float(evaluated[-1]["top1"]), float(best["top1"]), int(best["epoch"]), split_name,
                           len(train_set), len(eval_set), n_classes, str(checkpoint), resumed_from,
-                          time.perf_counter() - started, model_source.device, "best", asdict(config))
+                          time.perf_counter() - started, model_source.device, "best", asdict(config),
+                          model_source.name, model_source.weights_source)
 
 
 def _accuracy(model, dataset: _Split, config: FinetuneConfig, device: str, stop: Callable[[], bool]) -> float:

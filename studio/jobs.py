@@ -37,6 +37,7 @@ class Job:
     message: str = "queued"
     run_id: int | None = None
     future: Future | None = None
+    backbone: str | None = None  # finetuning: the backbone asked for
 
     @property
     def done(self) -> bool:
@@ -50,13 +51,24 @@ class Job:
 
 def trained(run: dict) -> tuple[str | None, int | None]:
     """The backbone and the number of epochs of a run-history record
-    (:meth:`bilaf_core.store.RunStore.runs`): a finetuning run's own settings; a linear
-    probe or k-NN trains no backbone, so the backbone of the features it read (the
-    selection's) and no epochs."""
+    (:meth:`bilaf_core.store.RunStore.runs`): a finetuning run's own settings, its backbone
+    the one it trained (:func:`backbone_line`); a linear probe or k-NN trains no backbone,
+    so the backbone of the features it read (the selection's) and no epochs."""
     params = run.get("params") if isinstance(run.get("params"), dict) else {}
     if run.get("protocol") == "finetune":
-        return params.get("backbone"), params.get("epochs")
+        metrics = run.get("metrics") if isinstance(run.get("metrics"), dict) else {}
+        return backbone_line(params.get("backbone"), metrics.get("backbone")), params.get("epochs")
     return run.get("backbone"), None
+
+
+def backbone_line(asked: str | None, used: str | None) -> str | None:
+    """The backbone a finetuning run trained, said against the one asked for where they
+    differ ("asked vit_small_patch16_224.dino, used tf_efficientnet_lite0": the offline
+    fallback of :func:`bilaf_core.features.load_backbone`). ``used`` is None for a run
+    recorded before the backbone was loaded (or by an older version): the one asked for."""
+    if not used or used == asked:
+        return asked
+    return f"asked {asked}, used {used}" if asked else used
 
 
 @st.cache_resource
@@ -86,7 +98,7 @@ def submit(store_path: Path, data: TrainingInput, selection, protocol: str, opti
            *, selected_labels: np.ndarray | None = None) -> Job:
     """Queue a linear-probe, k-NN or finetuning run of ``selection`` on the worker."""
     executor, jobs, counter = _worker()
-    job = Job(next(counter), protocol, selection.budget, selection.params["method"])
+    job = Job(next(counter), protocol, selection.budget, selection.params["method"], backbone=options.get("backbone"))
     job.future = executor.submit(_run, job, store_path, data, selection, protocol, dict(options), selected_labels)
     jobs[job.id] = job
     return job
@@ -144,9 +156,12 @@ def _finetune(job: Job, data: TrainingInput, selection, options: dict, selected_
     backbone, weights = options.pop("backbone"), options.pop("weights", None)
     pool = load_pool(data.source.dataset, root=data.source.root or None, test_root=data.source.test_root or None)
 
+    def on_start(used: dict) -> None:  # the backbone trained (the bundled one after a fallback), recorded at once
+        run.metrics = {**run.metrics, **used}
+
     def on_epoch(entry: dict) -> None:
-        run.metrics = {"history": run.metrics.get("history", []) + [entry]}
+        run.metrics = {**run.metrics, "history": run.metrics.get("history", []) + [entry]}
 
     return finetune(pool, data.kept[selection.indices], labels=selected_labels, backbone=backbone, weights=weights,
                     config=FinetuneConfig(**options), allow_fallback=True, progress=progress,
-                    should_stop=job.cancel.is_set, on_epoch=on_epoch)
+                    should_stop=job.cancel.is_set, on_epoch=on_epoch, on_start=on_start)

@@ -811,3 +811,21 @@ def test_the_finetune_seed_takes_any_number_and_says_what_it_trains_with():
     next(b for b in at.button if b.label == "Launch").click().run()
     assert any("Seed 1,099,511,627,776 is outside 0 to 2,147,483,647: training with seed 2,147,483,647" in w.value
                for w in at.warning), [w.value for w in at.warning]
+
+
+def test_the_run_history_says_which_backbone_a_finetuning_run_used_when_it_fell_back():
+    """A run that asked for DINO and fell back offline to EfficientNet-Lite0 was listed as DINO."""
+    from bilaf_core.store import RunStore
+    from studio import jobs
+
+    store = RunStore()
+    picked = store.add_selection(dataset="digits", backbone="pixels", params={"method": "random", "random_state": 0},
+                                 indices=np.arange(89), sample_ids=None, n_pool=1797)
+    store.finish_run(store.start_run(protocol="finetune", params={"backbone": "vit_small_patch16_224.dino", "epochs": 3},
+                                     selection_id=picked), status="completed",
+                     metrics={"top1": 0.5, "backbone": "tf_efficientnet_lite0"})
+    assert jobs.trained(store.runs()[0]) == ("asked vit_small_patch16_224.dino, used tf_efficientnet_lite0", 3)
+    at = _app("views/finetune.py")
+    _no_failure(at)
+    runs = at.dataframe[-1].value.set_index("protocol")
+    assert runs.loc["finetune", "backbone"] == "asked vit_small_patch16_224.dino, used tf_efficientnet_lite0"

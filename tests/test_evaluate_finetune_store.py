@@ -303,3 +303,20 @@ def test_cli_evaluate_and_finetune_bad_input(tmp_path, capsys):
     assert main(["finetune", "--dataset", "digits", "--selection", str(selection)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: 1 selected id(s) are not in digits") and err.count("\n") == 1
+
+
+def test_finetune_says_which_backbone_it_trained_after_an_offline_fallback(cifar_pool, tmp_path, monkeypatch):
+    """The run record kept the backbone asked for (DINO) when the weights could not be had
+    offline and the bundled EfficientNet-Lite0 was trained instead."""
+    from bilaf_core import features
+    from bilaf_core.features import BUNDLED_BACKBONE, DEFAULT_BACKBONE
+
+    monkeypatch.setattr(features, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(features, "_cached_hub_weights", lambda name: False)
+    started = []
+    config = FinetuneConfig(epochs=1, image_size=32, batch_size=8, eval_limit=20, warmup_epochs=0, random_state=0)
+    result = finetune(cifar_pool, _few_images(cifar_pool), backbone=DEFAULT_BACKBONE, config=config,
+                      allow_fallback=True, checkpoint_dir=tmp_path, on_start=started.append)
+    assert result.backbone == BUNDLED_BACKBONE and result.to_dict()["backbone"] == BUNDLED_BACKBONE
+    assert "bundled" in result.weights
+    assert started == [{"backbone": BUNDLED_BACKBONE, "weights": result.weights}]

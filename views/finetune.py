@@ -128,7 +128,8 @@ if result is not None:
         outcome = current.future.result()
         if current.protocol == "finetune":
             st.success(f"{title}: best top-1 **{outcome.best_top1:.1%}** (epoch {outcome.best_epoch}), final "
-                       f"{outcome.final_top1:.1%}, on {outcome.n_eval:,} samples of the {outcome.eval_split}")
+                       f"{outcome.final_top1:.1%}, on {outcome.n_eval:,} samples of the {outcome.eval_split}; "
+                       f"backbone {jobs.backbone_line(current.backbone, outcome.backbone)} ({outcome.weights})")
             history = pd.DataFrame(outcome.history).set_index("epoch")
             if len(history) > 1:  # one epoch is a point, not a curve
                 loss, top1 = st.columns(2)  # different units: one chart each
@@ -186,8 +187,9 @@ if store is not None:
                      column_config={"top-1": st.column_config.NumberColumn(format="percent"),
                                     "backbone": st.column_config.TextColumn(
                                         width="medium",
-                                        help="Finetuning: the backbone trained; linear probe and k-NN: the backbone "
-                                             "of the frozen features"),
+                                        help="Finetuning: the backbone trained ('asked X, used Y' where the one "
+                                             "asked for could not be had offline and the bundled one was trained); "
+                                             "linear probe and k-NN: the backbone of the frozen features"),
                                     "epochs": st.column_config.NumberColumn(help="Finetuning only"),
                                     "error": st.column_config.TextColumn(width="large")})
         st.caption(f"Store: {store.path}")
