@@ -27,7 +27,7 @@ from PIL import Image
 
 from .network import network_available
 
-__all__ = ["Pool", "DATASETS", "load_pool", "default_data_dir", "read_label_csv", "extract_image_zip", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
+__all__ = ["Pool", "DATASETS", "load_pool", "default_data_dir", "read_label_csv", "sample_rows", "extract_image_zip", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Images larger than this are refused before their pixels are decoded.
@@ -286,6 +286,40 @@ def load_pool(name: str, *, root: str | os.PathLike | None = None, test_root: st
     if name == "folder" and root:
         return _folder_pool(Path(root), test_root=Path(test_root) if test_root else None)
     return DATASETS[name](None if root is None else str(root))
+
+
+def sample_rows(ids, wanted) -> np.ndarray:
+    """The pool rows of the sample ids ``wanted``, in the order given (an id given twice
+    counts once).
+
+    Parameters
+    ----------
+    ids : (N,) the pool's sample ids (:attr:`Pool.ids`, a feature set's ids).
+    wanted : iterable of ids, compared as text (surrounding spaces ignored).
+
+    Returns
+    -------
+    rows : (k,) int64
+
+    Raises
+    ------
+    ValueError : naming the ids that are not in the pool (the first 10) and the pool's
+        ids' range, first to last; a whole number that is a row of the pool is named
+        with its id (a row typed for an id).
+    """
+    ids = np.asarray(ids).astype(str).tolist()
+    row = {sample: i for i, sample in enumerate(ids)}
+    asked = list(dict.fromkeys(str(sample).strip() for sample in wanted))
+    unknown = [sample for sample in asked if sample not in row]
+    if unknown:
+        if not ids:
+            raise ValueError(f"{', '.join(map(repr, unknown[:10]))}: this pool has no samples")
+        listed = ", ".join(map(repr, unknown[:10])) + (f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else "")
+        rows = [int(s) for s in unknown if s.isdigit() and int(s) < len(ids)]
+        hint = (f" (a row number is not an id: row {rows[0]} is {ids[rows[0]]!r})" if rows else "")
+        raise ValueError(f"{listed} {'is not an id' if len(unknown) == 1 else 'are not ids'} of this pool: its "
+                         f"{len(ids):,} ids run from {ids[0]!r} to {ids[-1]!r}{hint}")
+    return np.array([row[sample] for sample in asked], dtype=np.int64)
 
 
 def read_label_csv(path: str | os.PathLike, sample_ids, *, class_names: tuple[str, ...] = ()) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -32,6 +32,12 @@ def marks_line(pool: session.PoolState, ids, *, key: str) -> None:
     button.button("Clear marks", on_click=session.clear_marks, args=(pool, ids), key=key)
 
 
+def typed_ids(text: str) -> list[str]:
+    """The sample ids typed in a text field: one per line or separated by commas, spaces
+    around each ignored (an id may hold spaces: a file name), empty entries dropped."""
+    return [part.strip() for line in text.splitlines() for part in line.split(",") if part.strip()]
+
+
 def _count(count: int, what: str) -> str:
     """``count`` and ``what``, plural unless one: '1 forced sample', '89 excluded samples'."""
     return f"{count:,} {what}{'' if count == 1 else 's'}"

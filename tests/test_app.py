@@ -789,6 +789,34 @@ def test_gallery_captions_wrap_and_say_everything_not_cut_with_an_ellipsis():
     assert len(captions) == 60 and all("label" in c and ("core" in c or "boundary" in c) for c in captions[:5])
 
 
+def test_any_sample_of_the_pool_can_be_forced_by_id_and_an_unknown_id_is_named(tmp_path, monkeypatch):
+    """"Force into the export" offered only the samples the gallery's filters pass: a sample
+    seen earlier under another filter could not be forced."""
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))  # the marks file goes there
+    at = _app("views/inspect.py")
+    at.multiselect(key="inspect_roles").set_value(["core"]).run()  # only the cores pass
+    offered = next(m for m in at.multiselect if m.label == "Force into the export").options
+    assert "digits/01796" not in offered
+    at.text_area(key="force_ids").input("digits/01796, digits/00007\ndigits/99999, nonsense")
+    next(b for b in at.button if b.label == "Apply marks").click().run()
+    _no_failure(at)
+    said = [e.value for e in at.error]
+    assert any("'digits/99999'" in e and "'nonsense'" in e and "'digits/00000' to 'digits/01796'" in e
+               and "1,797" in e for e in said), said
+    assert not any("Your marks on this pool" in c.value for c in at.caption)  # nothing applied
+    at.text_area(key="force_ids").input("digits/01796, digits/00007")
+    next(b for b in at.button if b.label == "Apply marks").click().run()
+    _no_failure(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("0 excluded from the export, 2 forced" in c.value for c in at.caption), [c.value for c in at.caption]
+    (saved,) = (tmp_path / "marks").glob("*.json")
+    assert json.loads(saved.read_text())["forced"] == ["digits/00007", "digits/01796"]
+    assert "digits/01796" in at.text_area(key="force_ids").value.splitlines()  # listed: not offered above
+    at.text_area(key="force_ids").input("")  # deleted from the list: no longer forced
+    next(b for b in at.button if b.label == "Apply marks").click().run()
+    assert json.loads(saved.read_text())["forced"] == [], json.loads(saved.read_text())
+
+
 def test_the_finetune_seed_takes_any_number_and_says_what_it_trains_with():
     """The seed input had browser-only bounds: in Chromium -1 turned it red, its range in a
     tooltip, and the last seed stayed."""

@@ -180,3 +180,17 @@ def test_duplicate_rows_is_exact_when_two_different_rows_share_a_hash(monkeypatc
     monkeypatch.setattr(features, "_row_hashes", lambda rows: np.zeros(len(rows), dtype=np.uint64))  # all collide
     rows = np.array([[1, 2], [3, 4], [1, 2], [3, 4], [5, 6]], dtype=np.float32)
     assert features.duplicate_rows(rows).tolist() == [False, False, True, True, False]
+
+
+def test_sample_rows_names_the_ids_a_pool_lacks_and_its_range():
+    from bilaf_core.data import sample_rows
+    from studio.exports import typed_ids
+
+    ids = np.array([f"digits/{i:05d}" for i in range(30)])
+    assert sample_rows(ids, typed_ids("digits/00003,  digits/00001\n\ndigits/00003,")).tolist() == [3, 1]
+    assert typed_ids("cats/my cat.jpg\n") == ["cats/my cat.jpg"]  # an id may hold spaces
+    with pytest.raises(ValueError, match=r"^'digits/00099' is not an id of this pool: its 30 ids run from "
+                                         r"'digits/00000' to 'digits/00029'$"):
+        sample_rows(ids, ["digits/00099"])
+    with pytest.raises(ValueError, match=r"'x', '7' are not ids .* \(a row number is not an id: row 7 is 'digits/00007'\)"):
+        sample_rows(ids, ["x", "7"])

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from bilaf_core.data import sample_rows
 from bilaf_core.selection import ROLES
 from studio import exports, gallery, session, state
 from studio.maps import legend_html, pool_colouring, selection_figure
@@ -45,24 +46,44 @@ with tab_map:
     gallery.show(chosen, result, fs, thumbs, key="inspect_gallery", closer=state.closer(source, result, coords))
     st.subheader("Marks")
     exports.marks_line(pool, fs.ids, key="clear_marks_inspect")
+    ids = [str(sample) for sample in fs.ids]
+    options = [int(i) for i in chosen[:200]]
+    # The forced samples the filters leave out, listed by id in a text field: any sample of
+    # the pool can be forced by typing its id, and one deleted from the list is no longer
+    # forced. Re-listed whenever the marks or the filters change (before the field exists).
+    outside = "\n".join(sorted(ids[i] for i in pool.forced.difference(options)))
+    if st.session_state.get("force_ids_listed") != (pool.key, outside):
+        st.session_state.force_ids_listed = (pool.key, outside)
+        st.session_state.force_ids = outside
     with st.form("marks"):
-        options = [int(i) for i in chosen[:200]]
         st.caption("Marks apply to this pool's exports on the Select page"
-                   + (f" (the first 200 of the {chosen.size:,} matching samples are offered)" if chosen.size > 200 else ""))
+                   + (f" (the first 200 of the {chosen.size:,} matching samples are offered)" if chosen.size > 200 else "")
+                   + ". To force a sample the filters leave out, type its id below.")
         drop = st.multiselect("Exclude from the export", options, default=[i for i in options if i in pool.excluded],
-                              format_func=lambda i: str(fs.ids[i]))
+                              format_func=lambda i: ids[i])
         add = st.multiselect("Force into the export", options, default=[i for i in options if i in pool.forced],
-                             format_func=lambda i: str(fs.ids[i]))
+                             format_func=lambda i: ids[i])
+        typed = st.text_area("Force into the export, by id (any sample of the pool)", key="force_ids", height=80,
+                             placeholder=f"e.g. {ids[-1]}",
+                             help=f"One id per line or separated by commas; this pool's {len(ids):,} ids run from "
+                                  f"{ids[0]} to {ids[-1]}. Lists the forced samples the filters above leave out: "
+                                  "delete an id to stop forcing it.")
         if st.form_submit_button("Apply marks"):
-            pool.excluded.difference_update(options)
-            pool.forced.difference_update(options)
-            both = set(drop) & set(add)
-            pool.excluded.update(drop)
-            pool.forced.update(set(add) - both)  # a sample in both lists is excluded
-            session.save_marks(pool, fs.ids)
-            if both:
-                st.session_state.marks_conflict = sorted(str(fs.ids[i]) for i in both)
-            st.rerun()
+            try:
+                by_id = sample_rows(fs.ids, exports.typed_ids(typed))
+            except ValueError as exc:
+                st.error(f"Marks not applied: {exc}.")
+            else:
+                pool.excluded.difference_update(options)
+                forced = set(add) | set(by_id.tolist())  # the typed list replaces the forced samples outside the filters
+                both = set(drop) & forced
+                pool.excluded.update(drop)
+                pool.forced.clear()
+                pool.forced.update(forced - both)  # a sample in both lists is excluded
+                session.save_marks(pool, fs.ids)
+                if both:
+                    st.session_state.marks_conflict = sorted(ids[i] for i in both)
+                st.rerun()
     conflict = st.session_state.pop("marks_conflict", None)
     if conflict:
         st.warning(f"{', '.join(conflict)}: marked both to exclude and to force; excluded (a sample is one or the "
