@@ -129,7 +129,7 @@ if result is not None:
         if current.protocol == "finetune":
             st.success(f"{title}: best top-1 **{outcome.best_top1:.1%}** (epoch {outcome.best_epoch}), final "
                        f"{outcome.final_top1:.1%}, on {outcome.n_eval:,} samples of the {outcome.eval_split}; "
-                       f"backbone {jobs.backbone_line(current.backbone, outcome.backbone)} ({outcome.weights})")
+                       f"backbone {jobs.backbone_line(current.backbone, outcome.backbone)}; weights: {outcome.weights}")
             history = pd.DataFrame(outcome.history).set_index("epoch")
             if len(history) > 1:  # one epoch is a point, not a curve
                 loss, top1 = st.columns(2)  # different units: one chart each
@@ -186,7 +186,9 @@ if store is not None:
                      hide_index=True, width="stretch", placeholder=state.NO_VALUE,
                      column_config={"top-1": st.column_config.NumberColumn(format="percent"),
                                     "backbone": st.column_config.TextColumn(
-                                        width="medium",
+                                        # as wide as its longest name, "asked X, used Y" (seen cut in Chromium),
+                                        # up to a third of the table (a feature file's description can be long)
+                                        width=min(460, max(200, 24 + 7 * max(map(len, map(str, backbones)), default=0))),
                                         help="Finetuning: the backbone trained ('asked X, used Y' where the one "
                                              "asked for could not be had offline and the bundled one was trained); "
                                              "linear probe and k-NN: the backbone of the frozen features"),
