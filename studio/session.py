@@ -194,11 +194,17 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
          min_value=None, max_value=None, **kwargs) -> Any:
     """Create ``widget`` (e.g. ``st.slider`` or ``column.selectbox``) with key ``name``,
     its value kept in ``state``: seeded from there (else from the URL, else ``default``)
-    whenever the widget is new on this run or was last seeded for another pool; the
-    value it returns is stored back. Out-of-range values are clamped, unknown options
+    whenever the widget is new on this run, was last seeded for another pool or has
+    another range or other options than on the last run; the value it returns is stored
+    back. Out-of-range values are clamped, unknown options
     replaced by the default."""
     owners = st.session_state.setdefault("_widget_pool", {})
-    if name not in st.session_state or owners.get(name) != state.key:
+    # A widget whose range or options change is a new widget to Streamlit, which then
+    # starts it at its minimum (Learn's Budget B fell from 60 to 2 when Points lowered
+    # its maximum): seed it again from the kept value, clamped to the new range.
+    ranges = st.session_state.setdefault("_widget_range", {})
+    span = (min_value, max_value, None if options is None else tuple(options))
+    if name not in st.session_state or owners.get(name) != state.key or ranges.get(name, span) != span:
         asked = setting(state, name, default)
         value = _valid(asked, options, min_value, max_value)
         st.session_state[name] = default if value is None else value
@@ -209,6 +215,7 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
                    else f"this input takes at least {min_value:g}" if min_value is not None
                    else f"this input takes at most {max_value:g}")
             state.url_notes[name] = (state.url_values.pop(name), st.session_state[name], why)
+    ranges[name] = span
     args = () if options is None else (options,)
     bounds = {k: v for k, v in (("min_value", min_value), ("max_value", max_value)) if v is not None}
     value = widget(label, *args, key=name, **bounds, **kwargs)

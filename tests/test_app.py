@@ -857,3 +857,28 @@ def test_the_run_history_says_which_backbone_a_finetuning_run_used_when_it_fell_
     _no_failure(at)
     runs = at.dataframe[-1].value.set_index("protocol")
     assert runs.loc["finetune", "backbone"] == "asked vit_small_patch16_224.dino, used tf_efficientnet_lite0"
+
+
+def test_learn_budget_survives_a_change_of_its_slider_range():
+    """Seen in Chromium: Points 600 -> 300 changes the Budget slider's maximum (400 -> 300)
+    and Budget B fell from 60 to its minimum, 2, leaving the page one 'K > B' error."""
+    at = _app("views/learn.py")
+    assert at.slider(key="learn_budget").value == 60
+    at.slider(key="learn_n").set_value(300).run()
+    assert not at.exception and not at.error
+    assert at.slider(key="learn_budget").value == 60
+    at.slider(key="learn_n").set_value(200).run()  # the maximum (200) stays above 60
+    assert at.slider(key="learn_budget").value == 60
+
+
+def test_learn_on_the_pca_of_a_pool_above_5000_samples(monkeypatch):
+    """The page subsampled such a projection into a variable named ``keep``, the name of
+    its own widget helper: the sliders after it raised TypeError (never seen on digits)."""
+    import studio.state
+
+    big = np.random.default_rng(0).normal(size=(6_000, 2))
+    monkeypatch.setattr(studio.state, "projection", lambda source, method: big)
+    at = _app("views/learn.py")
+    at.selectbox(key="learn_data").set_value("2-D PCA of the current feature set").run()
+    assert not at.exception
+    assert any("5,000 points" in info.value for info in at.info)

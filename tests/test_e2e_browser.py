@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from browser import LONG, assert_clean, go, metric, nudge, streamlit_server, wait_idle, wait_select
+from browser import LONG, assert_clean, go, metric, nudge, slider_value, streamlit_server, wait_idle, wait_select
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -65,6 +65,26 @@ def test_learn_page_steps_through_the_algorithm(server, browser):
     expect(page.get_by_text(texts[-1]).first).to_be_visible(timeout=60_000)
     page.get_by_text("Play", exact=True).click()  # autoplay moves on by itself
     expect(page.get_by_text(texts[0]).first).to_be_visible(timeout=30_000)
+    assert_clean(page, browser)
+
+
+def test_learn_budget_stays_when_fewer_points_lower_its_slider_maximum(server, browser):
+    """Seen in Chromium: Points 600 -> 300 lowered Budget B's maximum (400 -> 300) and
+    Budget B fell from 60 to 2, leaving the page one 'K > B' error."""
+    page = browser.page()
+    page.goto(server)
+    go(page, "Learn", "Learn: BiLAF step by step")
+    wait_idle(page)
+    page.get_by_text("Data: a generated 2-D set").click()
+    page.get_by_text("Parameters (as on the Select page)").click()
+    wait_idle(page)
+    assert slider_value(page, "Budget B") == "60"
+    for points in ("500", "400", "300", "200"):
+        nudge(page, "Points", -1)
+        wait_idle(page)
+        assert slider_value(page, "Points") == points
+        assert slider_value(page, "Budget B") == "60", points
+    expect(page.get_by_text("Stage 1: core samples").first).to_be_visible(timeout=60_000)
     assert_clean(page, browser)
 
 

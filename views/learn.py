@@ -55,8 +55,8 @@ if data_name == FEATURE_PCA:
     source, fs = state.current_feature_set()
     points = state.projection(source, "pca").astype(np.float32)
     if points.shape[0] > 5000:
-        keep = np.sort(np.random.default_rng(data_seed).choice(points.shape[0], 5000, replace=False))
-        points = points[keep]
+        shown = np.sort(np.random.default_rng(data_seed).choice(points.shape[0], 5000, replace=False))
+        points = points[shown]
     st.info(f"A 2-D PCA of {source.label} ({points.shape[0]:,} points): the real selection works in all "
             "dimensions, so what you see here is BiLAF run on the projection, for intuition only.")
 else:
