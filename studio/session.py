@@ -24,12 +24,10 @@ import numpy as np
 import streamlit as st
 
 from bilaf_core._io import atomic_open
-from bilaf_core._validation import check_random_state
 from bilaf_core.features import default_cache_dir
-from bilaf_core.params import SelectionParams, param_specs
 
-from .state import (PAGE_OPTIONS, Source, budget_of, budget_warning, check_allowed, select_defaults, selection,
-                    selection_params)
+from .state import (PAGE_OPTIONS, Source, budget_of, budget_warning, check_allowed, param_problem, select_defaults,
+                    selection, selection_params)
 
 #: Widget values written to the URL (besides the source); everything else stays in the session.
 URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
@@ -134,23 +132,15 @@ def _coerce(text: str, default: Any) -> Any:
     return int(text) if text.isdigit() else text  # K: "auto" or a number
 
 
-_SPECS = {spec.name: spec for spec in param_specs()}
-
-
 def _url_problem(name: str, value: Any) -> str | None:
     """Why a URL's value cannot be used, by the checks of its one definition (the
-    selection parameters', the seed's, the page's own choices); None when it can. The
-    budget is not checked here: the Select page moves it into the pool with a warning."""
-    try:
-        if name in _SPECS:
-            SelectionParams(**{name: value})
-        elif name == "seed":
-            check_random_state(value)
-    except ValueError as exc:
-        return str(exc)
-    if name in PAGE_OPTIONS and value not in PAGE_OPTIONS[name]:
+    selection parameters' and the seed's, :func:`param_problem`; the page's own choices);
+    None when it can. The budget is not checked here: the Select page moves it into the
+    pool with a warning."""
+    problem = param_problem(name, value)
+    if problem is None and name in PAGE_OPTIONS and value not in PAGE_OPTIONS[name]:
         return _choices(name, PAGE_OPTIONS[name])
-    return None
+    return problem
 
 
 def _choices(name: str, options) -> str:

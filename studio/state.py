@@ -384,26 +384,45 @@ def selection_params(values: dict) -> tuple:
     return SelectionParams(**typed, random_state=seed_of(values["seed"])).key()
 
 
+def param_problem(name: str, value) -> str | None:
+    """Why the library would refuse ``value``, already of its type, for the Select page's
+    setting ``name`` (a selection parameter, by :class:`SelectionParams`; the seed, by its
+    range); None when it takes it, or when ``name`` is neither."""
+    try:
+        if name == "seed":
+            check_random_state(value)
+        elif name in _SPECS:
+            SelectionParams(**{name: value})
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def compare_problems(row: dict, budget: int, n: int) -> dict[str, str]:
     """The filled cells of a Compare row that a selection would refuse: column -> why, with
-    the allowed range. Decided by the library's own checks (:class:`SelectionParams`, K
-    against the budget and the pool, the seed's range); the page applies the other cells."""
+    the allowed range. Decided by the library's own checks (:func:`param_problem`, K
+    against the budget and the pool); the page applies the other cells."""
     problems = {}
     for name, value in row.items():
         if value is None or pd.isna(value):
             continue
-        try:
-            if name == "n_cores":
+        if name == "n_cores":
+            try:
                 k = n_cores_value(value)
                 if k != AUTO:
                     resolve_n_cores(k, n, budget)
-            elif name == "seed":
-                check_random_state(_whole(value))
-            elif name in _SPECS:
-                SelectionParams(**{name: _KINDS[_SPECS[name].kind](value)})
+            except ValueError:
+                problems[name] = (f"K must be 'auto' or a whole number in [1, {min(budget, n):,}] (at most the "
+                                  f"budget B = {budget:,} and the pool's {n:,} samples)")
+            continue
+        try:  # a cell's text or float made the parameter's type
+            typed = _whole(value) if name not in _SPECS else _KINDS[_SPECS[name].kind](value)
         except ValueError as exc:
-            problems[name] = (f"K must be 'auto' or a whole number in [1, {min(budget, n):,}] (at most the budget "
-                              f"B = {budget:,} and the pool's {n:,} samples)" if name == "n_cores" else str(exc))
+            problems[name] = str(exc)
+            continue
+        problem = param_problem(name, typed)
+        if problem:
+            problems[name] = problem
     return problems
 
 
