@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -138,6 +139,22 @@ def wait_idle(page: Page, timeout: float = LONG) -> None:
     for _ in range(2):
         time.sleep(0.5)
         expect(busy).to_have_count(0, timeout=timeout)
+
+
+def choose(page: Page, label: str, option: str, tries: int = 3) -> None:
+    """Pick ``option`` of the select box ``label`` as a user does: open it, click the option.
+    A rerun that lands while the list is open closes it (under load, a timer of the page
+    just left can still tick once: CI saw the list close and the option never appear);
+    a user opens it again, and so does this, up to ``tries`` times."""
+    for _ in range(tries):
+        wait_idle(page)
+        page.get_by_label(label).click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"the select box {label!r} did not offer {option!r} in {tries} tries")
 
 
 def wait_select(page: Page) -> None:

@@ -314,7 +314,7 @@ def test_bad_options_are_refused_with_what_to_do(pool, backbone, tmp_path, monke
 def test_the_data_page_says_which_address_does_not_answer_and_what_to_do(browser, tmp_path):
     from playwright.sync_api import expect
 
-    from browser import LONG, go, streamlit_server, wait_idle
+    from browser import LONG, choose, go, streamlit_server, wait_idle
 
     root = tmp_path / "images"
     _write_image_folder(root)
@@ -323,11 +323,9 @@ def test_the_data_page_says_which_address_does_not_answer_and_what_to_do(browser
         page = browser.page(height=1700)
         page.goto(url)
         go(page, "Data", "Data")
-        page.get_by_label("Source").click()
-        page.get_by_role("option", name="Image folder", exact=True).click()
+        choose(page, "Source", "Image folder")
         page.get_by_role("textbox", name="Folder (local copy").fill(str(root))
-        page.get_by_label("Backbone").click()
-        page.get_by_role("option", name="EfficientNet-Lite0 (bundled ImageNet weights, offline)").click()
+        choose(page, "Backbone", "EfficientNet-Lite0 (bundled ImageNet weights, offline)")
         page.get_by_text("Ray (a cluster, or a local Ray runtime)", exact=True).click()
         page.get_by_role("textbox", name="Ray cluster address").fill(dead)
         page.get_by_role("button", name="Load and extract features").click()
