@@ -12,7 +12,34 @@ import pandas as pd
 
 from .selection import Selection
 
-__all__ = ["selection_table", "to_csv", "to_json", "to_label_studio"]
+__all__ = ["exported_indices", "marks_change", "selection_table", "to_csv", "to_json", "to_label_studio"]
+
+
+def _marked(picked: np.ndarray, excluded, forced) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``picked`` stay (a mask) and the forced rows added after them, sorted."""
+    keep = ~np.isin(picked, list(excluded)) if excluded else np.ones(picked.size, dtype=bool)
+    extra = np.array(sorted(set(forced) - set(picked.tolist()) - set(excluded)), dtype=np.int64)
+    return keep, extra
+
+
+def exported_indices(
+    selection: Selection,
+    *,
+    excluded: set[int] | frozenset[int] = frozenset(),
+    forced: set[int] | frozenset[int] = frozenset(),
+) -> np.ndarray:
+    """The rows an export with these manual marks holds, in its order: the selection's
+    indices less the ``excluded`` rows, then the ``forced`` rows it lacks (sorted); shape
+    ``(n_exported,)``. The samples that get labelled, so the ones a training run uses."""
+    keep, extra = _marked(selection.indices, excluded, forced)
+    return np.concatenate((selection.indices[keep], extra))
+
+
+def marks_change(selection: Selection, exported: np.ndarray) -> tuple[int, int]:
+    """How the manual marks changed the selection: (samples taken out, samples added) in
+    ``exported`` (rows, from :func:`exported_indices`) against ``selection.indices``."""
+    kept = int(np.isin(exported, selection.indices).sum())
+    return int(selection.indices.size) - kept, int(np.asarray(exported).size) - kept
 
 
 def selection_table(
@@ -29,8 +56,7 @@ def selection_table(
     ``cluster``, ``boundary_score``, ``opponent`` and ``label`` when labels are given.
     """
     picked = selection.indices
-    keep = ~np.isin(picked, list(excluded)) if excluded else np.ones(picked.size, dtype=bool)
-    extra = np.array(sorted(set(forced) - set(picked.tolist()) - set(excluded)), dtype=np.int64)
+    keep, extra = _marked(picked, excluded, forced)
     index = np.concatenate((picked[keep], extra))
     table = pd.DataFrame({
         "index": index,

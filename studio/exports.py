@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import numpy as np
 import streamlit as st
 
 from bilaf_core import Selection
-from bilaf_core.export import selection_table, to_csv, to_json, to_label_studio
+from bilaf_core.export import marks_change, selection_table, to_csv, to_json, to_label_studio
 
 from . import session, state
 from .state import Source
@@ -43,17 +42,17 @@ def _count(count: int, what: str) -> str:
     return f"{count:,} {what}{'' if count == 1 else 's'}"
 
 
-def marks_effect(result: Selection, table) -> str | None:
-    """What the marks did to the export (``table``, from :func:`selection_table`), in
-    counts; None when they changed nothing. (It gave the change in size, "the marks make
-    the export 0 (-89)", and nothing where marks took out as many samples as they added.)"""
-    kept = int(np.isin(table["index"], result.indices).sum())
-    taken_out, added = result.budget - kept, len(table) - kept
+def marks_effect(result: Selection, exported) -> str | None:
+    """What the marks did to the export (``exported``: its rows, from
+    :func:`bilaf_core.export.exported_indices`), in counts; None when they changed nothing.
+    (It gave the change in size, "the marks make the export 0 (-89)", and nothing where
+    marks took out as many samples as they added.)"""
+    taken_out, added = marks_change(result, exported)
     if not (taken_out or added):
         return None
     changes = ([f"take out {_count(taken_out, 'excluded sample')}"] if taken_out else []) \
         + ([f"add {_count(added, 'forced sample')}"] if added else [])
-    export = "the export is empty" if table.empty else f"the export has {_count(len(table), 'sample')}"
+    export = "the export is empty" if not len(exported) else f"the export has {_count(len(exported), 'sample')}"
     return f"The selection has B = {result.budget:,}; your marks {' and '.join(changes)}: {export}."
 
 
@@ -61,7 +60,7 @@ def section(source: Source, fs, result: Selection, pool: session.PoolState) -> N
     session.load_marks(pool, fs.ids)
     table = selection_table(result, fs.ids, fs.labels, excluded=pool.excluded, forced=pool.forced)
     st.subheader(f"Export ({_count(len(table), 'sample')})")
-    effect = marks_effect(result, table)
+    effect = marks_effect(result, table["index"].to_numpy())
     if effect is not None:
         (st.warning if table.empty else st.caption)(effect)
     marks_line(pool, fs.ids, key="clear_marks_export")

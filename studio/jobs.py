@@ -17,6 +17,7 @@ import streamlit as st
 from bilaf_core.data import load_pool
 from bilaf_core.errors import Cancelled
 from bilaf_core.evaluate import evaluate
+from bilaf_core.export import exported_indices, marks_change
 from bilaf_core.features import extract_features, load_backbone
 from bilaf_core.finetune import FinetuneConfig, finetune
 from bilaf_core.store import RunStore
@@ -95,21 +96,34 @@ class TrainingInput:
 
 
 def submit(store_path: Path, data: TrainingInput, selection, protocol: str, options: dict,
-           *, selected_labels: np.ndarray | None = None) -> Job:
-    """Queue a linear-probe, k-NN or finetuning run of ``selection`` on the worker."""
+           *, excluded: frozenset[int] = frozenset(), forced: frozenset[int] = frozenset(),
+           selected_labels: np.ndarray | None = None) -> Job:
+    """Queue a linear-probe, k-NN or finetuning run on the worker. It trains on what the
+    export holds (:func:`bilaf_core.export.exported_indices`): ``selection`` with the
+    manual marks applied, the samples that get labelled; ``selected_labels`` are their
+    labels, in that order, for a pool without labels."""
+    indices = exported_indices(selection, excluded=excluded, forced=forced)
     executor, jobs, counter = _worker()
-    job = Job(next(counter), protocol, selection.budget, selection.params["method"], backbone=options.get("backbone"))
-    job.future = executor.submit(_run, job, store_path, data, selection, protocol, dict(options), selected_labels)
+    job = Job(next(counter), protocol, int(indices.size), selection.params["method"], backbone=options.get("backbone"))
+    job.future = executor.submit(_run, job, store_path, data, selection, indices, protocol, dict(options),
+                                 selected_labels)
     jobs[job.id] = job
     return job
 
 
-def _run(job: Job, store_path: Path, data: TrainingInput, selection, protocol: str, options: dict,
-         selected_labels: np.ndarray | None):
+def marks_params(selection, indices: np.ndarray) -> dict:
+    """The selection's parameters as a run records them: with ``marks`` (samples taken out,
+    samples added) where the manual marks changed what is trained on."""
+    taken_out, added = marks_change(selection, indices)
+    return {**selection.params, "marks": f"-{taken_out}+{added}"} if taken_out or added else dict(selection.params)
+
+
+def _run(job: Job, store_path: Path, data: TrainingInput, selection, indices: np.ndarray, protocol: str,
+         options: dict, selected_labels: np.ndarray | None):
     store = RunStore(store_path)
     selection_id = store.add_selection(
-        dataset=data.source.label, backbone=data.backbone_description, params=selection.params,
-        indices=selection.indices, sample_ids=data.ids[selection.indices], n_pool=len(data.ids),
+        dataset=data.source.label, backbone=data.backbone_description, params=marks_params(selection, indices),
+        indices=indices, sample_ids=data.ids[indices], n_pool=len(data.ids),
         seconds=selection.timings.get("total"))
     with store.track(protocol=protocol, params=options, selection_id=selection_id) as run:
         job.run_id = run.id
@@ -119,7 +133,7 @@ def _run(job: Job, store_path: Path, data: TrainingInput, selection, protocol: s
             run.progress(fraction, message)
 
         if protocol == "finetune":
-            result = _finetune(job, data, selection, options, selected_labels, progress, run)
+            result = _finetune(job, data, indices, options, selected_labels, progress, run)
         else:
             test_x, test_y = _test_split(data, progress)
             labels = data.labels
@@ -128,9 +142,9 @@ def _run(job: Job, store_path: Path, data: TrainingInput, selection, protocol: s
                     raise ValueError("an unlabelled pool needs a labelled test folder to measure accuracy on; give "
                                      "one on the Data page")
                 labels = np.full(len(data.ids), -1)
-                labels[selection.indices] = selected_labels
+                labels[indices] = selected_labels
             progress(0.9, f"training the {PROTOCOL_NAMES[protocol].lower()}")
-            result = evaluate(data.features, labels, selection.indices, protocol=protocol, test_features=test_x,
+            result = evaluate(data.features, labels, indices, protocol=protocol, test_features=test_x,
                               test_labels=test_y, **options)
         run.metrics = result.to_dict()
         job.progress, job.message = 1.0, "done"
@@ -151,7 +165,7 @@ def _test_split(data: TrainingInput, progress: Callable[[float, str], None]):
     return np.asarray(test.features, dtype=np.float32), test.labels
 
 
-def _finetune(job: Job, data: TrainingInput, selection, options: dict, selected_labels, progress, run):
+def _finetune(job: Job, data: TrainingInput, indices: np.ndarray, options: dict, selected_labels, progress, run):
     options = dict(options)
     backbone, weights = options.pop("backbone"), options.pop("weights", None)
     pool = load_pool(data.source.dataset, root=data.source.root or None, test_root=data.source.test_root or None)
@@ -162,6 +176,6 @@ def _finetune(job: Job, data: TrainingInput, selection, options: dict, selected_
     def on_epoch(entry: dict) -> None:
         run.metrics = {**run.metrics, "history": run.metrics.get("history", []) + [entry]}
 
-    return finetune(pool, data.kept[selection.indices], labels=selected_labels, backbone=backbone, weights=weights,
+    return finetune(pool, data.kept[indices], labels=selected_labels, backbone=backbone, weights=weights,
                     config=FinetuneConfig(**options), allow_fallback=True, progress=progress,
                     should_stop=job.cancel.is_set, on_epoch=on_epoch, on_start=on_start)

@@ -275,6 +275,36 @@ def test_finetune_page_runs_knn_in_the_background_and_records_it():
     assert layout["yaxis"]["range"] == [0, 1.02] and [a["text"] for a in layout["annotations"]] == ["k-NN"]
 
 
+def test_a_finetune_run_trains_on_the_export_with_the_marks_applied(tmp_path, monkeypatch):
+    """A newcomer's walk: the sidebar said "Marks 2", the export held the marks, and the
+    Finetune page trained on the selection without them, not saying so."""
+    from bilaf_core.store import RunStore
+
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))  # the marks file goes there
+    at = _app("views/inspect.py")
+    exclude, force = (next(m for m in at.multiselect if m.label == label)
+                      for label in ("Exclude from the export", "Force into the export"))
+    selected = exclude.options[:89]  # the selection first, in its order, then the rest of the pool
+    exclude.set_value(selected[:2])
+    force.set_value(force.options[89:92])
+    next(b for b in at.button if b.label == "Apply marks").click().run()
+    at.switch_page("views/finetune.py").run()
+    _no_failure(at)
+    said = [i.value for i in at.info]
+    assert any("take out 2 excluded samples and add 3 forced samples: the export has 90 samples. Runs train on "
+               "the export" in line for line in said), said
+    at.radio(key="protocol").set_value("knn").run()
+    at.button[0].click().run()  # Launch
+    _wait_for_job(at)
+    _no_failure(at)
+    (selection,) = RunStore().selections()
+    trained = set(selection["sample_ids"])
+    assert selection["budget"] == 90 and len(trained) == 90
+    assert not trained & {str(s) for s in selected[:2]} and trained >= {str(s) for s in force.options[89:92]}
+    assert at.dataframe[-1].value["selection"].tolist()[0].endswith("seed=0 marks=-2+3")
+    assert any("B = 90" in s.value for s in at.success)
+
+
 def test_finetune_page_offers_a_new_store_when_the_store_is_corrupted(tmp_path, monkeypatch):
     broken = tmp_path / "broken.sqlite"
     broken.write_bytes(b"garbage" * 200)

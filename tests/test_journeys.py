@@ -16,8 +16,9 @@ import pytest
 from playwright.sync_api import expect
 
 from bilaf_core.data import load_pool
+from bilaf_core.store import RunStore
 
-from browser import (LONG, assert_clean, drag, gallery_ids, go, inside, map_box, map_points, metric,
+from browser import (LONG, assert_clean, choose, drag, gallery_ids, go, inside, map_box, map_points, metric,
                      nudge, pick_tool, radio_value, slider_value, streamlit_server, wait_idle, wait_select)
 
 DIGIT_IDS = load_pool("digits").ids
@@ -184,9 +185,7 @@ def _download(page, button: str, target: Path) -> Path:
 
 def _load_source(page, choice: str, *, folder: str = "", upload: Path | None = None) -> None:
     go(page, "Data", "Data")
-    wait_idle(page)  # a rerun still drawing the page closes a select box opened meanwhile (seen under load)
-    page.get_by_label("Source").click()  # a select box: open it, pick the option
-    page.get_by_role("option", name=choice, exact=True).click()
+    choose(page, "Source", choice)
     if folder:
         page.get_by_role("textbox", name="Folder (local copy").fill(folder)
     if upload is not None:
@@ -217,6 +216,19 @@ def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path
     page.get_by_role("button", name="Apply marks").click()
     expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible(
         timeout=30_000)
+    # a run trains on what gets labelled: the export, the marks applied (it trained on the
+    # selection without them, not saying so, while the sidebar said "Marks 2")
+    go(page, "Finetune", "Finetune and compare")
+    expect(page.get_by_text("your marks take out 1 excluded sample and add 1 forced sample: the export has")
+           ).to_be_visible(timeout=LONG)
+    expect(page.get_by_text("Runs train on the export")).to_be_visible()
+    page.get_by_role("button", name="Launch").click()
+    expect(page.get_by_text("top-1", exact=False).first).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    store = page.get_by_text("Store: ").inner_text().removeprefix("Store: ").strip()
+    trained = set(RunStore(store).selections()[-1]["sample_ids"])
+    assert second in trained and first not in trained and len(trained) == len(selected)
+    page.screenshot(path=str(tmp_path / "finetune_marks.png"), full_page=True)
 
     _load_source(page, "Feature file (upload)", upload=_feature_file(tmp_path / "my features.npz"))
     expect(page.get_by_role("heading", name="upload my features.npz")).to_be_visible(timeout=LONG)

@@ -5,10 +5,11 @@ import plotly.express as px
 import streamlit as st
 
 from bilaf_core.data import read_label_csv
+from bilaf_core.export import exported_indices
 from bilaf_core.features import BUNDLED_BACKBONE
 from bilaf_core.errors import Cancelled
 from bilaf_core.finetune import FinetuneConfig
-from studio import jobs, session, state
+from studio import exports, jobs, session, state
 
 st.title("Finetune and compare")
 store = state.run_store()
@@ -25,6 +26,13 @@ except ValueError as exc:
 if result is not None:
     st.markdown(f"**Selection** {result.params['method']} · B = {result.budget:,} of {len(fs.ids):,} · "
                 f"{source.label}")
+    session.load_marks(pool, fs.ids)  # a run trains on what gets labelled: the export, the marks applied
+    trained = exported_indices(result, excluded=pool.excluded, forced=pool.forced)
+    effect = exports.marks_effect(result, trained)
+    if effect is not None:
+        (st.warning if not trained.size else st.info)(
+            f"{effect} Runs train on the export (the samples that get labelled); clear or change the marks on "
+            "the Inspect page to train on the selection as it is.")
     protocol = session.kept(st.radio, "protocol", "Protocol", options=list(jobs.PROTOCOL_NAMES), default="linear",
                             state=pool, format_func=jobs.PROTOCOL_NAMES.get, horizontal=True, help="Linear probe and k-NN train on frozen features in seconds; full "
                         "finetuning trains the backbone (slow on a CPU).")
@@ -37,11 +45,11 @@ if result is not None:
         if upload is not None:
             try:
                 test = None if source.feature_file else state.pool(source.dataset, source.root, source.test_root).test
-                selected_labels = read_label_csv(upload, fs.ids[result.indices],
+                selected_labels = read_label_csv(upload, fs.ids[trained],
                                                  class_names=test.class_names if test is not None else ())[0]
             except ValueError as exc:
                 st.error(f"{exc}")
-    options, ready = {}, fs.labels is not None or selected_labels is not None
+    options, ready = {}, (fs.labels is not None or selected_labels is not None) and trained.size > 0
     with st.form("training_options", enter_to_submit=False):  # Enter in a field must not launch a run
         if protocol == "knn":
             options["k"] = session.kept(st.slider, "knn_k", "k neighbours", min_value=1, max_value=100, default=20,
@@ -102,7 +110,8 @@ if result is not None:
     if launch and (job is None or job.done):
         data = jobs.TrainingInput(source, state.features(source), fs.labels, fs.ids, fs.kept, fs.backbone,
                                   fs.test_features, fs.test_labels)
-        job = jobs.submit(store.path, data, result, protocol, options, selected_labels=selected_labels)
+        job = jobs.submit(store.path, data, result, protocol, options, excluded=frozenset(pool.excluded),
+                          forced=frozenset(pool.forced), selected_labels=selected_labels)
         st.session_state.job_id = job.id
     elif launch:
         st.warning("Not launched: a run of this session is still going; wait for it or cancel it.")
@@ -149,6 +158,7 @@ def describe_selection(params) -> str:
         return ""
     keys = ("n_cores", "core_method", "removal_ratio", "opponent_penalty", "denoise", "variant", "random_state") \
         if params.get("method") == "bilaf" else ("random_state",)
+    keys += ("marks",)  # manual marks: samples taken out and added (studio.jobs.marks_params)
     short = {"n_cores": "K", "removal_ratio": "P_rm", "opponent_penalty": "δ", "random_state": "seed"}
     return " ".join(f"{short.get(k, k)}={params[k]}" for k in keys if k in params)
 
