@@ -181,3 +181,18 @@ def test_coverage_radius_is_kept_on_disk_per_feature_set(tmp_path, monkeypatch):
     assert metrics.default_coverage_radius(features, cache_dir=tmp_path) == first  # a restarted app
     with pytest.raises(LookupError, match="computed again"):  # other features: not the cached value
         metrics.default_coverage_radius(features[:200], cache_dir=tmp_path)
+
+
+def test_exported_indices_and_marks_change_by_hand():
+    """Selection [5, 2, 9]; exclude 2 and 7 (7 not selected), force 9 (already in), 1 and 7
+    (excluded wins): the export is 5, 9, then the forced 1; one taken out, one added."""
+    from bilaf_core.export import exported_indices, marks_change, selection_table
+
+    result = select(np.random.default_rng(0).standard_normal((12, 3)), 3, method="random")
+    result.indices[:] = [5, 2, 9]
+    exported = exported_indices(result, excluded={2, 7}, forced={9, 1, 7})
+    assert exported.tolist() == [5, 9, 1]
+    assert marks_change(result, exported) == (1, 1)
+    assert marks_change(result, exported_indices(result)) == (0, 0)
+    assert selection_table(result, np.arange(12).astype(str), excluded={2, 7}, forced={9, 1, 7})["index"].tolist() \
+        == exported.tolist()
