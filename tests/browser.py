@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,20 +141,22 @@ def wait_idle(page: Page, timeout: float = LONG) -> None:
         expect(busy).to_have_count(0, timeout=timeout)
 
 
-def choose(page: Page, label: str, option: str, tries: int = 3) -> None:
-    """Pick ``option`` of the select box ``label`` as a user does: open it, click the option.
-    A rerun that lands while the list is open closes it (under load, a timer of the page
-    just left can still tick once: CI saw the list close and the option never appear);
-    a user opens it again, and so does this, up to ``tries`` times."""
+def choose(page: Page, box: str | Locator, option: str, tries: int = 3) -> None:
+    """Pick ``option`` of a select box (its label, or its locator) as a user does: open it,
+    click the option. A rerun that lands while the list is open closes it (under load, a
+    timer of the page just left can still tick once: CI saw the list close and the option
+    never appear); a user opens it again, and so does this, up to ``tries`` times."""
+    box = page.get_by_label(box) if isinstance(box, str) else box
     for _ in range(tries):
         wait_idle(page)
-        page.get_by_label(label).click()
+        box.scroll_into_view_if_needed()
+        box.click()
         try:
             page.get_by_role("option", name=option, exact=True).click(timeout=10_000)
             return
         except PlaywrightTimeout:
             page.keyboard.press("Escape")
-    raise AssertionError(f"the select box {label!r} did not offer {option!r} in {tries} tries")
+    raise AssertionError(f"the select box {box} did not offer {option!r} in {tries} tries")
 
 
 def wait_select(page: Page) -> None:

@@ -421,10 +421,7 @@ def test_inspect_map_shows_the_cluster_filter(server, browser, tmp_path):
             ".map(t => [t.name, Array.from(t.customdata, c => c[1])])")}
 
     assert len(set().union(*overlay_clusters().values())) > 1
-    combo = page.get_by_role("combobox", name="Cluster")
-    combo.scroll_into_view_if_needed()
-    combo.click()
-    page.get_by_role("option", name="2", exact=True).click()
+    choose(page, page.get_by_role("combobox", name="Cluster"), "2")
     expect(page.get_by_text("outside the filters")).to_be_visible(timeout=LONG)
     wait_idle(page)
     shown = overlay_clusters()
