@@ -141,16 +141,20 @@ def wait_idle(page: Page, timeout: float = LONG) -> None:
         expect(busy).to_have_count(0, timeout=timeout)
 
 
-def choose(page: Page, box: str | Locator, option: str, tries: int = 3) -> None:
-    """Pick ``option`` of a select box (its label, or its locator) as a user does: open it,
-    click the option. A rerun that lands while the list is open closes it (under load, a
-    timer of the page just left can still tick once: CI saw the list close and the option
-    never appear); a user opens it again, and so does this, up to ``tries`` times."""
+def choose(page: Page, box: str | Locator, option: str, *, typed: bool = False, tries: int = 3) -> None:
+    """Pick ``option`` of a select box or multiselect (its label, or its locator) as a user
+    does: open it, type the option to filter a long list (``typed``), click the option. A
+    rerun that lands while the list is open closes it (under load, a timer of the page just
+    left can still tick once: CI saw the list close and the option never appear); a user
+    opens it again, and so does this, up to ``tries`` times."""
     box = page.get_by_label(box) if isinstance(box, str) else box
     for _ in range(tries):
         wait_idle(page)
         box.scroll_into_view_if_needed()
         box.click()
+        if typed:
+            page.keyboard.press("Control+A")
+            page.keyboard.type(option)
         try:
             page.get_by_role("option", name=option, exact=True).click(timeout=10_000)
             return

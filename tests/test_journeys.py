@@ -209,9 +209,8 @@ def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path
     first = gallery_ids(page)[0]  # a selected sample, to exclude; and the first unselected one, to force
     second = next(str(i) for i in DIGIT_IDS if str(i) not in selected)
     for label, sample in (("Exclude from the export", first), ("Force into the export", second)):
-        page.locator('[data-testid="stMultiSelect"]').filter(has_text=label).locator("input").click()
-        page.keyboard.type(sample)
-        page.get_by_role("option", name=sample, exact=True).click()
+        choose(page, page.locator('[data-testid="stMultiSelect"]').filter(has_text=label).locator("input"), sample,
+               typed=True)
         page.keyboard.press("Escape")
     page.get_by_role("button", name="Apply marks").click()
     expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible(
@@ -384,12 +383,7 @@ def test_inspect_enlarges_a_sample_beside_its_neighbours_on_the_map(server, brow
     go(page, "Inspect", "Inspect the selection")
     wait_idle(page)
     first = gallery_ids(page)[0]
-    combo = page.get_by_role("combobox", name="Look closer at")
-    combo.scroll_into_view_if_needed()
-    combo.click()
-    combo.press("ArrowDown")  # opens the list
-    combo.fill(first)  # typing filters the options, as a user does
-    page.get_by_role("option", name=first, exact=True).click()
+    choose(page, page.get_by_role("combobox", name="Look closer at"), first, typed=True)  # typing filters the list
     expect(page.get_by_text("Its 12 nearest neighbours in feature space")).to_be_visible(timeout=LONG)
     wait_idle(page)
     expect(page.locator('[data-testid="stImage"] img').first).to_be_visible()  # the sample, large
