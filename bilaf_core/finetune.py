@@ -59,18 +59,35 @@ class FinetuneConfig:
     num_workers: int = 0
     random_state: int = 0
 
-    def validate(self) -> "FinetuneConfig":
-        for name in ("epochs", "image_size", "batch_size", "eval_every"):
-            v.check_positive_int(getattr(self, name), name)
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
+    #: The whole-number settings and their lowest allowed value (none has a highest).
+    LOWEST = {"epochs": 1, "image_size": 32, "batch_size": 1, "warmup_epochs": 0, "eval_every": 1, "eval_limit": 1,
+              "num_workers": 0}
+
+    def problems(self) -> dict[str, str]:
+        """Each setting the library refuses -> why, in words that follow its name ("must be
+        an integer >= 1, got 0"): the allowed range and the value given. Empty when every
+        setting is usable. A page names its own label before each (Finetune's inputs)."""
+        found = {}
+        for name, lowest in self.LOWEST.items():
+            value = getattr(self, name)
+            if name == "eval_limit" and value is None:  # None: the whole evaluation split
+                continue
+            if not v.is_int(value) or int(value) < lowest:
+                found[name] = f"must be an integer >= {lowest}, got {value!r}"
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
-            raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+            found["lr"] = f"needs lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}"
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.eval_limit is not None:
-            v.check_positive_int(self.eval_limit, "eval_limit")
-        v.check_random_state(self.random_state)
+            found["label_smoothing"] = f"must be in [0, 1), got {self.label_smoothing}"
+        try:
+            v.check_random_state(self.random_state)
+        except ValueError as exc:
+            found["random_state"] = str(exc).removeprefix("random_state ")
+        return found
+
+    def validate(self) -> "FinetuneConfig":
+        """Self, or a ValueError naming the first setting :meth:`problems` finds."""
+        for name, why in self.problems().items():
+            raise ValueError(f"{name} {why}")
         return self
 
 
@@ -218,7 +235,8 @@ def finetune(
     device : ``cuda`` when available, else ``cpu`` (default).
     progress : callable(fraction, message), called per batch.
     should_stop : polled per batch; when it returns True, :class:`bilaf_core.errors.Cancelled` is
-        raised and the last finished epoch's checkpoint stays for a resume.
+        raised ("Cancelled during epoch 3 of 10", its ``epochs_kept`` the finished epochs)
+        and the last finished epoch's checkpoint stays for a resume.
     on_epoch : called with each epoch's history entry (e.g. to store it).
     on_start : called once the backbone is loaded, before training, with ``{"backbone":
         the timm model trained, "weights": where its weights came from}`` (after a
@@ -291,8 +309,7 @@ def finetune(
         total_loss, seen = 0.0, 0
         for step, (images, targets) in enumerate(loader):
             if stop():
-                raise Cancelled(f"cancelled during epoch {epoch + 1}; {epoch} finished epoch(s) kept in "
-                                        f"{checkpoint}")
+                raise _cancelled(f"during epoch {epoch + 1} of {config.epochs}", epoch)
             lr = _lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -309,6 +326,8 @@ def finetune(
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             report((epoch + 1) * steps_per_epoch / total_steps, f"epoch {epoch + 1}: evaluating on {len(eval_set):,}")
             top1 = _accuracy(model, eval_set, config, model_source.device, stop)
+            if top1 is None:  # stopped: this epoch is not checkpointed (its entry needs the evaluation)
+                raise _cancelled(f"during evaluation (epoch {epoch + 1} of {config.epochs})", epoch)
         entry = {"epoch": epoch + 1, "loss": total_loss / seen, "lr": lr, "top1": top1,
                  "seconds": time.perf_counter() - epoch_start}
         history.append(entry)
@@ -326,7 +345,18 @@ def finetune(
                           model_source.name, model_source.weights_source)
 
 
-def _accuracy(model, dataset: _Split, config: FinetuneConfig, device: str, stop: Callable[[], bool]) -> float:
+def _cancelled(when: str, epochs_kept: int) -> Cancelled:
+    """What stops a cancelled run: one line short enough for the run history's column
+    ("Cancelled during epoch 3 of 10"), and ``epochs_kept``, the finished epochs its
+    checkpoint holds for a resume (said by whoever shows it: the app's Finetune page)."""
+    error = Cancelled(f"Cancelled {when}")
+    error.epochs_kept = epochs_kept
+    return error
+
+
+def _accuracy(model, dataset: _Split, config: FinetuneConfig, device: str,
+              stop: Callable[[], bool]) -> float | None:
+    """Top-1 of ``model`` on ``dataset``; None when ``stop`` asked to stop."""
     import torch
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=max(config.batch_size, 64), shuffle=False,
@@ -336,6 +366,6 @@ def _accuracy(model, dataset: _Split, config: FinetuneConfig, device: str, stop:
     with torch.inference_mode():
         for images, targets in loader:
             if stop():
-                raise Cancelled("cancelled during evaluation")
+                return None
             correct += int((model(images.to(device)).argmax(dim=1).cpu() == targets).sum())
     return correct / len(dataset)

@@ -45,8 +45,10 @@ class Job:
         return self.future is not None and self.future.done()
 
     def report(self, fraction: float, message: str) -> None:
+        """Progress of a linear probe or k-NN run, which stops here once Cancel is pressed
+        (finetuning polls :attr:`cancel` itself and says in which epoch it stopped)."""
         if self.cancel.is_set():
-            raise Cancelled("cancelled from the app")
+            raise Cancelled("Cancelled from the app")
         self.progress, self.message = fraction, message
 
 
@@ -60,6 +62,16 @@ def trained(run: dict) -> tuple[str | None, int | None]:
         metrics = run.get("metrics") if isinstance(run.get("metrics"), dict) else {}
         return backbone_line(params.get("backbone"), metrics.get("backbone")), params.get("epochs")
     return run.get("backbone"), None
+
+
+def error_line(run: dict) -> str | None:
+    """A run-history record's error in one line: a cancelled run's own words ("Cancelled
+    during epoch 3 of 10"), without the exception's name the store writes before
+    them (:meth:`bilaf_core.store.RunStore.track`), which said "Cancelled: cancelled ..."."""
+    error = run.get("error")
+    if not isinstance(error, str):
+        return None
+    return error.removeprefix(f"{Cancelled.__name__}: ") if run.get("status") == "cancelled" else error
 
 
 def backbone_line(asked: str | None, used: str | None) -> str | None:
@@ -129,7 +141,10 @@ def _run(job: Job, store_path: Path, data: TrainingInput, selection, indices: np
         job.run_id = run.id
 
         def progress(fraction: float, message: str) -> None:
-            job.report(fraction, message)
+            if protocol == "finetune":  # stops through should_stop, saying where (bilaf_core.finetune)
+                job.progress, job.message = fraction, message
+            else:
+                job.report(fraction, message)
             run.progress(fraction, message)
 
         if protocol == "finetune":

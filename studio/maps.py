@@ -360,6 +360,31 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
     return fig
 
 
+#: A top-1 axis: percent on its whole scale (an automatic range cut its ticks below a 91.6 %
+#: point); the run history's accuracy-against-budget chart and a run's per-epoch top-1.
+TOP1_AXIS = dict(tickformat=".0%", range=[0, 1.02])
+#: What each per-epoch curve of a finetuning run (FinetuneResult.history) draws:
+#: history key -> (title, y axis title).
+EPOCH_CURVES = {"loss": ("Training loss per epoch", "loss"),
+                "top1": ("Top-1 per epoch", "top-1")}
+
+
+def epoch_figure(history: list[dict], key: str, *, height: int = 260) -> go.Figure:
+    """One per-epoch curve of a finetuning run (``key`` of :data:`EPOCH_CURVES`), titled,
+    its axes named; top-1 in percent, as the rest of the Finetune page. Epochs without a
+    value (top-1 between evaluations) are left out."""
+    title, y_title = EPOCH_CURVES[key]
+    rows = [h for h in history if h.get(key) is not None]
+    epochs, values = [int(h["epoch"]) for h in rows], [float(h[key]) for h in rows]
+    top1 = key == "top1"
+    fig = go.Figure(go.Scatter(x=epochs, y=values, mode="lines+markers", name=title,
+                               hovertemplate="epoch %{x}: " + ("%{y:.1%}" if top1 else "%{y:.3f}") + "<extra></extra>"))
+    fig.update_layout(title=dict(text=title), height=height, margin=dict(l=10, r=10, t=40, b=10), showlegend=False)
+    fig.update_xaxes(title=dict(text="epoch"), tickmode="array", tickvals=epochs, tickformat=",d")
+    fig.update_yaxes(title=dict(text=y_title), **(TOP1_AXIS if top1 else dict(rangemode="tozero")))
+    return fig
+
+
 def _inside_polygon(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
     """Even-odd rule for points (x, y) and the polygon (px, py), one edge at a time."""
     inside = np.zeros(x.size, dtype=bool)

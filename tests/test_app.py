@@ -912,3 +912,121 @@ def test_learn_on_the_pca_of_a_pool_above_5000_samples(monkeypatch):
     at.selectbox(key="learn_data").set_value("2-D PCA of the current feature set").run()
     assert not at.exception
     assert any("5,000 points" in info.value for info in at.info)
+
+
+def test_finetune_settings_out_of_range_are_named_and_nothing_is_launched():
+    """In Chromium, Epochs / Batch size / Evaluate at most of 0 only turned the input red (its
+    range in a tooltip) and Launch did nothing: a newcomer read it as ignored. The inputs have
+    no browser bounds; the library's check (FinetuneConfig) names each value and its range."""
+    from studio import jobs
+
+    at = _app("views/finetune.py")
+    at.radio(key="protocol").set_value("finetune").run()
+    keys = ("ft_epochs", "ft_batch_size", "ft_warmup", "ft_eval_every", "ft_eval_limit")
+    for key in keys:
+        widget = at.number_input(key=key)
+        assert widget.min is None and widget.max is None, (key, widget.min, widget.max)
+    for key, value in (("ft_epochs", 0), ("ft_batch_size", 0), ("ft_warmup", -1), ("ft_eval_every", 0),
+                       ("ft_eval_limit", 0)):
+        at.number_input(key=key).set_value(value)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    _no_failure(at)
+    said = [e.value for e in at.error]
+    for line in ("Epochs must be an integer >= 1, got 0", "Batch size must be an integer >= 1, got 0",
+                 "Warm-up epochs must be an integer >= 0, got -1", "Evaluate every N epochs must be an integer >= 1, got 0",
+                 "Evaluate on at most must be an integer >= 1, got 0"):
+        assert any(e.startswith("Not launched: ") and line in e for e in said), (line, said)
+    assert not any("warm-up" in w.value and "epoch(s)" in w.value for w in at.warning)  # no advice on a refused value
+    assert "job_id" not in at.session_state or jobs.get(at.session_state["job_id"]) is None
+    for key in keys:  # the values typed stay, so the user sees what was refused
+        assert at.number_input(key=key).value in (0, -1)
+
+
+def test_a_cancelled_finetuning_says_where_it_stopped_in_one_short_line(tmp_path):
+    """A newcomer read "cancelled: cancelled during evaluation" (the word twice), and the run
+    history's error column cut the message (it held the checkpoint's whole path)."""
+    from bilaf_core.data import load_pool
+    from bilaf_core.errors import Cancelled
+    from bilaf_core.finetune import FinetuneConfig, finetune
+
+    pool = load_pool("digits")
+    indices = np.concatenate([np.flatnonzero(pool.labels == c)[:4] for c in range(3)])
+    config = FinetuneConfig(epochs=3, image_size=32, batch_size=6, eval_limit=12, warmup_epochs=0)
+    for stop_when, said, kept in (
+        ("epoch 2: evaluating", "Cancelled during evaluation (epoch 2 of 3)", 1),
+        ("epoch 1/3", "Cancelled during epoch 1 of 3", 0),
+        ("epoch 3/3", "Cancelled during epoch 3 of 3", 2),
+    ):
+        seen = []
+        with pytest.raises(Cancelled) as stopped:
+            finetune(pool, indices, config=config, checkpoint_dir=tmp_path / stop_when, progress=lambda f, m: seen.append(m),
+                     should_stop=lambda: any(m.startswith(stop_when) for m in seen))
+        assert str(stopped.value) == said and stopped.value.epochs_kept == kept
+
+    # the page and the run history say it once, whole
+    from concurrent.futures import Future
+
+    from bilaf_core.store import RunStore
+    from studio import jobs
+
+    line = "Cancelled during evaluation (epoch 3 of 10)"
+    store = RunStore()
+    picked = store.add_selection(dataset="digits", backbone="pixels", params={"method": "random", "random_state": 0},
+                                 indices=np.arange(5), sample_ids=[str(i) for i in range(5)], n_pool=100)
+    with pytest.raises(Cancelled), store.track(protocol="finetune", params={"epochs": 10}, selection_id=picked):
+        raise Cancelled(line)
+    job = jobs.Job(10**6, "finetune", 5, "random", future=Future())
+    error = Cancelled(line)
+    error.epochs_kept = 2
+    job.future.set_exception(error)
+    jobs._worker()[1][job.id] = job
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["job_id"] = job.id
+    at.session_state["shown_job"] = job.id
+    at.run()
+    at.switch_page("views/finetune.py").run()
+    _no_failure(at)
+    assert [w.value for w in at.warning if "Cancelled" in w.value] == [
+        f"Full finetuning · random · B = 5: {line}. 2 finished epochs are kept: launch the same run again to resume from epoch 3."], \
+        [w.value for w in at.warning]
+    assert at.dataframe[-1].value["error"].tolist() == [line]
+
+
+def test_a_finished_finetuning_run_draws_titled_per_epoch_charts_with_top1_in_percent(tmp_path, monkeypatch):
+    """The loss and top-1 curves had no titles nor axis labels, and top-1 read 0.2 where the
+    page says 20 %."""
+    monkeypatch.setenv("BILAF_DATA_DIR", str(tmp_path))  # checkpoints go there
+    at = _launch("finetune", ft_epochs=2, ft_warmup=0, ft_image_size=32, ft_batch_size=64, ft_eval_limit=20)
+    charts = {}
+    for chart in at.get("plotly_chart"):
+        layout = json.loads(chart.proto.spec)["layout"]
+        charts[layout.get("title", {}).get("text")] = (json.loads(chart.proto.spec)["data"], layout)
+    assert {"Training loss per epoch", "Top-1 per epoch"} <= set(charts), list(charts)
+    for title, (data, layout) in charts.items():
+        if title in ("Training loss per epoch", "Top-1 per epoch"):
+            assert layout["xaxis"]["title"]["text"] == "epoch" and layout["yaxis"]["title"]["text"]
+            assert [list(map(int, trace["x"])) for trace in data] == [[1, 2]]
+    layout = charts["Top-1 per epoch"][1]
+    assert layout["yaxis"]["tickformat"] == ".0%" and layout["yaxis"]["range"] == [0, 1.02]
+    assert "%{y:.1%}" in charts["Top-1 per epoch"][0][0]["hovertemplate"]
+
+
+def test_the_emd_proxy_of_the_whole_pool_is_exactly_zero():
+    """The Select page read EMD proxy 0.0003 for a selection of the whole pool: float32
+    distances by |a|^2 + |b|^2 - 2 a.b leave sqrt(rounding) where a sample meets itself."""
+    from bilaf_core.metrics import diagnostics, emd_proxy, nearest_selected_distance
+
+    # by hand: (0, 0), (3, 4), (6, 8) far from the origin; to the first: 0, 5 and 10
+    points = np.array([[0, 0], [3, 4], [6, 8]], dtype=np.float32) + np.float32(1000.3)
+    assert nearest_selected_distance(points, [0]) == pytest.approx([0.0, 5.0, 10.0], abs=1e-9)
+    assert nearest_selected_distance(points, [2]) == pytest.approx([10.0, 5.0, 0.0], abs=1e-9)
+    assert nearest_selected_distance(points, [0, 1, 2]).tolist() == [0.0, 0.0, 0.0]
+    # unit-norm features, as the app's: every sample selected, every distance 0
+    features = np.random.default_rng(0).normal(size=(500, 64)).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    assert emd_proxy(features, np.arange(500)) == 0.0
+    assert diagnostics(features, np.arange(500), max_pool_samples=200)["emd_proxy"] == 0.0
+    half = np.arange(0, 500, 2)
+    exact = np.linalg.norm(features[:, None, :].astype(np.float64) - features[half][None], axis=2).min(axis=1)
+    assert nearest_selected_distance(features, half) == pytest.approx(exact, abs=1e-9)
+    assert nearest_selected_distance(features, half)[half].tolist() == [0.0] * half.size

@@ -9,7 +9,18 @@ from bilaf_core.export import exported_indices
 from bilaf_core.features import BUNDLED_BACKBONE
 from bilaf_core.errors import Cancelled
 from bilaf_core.finetune import FinetuneConfig
-from studio import exports, jobs, session, state
+from studio import exports, jobs, maps, session, state
+
+#: Full finetuning's number inputs: FinetuneConfig's setting -> the input's label.
+SETTINGS = {"epochs": "Epochs", "image_size": "Image size", "batch_size": "Batch size",
+            "warmup_epochs": "Warm-up epochs", "eval_every": "Evaluate every N epochs",
+            "eval_limit": "Evaluate on at most"}
+
+
+def launch_asked() -> bool:
+    """Whether this run follows a press of Launch (its value is set before the form is drawn)."""
+    return bool(st.session_state.get("launch"))
+
 
 st.title("Finetune and compare")
 store = state.run_store()
@@ -49,7 +60,8 @@ if result is not None:
                                                  class_names=test.class_names if test is not None else ())[0]
             except ValueError as exc:
                 st.error(f"{exc}")
-    options, ready = {}, (fs.labels is not None or selected_labels is not None) and trained.size > 0
+    options, refused = {}, {}
+    ready = (fs.labels is not None or selected_labels is not None) and trained.size > 0
     with st.form("training_options", enter_to_submit=False):  # Enter in a field must not launch a run
         if protocol == "knn":
             options["k"] = session.kept(st.slider, "knn_k", "k neighbours", min_value=1, max_value=100, default=20,
@@ -67,20 +79,21 @@ if result is not None:
             backbone = source.backbone if source.backbone not in ("", "pixels") else BUNDLED_BACKBONE
             options["backbone"] = a.text_input("Backbone (timm)", backbone)
             options["weights"] = b.text_input("Weights file (optional)", source.weights).strip() or None
-            options["epochs"] = session.kept(c.number_input, "ft_epochs", "Epochs", min_value=1, max_value=1000,
-                                             default=10, state=pool)
-            options["image_size"] = session.kept(a.select_slider, "ft_image_size", "Image size",
+            # No bounds in the browser (there a value outside them only turned the input red, its
+            # range in a tooltip, and Launch did nothing): FinetuneConfig's check names what it refuses.
+            options["epochs"] = session.kept(c.number_input, "ft_epochs", SETTINGS["epochs"], default=10, step=1,
+                                             state=pool)
+            options["image_size"] = session.kept(a.select_slider, "ft_image_size", SETTINGS["image_size"],
                                                  options=[32, 64, 96, 128, 160, 224], default=default.image_size,
                                                  state=pool)
-            options["batch_size"] = session.kept(b.number_input, "ft_batch_size", "Batch size", min_value=1,
-                                                 max_value=512, default=default.batch_size, state=pool)
-            options["warmup_epochs"] = session.kept(c.number_input, "ft_warmup", "Warm-up epochs", min_value=0,
-                                                    max_value=100, default=default.warmup_epochs, state=pool)
-            options["eval_every"] = session.kept(a.number_input, "ft_eval_every", "Evaluate every N epochs",
-                                                 min_value=1, max_value=100, default=default.eval_every, state=pool)
-            options["eval_limit"] = session.kept(b.number_input, "ft_eval_limit", "Evaluate on at most",
-                                                 min_value=10, max_value=100_000, default=default.eval_limit,
-                                                 state=pool)
+            options["batch_size"] = session.kept(b.number_input, "ft_batch_size", SETTINGS["batch_size"],
+                                                 default=default.batch_size, step=1, state=pool)
+            options["warmup_epochs"] = session.kept(c.number_input, "ft_warmup", SETTINGS["warmup_epochs"],
+                                                    default=default.warmup_epochs, step=1, state=pool)
+            options["eval_every"] = session.kept(a.number_input, "ft_eval_every", SETTINGS["eval_every"],
+                                                 default=default.eval_every, step=1, state=pool)
+            options["eval_limit"] = session.kept(b.number_input, "ft_eval_limit", SETTINGS["eval_limit"],
+                                                 default=default.eval_limit, step=1, state=pool)
             # no bounds, as the Select page's seed (in a browser a number outside them only turned
             # the input red, its range in a tooltip, and the last seed stayed): the warning names them
             asked_seed = session.kept(c.number_input, "ft_seed", "Seed", default=0, step=1, state=pool)
@@ -88,7 +101,11 @@ if result is not None:
             moved_seed = state.seed_warning(asked_seed, doing="training", again="for another run")
             if moved_seed is not None:
                 st.warning(moved_seed)
-            if options["warmup_epochs"] and options["epochs"] < 2 * options["warmup_epochs"]:
+            refused = FinetuneConfig(**{k: options[k] for k in SETTINGS}).problems()
+            for name, why in refused.items():
+                st.error(f"{'Not launched: ' if launch_asked() else ''}{SETTINGS[name]} {why}. Type a value in that "
+                         "range to launch a run.")
+            if not refused and options["warmup_epochs"] and options["epochs"] < 2 * options["warmup_epochs"]:
                 st.warning(f"{options['epochs']} epoch(s) with {options['warmup_epochs']} warm-up epoch(s): the "
                            "learning rate spends most of the run warming up "
                            + (f"(warm-up is cut to {options['epochs'] - 1}) " if options["epochs"] <=
@@ -99,7 +116,9 @@ if result is not None:
                        "linear warm-up and cosine decay, label smoothing "
                        f"{default.label_smoothing}; the best top-1 seen is reported (the papers' protocol). "
                        "A checkpoint is kept per epoch: the same run launched again resumes.")
-        launch = st.form_submit_button("Launch", type="primary", disabled=not ready or store is None)
+        # enabled with a refused setting: a form sends its corrected values only with this button
+        launch = st.form_submit_button("Launch", type="primary", disabled=not ready or store is None,
+                                       key="launch") and not refused
     job = jobs.get(st.session_state.get("job_id"))
     if launch and options.get("weights"):  # the same folders as the Data page's weights field
         try:
@@ -131,19 +150,23 @@ if result is not None:
             st.rerun()
         error = current.future.exception()
         if error is not None:
-            cancelled = isinstance(error, Cancelled)
-            (st.warning if cancelled else st.error)(f"{title}: {'cancelled' if cancelled else 'failed'}: {error}")
+            if isinstance(error, Cancelled):  # its own words: "Cancelled during epoch 3 of 10"
+                kept = getattr(error, "epochs_kept", 0)
+                st.warning(f"{title}: {error}." + (
+                    f" {kept} finished epoch{'s are' if kept > 1 else ' is'} kept: launch the same run again to "
+                    f"resume from epoch {kept + 1}." if kept else ""))
+            else:
+                st.error(f"{title}: failed: {error}")
             return
         outcome = current.future.result()
         if current.protocol == "finetune":
             st.success(f"{title}: best top-1 **{outcome.best_top1:.1%}** (epoch {outcome.best_epoch}), final "
                        f"{outcome.final_top1:.1%}, on {outcome.n_eval:,} samples of the {outcome.eval_split}; "
                        f"backbone {jobs.backbone_line(current.backbone, outcome.backbone)}; weights: {outcome.weights}")
-            history = pd.DataFrame(outcome.history).set_index("epoch")
-            if len(history) > 1:  # one epoch is a point, not a curve
-                loss, top1 = st.columns(2)  # different units: one chart each
-                loss.line_chart(history[["loss"]], height=200)
-                top1.line_chart(history[["top1"]].dropna(), height=200)
+            if len(outcome.history) > 1:  # one epoch is a point, not a curve
+                for column, key in zip(st.columns(2), maps.EPOCH_CURVES):  # different units: one chart each
+                    column.plotly_chart(maps.epoch_figure(outcome.history, key), width="stretch",
+                                        key=f"epochs_{key}_{current.id}")
         else:
             st.success(f"{title}: top-1 **{outcome.top1:.1%}** on {outcome.n_eval:,} samples of the "
                        f"{outcome.eval_split}; {outcome.classes_seen} of {outcome.n_classes} classes in the selection")
@@ -181,7 +204,7 @@ if store is not None:
                           hover_data={"count": True})
             # top-1 on its whole scale (an automatic range cut its ticks below a 91.6 % point), and each
             # panel titled by its protocol's name, not "protocol=linear"
-            fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+            fig.update_yaxes(**maps.TOP1_AXIS)
             fig.for_each_annotation(lambda a: a.update(text=jobs.PROTOCOL_NAMES.get(a.text.split("=")[-1], a.text)))
             # a tick at each budget run, not plotly's 88, 88.5, 89, 89.5, 90 around a single one
             fig.update_xaxes(tickmode="array", tickvals=sorted(curve["budget"].unique().tolist()), tickformat=",d")
@@ -189,6 +212,7 @@ if store is not None:
             st.caption("Mean top-1 per method and budget (error bars: std over repeated runs).")
         backbones, epochs = zip(*(jobs.trained(run) for run in mine.to_dict("records"))) if len(mine) else ((), ())
         mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]],
+                           error=[jobs.error_line(run) for run in mine.to_dict("records")],
                            backbone=list(backbones), epochs=pd.array(list(epochs), dtype="Int64"))
         # the error before the long selection column: after it, the table's edge cut it to "ValueError:"
         st.dataframe(mine[["id", "started", "status", "protocol", "backbone", "epochs", "method", "budget", "top-1",

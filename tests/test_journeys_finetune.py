@@ -1,0 +1,119 @@
+"""Browser journeys of the Finetune page's full finetuning, as a newcomer walked it in
+Chromium: settings out of range, a finished run's per-epoch charts, a cancelled run.
+``BILAF_SHOTS=folder`` keeps a screenshot of each step there."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from browser import LONG, assert_clean, go, slider, streamlit_server, wait_idle, wait_select
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with streamlit_server(tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+        yield url
+
+
+def _shot(page, name: str) -> None:
+    folder = os.environ.get("BILAF_SHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def _full_finetuning(server, browser):
+    page = browser.page()
+    page.goto(server)
+    wait_select(page)
+    go(page, "Finetune", "Finetune and compare")
+    for _ in range(3):  # a click that lands in a rerun is lost: a user clicks again
+        wait_idle(page)
+        page.get_by_test_id("stRadioGroup").get_by_text("Full finetuning", exact=True).click()
+        try:
+            expect(page.get_by_label("Epochs", exact=True)).to_be_visible(timeout=15_000)
+            break
+        except AssertionError:
+            continue
+    expect(page.get_by_label("Epochs", exact=True)).to_be_visible(timeout=15_000)
+    wait_idle(page)
+    return page
+
+
+def _type(page, label: str, value) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Tab")
+
+
+def _smallest_images(page) -> None:
+    thumb = slider(page, "Image size")
+    thumb.focus()
+    thumb.press("Home")  # 32 pixels: a run of a few seconds on a CPU
+
+
+def test_settings_out_of_range_are_named_and_a_run_draws_titled_charts_in_percent(server, browser):
+    """Epochs / Batch size / Evaluate at most of 0 turned the input red, a tooltip held the
+    range and Launch did nothing. Then a finished run's curves had no titles and top-1 read
+    0.2 where the page says 20 %."""
+    page = _full_finetuning(server, browser)
+    _type(page, "Epochs", 0)
+    _type(page, "Batch size", 0)
+    _type(page, "Evaluate on at most", 0)
+    page.get_by_role("button", name="Launch").click()
+    for line in ("Not launched: Epochs must be an integer ≥ 1, got 0",
+                 "Not launched: Batch size must be an integer ≥ 1, got 0",
+                 "Not launched: Evaluate on at most must be an integer ≥ 1, got 0"):
+        expect(page.get_by_text(line, exact=False)).to_be_visible(timeout=30_000)
+    wait_idle(page)
+    _shot(page, "1_refused")
+    time.sleep(2.0)  # a launched run's Cancel button comes with the job's fragment (every second)
+    assert page.get_by_role("button", name="Cancel").count() == 0
+    assert page.get_by_label("Epochs", exact=True).input_value() == "0"  # what was typed stays
+
+    _type(page, "Epochs", 2)
+    _type(page, "Batch size", 64)
+    _type(page, "Warm-up epochs", 0)
+    _type(page, "Evaluate on at most", 20)
+    _smallest_images(page)
+    page.get_by_role("button", name="Launch").click()
+    expect(page.get_by_text("best top-1", exact=False)).to_be_visible(timeout=LONG)
+    expect(page.get_by_text("must be an integer", exact=False)).to_have_count(0)
+    for title in ("Training loss per epoch", "Top-1 per epoch"):
+        expect(page.locator(".gtitle").filter(has_text=title)).to_have_count(1, timeout=30_000)
+    top1 = page.locator(".js-plotly-plot").filter(has=page.locator(".gtitle", has_text="Top-1 per epoch"))
+    ticks = top1.locator(".ytick text").all_text_contents()
+    assert ticks and all(t.endswith("%") for t in ticks), ticks
+    assert top1.locator(".g-xtitle").text_content() == "epoch"
+    wait_idle(page)
+    _shot(page, "2_charts")
+    assert_clean(page, browser)
+
+
+def test_a_cancelled_run_says_once_where_it_stopped(server, browser):
+    """A cancelled run read "cancelled: cancelled during evaluation", and the run history's
+    error column cut it."""
+    page = _full_finetuning(server, browser)
+    _type(page, "Epochs", 50)
+    _type(page, "Warm-up epochs", 0)
+    _type(page, "Evaluate on at most", 20)
+    _type(page, "Seed", 7)  # not the other journey's run, whose checkpoint would resume
+    _smallest_images(page)
+    page.get_by_role("button", name="Launch").click()
+    cancel = page.get_by_role("button", name="Cancel")
+    expect(cancel).to_be_visible(timeout=60_000)
+    time.sleep(3.0)  # into an epoch past the first
+    cancel.click()
+    said = page.get_by_text("Full finetuning · bilaf · B = 89: Cancelled during ", exact=False)
+    expect(said).to_be_visible(timeout=LONG)
+    text = said.inner_text()
+    assert text.count("ancelled") == 1 and " of 50" in text and "/" not in text, text  # no checkpoint path
+    wait_idle(page)
+    page.locator('[data-testid="stDataFrame"]').last.scroll_into_view_if_needed()
+    _shot(page, "3_cancelled")
+    assert_clean(page, browser)
