@@ -11,6 +11,8 @@ from plotly.subplots import make_subplots
 from bilaf_core.boundary import boundary_score_at
 from bilaf_core.teaching import Walkthrough, region_grid
 
+from .maps import MARKERS
+
 PALETTE = qualitative.Light24
 HEIGHT = 560
 
@@ -31,7 +33,7 @@ def _frame(fig: go.Figure, points: np.ndarray) -> go.Figure:
 def _cores(run: Walkthrough, *, name: str = "cores") -> go.Scatter:
     return go.Scatter(x=run.core_points[:, 0], y=run.core_points[:, 1], mode="markers+text", name=name,
                       text=[str(c) for c in range(run.cores.size)], textposition="top center",
-                      marker=dict(symbol="star", size=16, color="#111", line=dict(width=1, color="white")),
+                      marker=MARKERS["core"].style(run.cores.size),
                       hovertemplate="core of cluster %{text}<extra></extra>")
 
 
@@ -80,7 +82,7 @@ def idc_figure(run: Walkthrough, cluster: int | None = None) -> go.Figure:
                                    colorbar=dict(title="round", len=0.6)),
                        customdata=rounds[kept], hovertemplate="included in round %{customdata}<extra></extra>"),
             go.Scatter(x=run.points[gone, 0], y=run.points[gone, 1], mode="markers", name="removed (periphery)",
-                       marker=dict(symbol="x", size=7, color="#c0392b"), customdata=rounds[gone],
+                       marker=MARKERS["removed"].style(int(gone.sum())), customdata=rounds[gone],
                        hovertemplate="removed; ranked in round %{customdata}<extra></extra>"),
             _cores(run),
         ]
@@ -173,7 +175,7 @@ def picks_figure(run: Walkthrough, cluster: int, upto: int) -> go.Figure:
     fig.add_trace(go.Scatter(x=members[chosen, 0], y=members[chosen, 1], mode="markers+text+lines", name="picks in order",
                              text=[str(i) for i in range(len(chosen))], textposition="top right",
                              line=dict(color="rgba(214, 39, 40, 0.35)", dash="dot"),
-                             marker=dict(size=11, color="#d62728", symbol="circle-open", line=dict(width=2)),
+                             marker=MARKERS["boundary"].style(len(chosen)),
                              hovertemplate="pick %{text}<extra></extra>"))
     if picks and picks[-1].dropped.size:
         centre = members[chosen[-2]]
@@ -184,22 +186,39 @@ def picks_figure(run: Walkthrough, cluster: int, upto: int) -> go.Figure:
     return _frame(fig, run.points)
 
 
-def comparison_figure(points: np.ndarray, picks: dict[str, np.ndarray]) -> go.Figure:
-    """Step 5: each method's picks with the same budget, side by side."""
+def comparison_figure(points: np.ndarray, picks: dict[str, Walkthrough | np.ndarray]) -> go.Figure:
+    """Step 5: each method's picks with the same budget, side by side, in the maps' markers
+    (:data:`studio.maps.MARKERS`): BiLAF (a :class:`Walkthrough`) its cores as stars, its
+    boundary picks as circles and its removed noise as crosses; a whole-budget method (an
+    index array) its picks as stars, as on the Select and Compare maps."""
     names = list(picks)
     cols = 2
     fig = make_subplots(rows=(len(names) + 1) // cols, cols=cols, subplot_titles=names, horizontal_spacing=0.04,
                         vertical_spacing=0.08)
+    legend, panel = set(), 380  # each panel's height: markers sized as on Compare's small maps
     for i, name in enumerate(names):
         row, col = i // cols + 1, i % cols + 1
         fig.add_trace(go.Scatter(x=points[:, 0], y=points[:, 1], mode="markers", marker=dict(size=3, color="#cccccc"),
                                  showlegend=False, hoverinfo="skip"), row=row, col=col)
-        chosen = picks[name]
-        fig.add_trace(go.Scatter(x=points[chosen, 0], y=points[chosen, 1], mode="markers", showlegend=False,
-                                 marker=dict(size=8, color="#d62728", symbol="circle-open", line=dict(width=2)),
-                                 name=name, hoverinfo="skip"), row=row, col=col)
-    fig.update_layout(height=380 * ((len(names) + 1) // cols), margin=dict(l=10, r=10, t=40, b=10),
-                      plot_bgcolor="white")
+        run = picks[name]
+        if isinstance(run, Walkthrough):
+            cores = run.cores
+            layers = [("removed", run.result.removed), ("boundary", np.setdiff1d(run.result.indices, cores)),
+                      ("core", cores)]
+        else:
+            layers = [("selected", np.asarray(run))]
+        for role, chosen in layers:
+            if chosen.size == 0:
+                continue
+            label = {"core": "cores", "selected": "picks"}.get(role, role)
+            fig.add_trace(go.Scatter(x=points[chosen, 0], y=points[chosen, 1], mode="markers",
+                                     name=f"{label} ({chosen.size})", marker=MARKERS[role].style(chosen.size, height=panel),
+                                     customdata=chosen.tolist(), showlegend=role not in legend,
+                                     hovertemplate=f"sample %{{customdata}} · {role}<extra></extra>"), row=row, col=col)
+            legend.add(role)
+    fig.update_layout(height=panel * ((len(names) + 1) // cols), margin=dict(l=10, r=10, t=40, b=10),
+                      plot_bgcolor="white", legend=dict(orientation="h", x=1, xanchor="right", y=1.02,
+                                                        yanchor="bottom"))
     fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False)
     fig.update_yaxes(showgrid=False, zeroline=False, showticklabels=False)
     return fig
@@ -218,7 +237,7 @@ def variants_figure(points: np.ndarray, paper: Walkthrough, reference: Walkthrou
         ("selected by both", sorted(a & b), dict(color="#2ca02c", symbol="circle-open", size=9)),
         ("paper only", sorted(a - b), dict(color="#1f77b4", symbol="circle", size=10)),
         ("reference only", sorted(b - a), dict(color="#ff7f0e", symbol="diamond", size=10)),
-        ("reference drops (IDC leftovers)", sorted(dropped), dict(color="#7f7f7f", symbol="x", size=7)),
+        ("reference drops (IDC leftovers)", sorted(dropped), MARKERS["removed"].style(len(dropped))),
     ):
         if group:
             fig.add_trace(go.Scatter(x=points[group, 0], y=points[group, 1], mode="markers", name=f"{name} ({len(group)})",

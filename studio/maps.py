@@ -62,29 +62,54 @@ SPARSE = 4
 #: Pool samples outside Inspect's role / cluster filters.
 OTHER = "#BDBDBD"
 
-# role -> (marker symbol, largest size, colour); drawn bottom to top
-LAYERS = {
-    "removed": ("x", 5, "rgba(95, 99, 104, 0.55)"),  # light: it can be a large share of the pool
-    "selected": ("star", 14, "#111111"),  # a whole-budget method's picks (TypiClust, ProbCover), drawn as cores are
-    "boundary": ("circle-open", 10, "#d62728"),
-    "core": ("star", 14, "#111111"),
-}
 #: An overlay keeps its largest marker size up to this many points; beyond, the size
 #: shrinks with 1 / sqrt(count) (the area each point may cover), down to MIN_MARKER.
 FULL_SIZE_POINTS = 60
 MIN_MARKER = 4.0
-#: The map height the LAYERS sizes are meant for; smaller maps (Compare's small
+#: The map height the MARKERS sizes are meant for; smaller maps (Compare's small
 #: multiples) scale their markers down with their height.
 FULL_HEIGHT = 560
 
 
-def overlay_marker_size(largest: float, count: int, *, height: int = FULL_HEIGHT) -> float:
+def overlay_marker_size(largest: float, count: int, *, height: int = FULL_HEIGHT, smallest: float = MIN_MARKER) -> float:
     """Marker size of an overlay of ``count`` points on a map ``height`` pixels high:
     ``largest`` for a few dozen (50 cores) on a full-size map, shrinking as 1 / sqrt(count)
     so thousands of picks (a whole-budget baseline's 2,500 cores) stay points on the pool
-    instead of one blob, and with the map's height; never below MIN_MARKER."""
+    instead of one blob, and with the map's height; never below ``smallest``."""
     scale = min(1.0, height / FULL_HEIGHT) * min(1.0, np.sqrt(FULL_SIZE_POINTS / max(count, 1)))
-    return float(max(MIN_MARKER, largest * scale))
+    return float(max(smallest, largest * scale))
+
+
+@dataclass(frozen=True)
+class Marker:
+    """How every map draws one role (the Select, Inspect and Compare maps, the Learn
+    page's figures): a plotly symbol, its size (``largest`` for a few dozen points, shrinking
+    with their number and the map's height down to ``smallest``) and colour. ``line``: the
+    outline's width, None for 1.5 px from 8 px up and 1 px below (filled symbols); a
+    line-drawn symbol ('x-thin') is its line only, so it sets its own."""
+
+    symbol: str
+    largest: float
+    colour: str
+    smallest: float = MIN_MARKER
+    line: float | None = None
+
+    def style(self, count: int = 1, *, height: int = FULL_HEIGHT) -> dict:
+        """The plotly ``marker`` of ``count`` such points on a map ``height`` pixels high."""
+        size = overlay_marker_size(self.largest, count, height=height, smallest=self.smallest)
+        width = self.line if self.line is not None else 1.5 if size >= 8 else 1
+        return dict(symbol=self.symbol, size=size, color=self.colour, line=dict(width=width, color=self.colour))
+
+
+#: role -> its marker, drawn bottom to top. The removed noise is a line-drawn cross of at
+#: least 6 px with a 1.5 px line: a filled 'x' shrunk to 4-5 px read as a grey dot (seen in
+#: Chromium), where the legend says crosses.
+MARKERS = {
+    "removed": Marker("x-thin", 7, "rgba(95, 99, 104, 0.55)", smallest=6, line=1.5),  # light: a large share of the pool
+    "selected": Marker("star", 14, "#111111"),  # a whole-budget method's picks (TypiClust, ProbCover), drawn as cores are
+    "boundary": Marker("circle-open", 10, "#d62728"),
+    "core": Marker("star", 14, "#111111"),
+}
 
 
 def draws_density(n: int) -> bool:
@@ -336,7 +361,7 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
             text=id_text(rows), hovertemplate=_hovertemplate("pool", labels is not None, id_format)))
     score, opponent = np.full(n, np.nan), np.full(n, -1.0)
     score[selection.indices], opponent[selection.indices] = selection.boundary_score, selection.opponent
-    for role, (symbol, size, col) in LAYERS.items():
+    for role, marker in MARKERS.items():
         idx = np.flatnonzero((selection.role == role) & (True if cluster is None else selection.cluster == cluster))
         if idx.size == 0 or role not in roles:
             continue
@@ -346,10 +371,9 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
             # fixed subset shows where the noise lies, and the lasso still picks every row
             name = f"removed ({idx.size}; {REMOVED_DRAWN} drawn)"  # as the legend writes every count
             idx = np.sort(np.random.default_rng(0).choice(idx, REMOVED_DRAWN, replace=False))
-        shown = overlay_marker_size(size, idx.size, height=height)
         fig.add_trace(go.Scattergl(
             x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,
-            marker=dict(symbol=symbol, size=shown, color=col, line=dict(width=1.5 if shown >= 8 else 1, color=col)),
+            marker=marker.style(idx.size, height=height),
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])
                                        + ((score[idx], opponent[idx]) if role == "boundary" else ())).astype(np.float32),
             text=id_text(idx), hovertemplate=_hovertemplate(role, labels is not None, id_format)))

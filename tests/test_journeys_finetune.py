@@ -117,3 +117,25 @@ def test_a_cancelled_run_says_once_where_it_stopped(server, browser):
     page.locator('[data-testid="stDataFrame"]').last.scroll_into_view_if_needed()
     _shot(page, "3_cancelled")
     assert_clean(page, browser)
+
+
+def test_maps_draw_each_role_with_one_marker_learn_and_select_alike(server, browser):
+    """Learn's result step drew BiLAF's cores as circles (every other map: stars; circles are
+    boundary picks), and the Select map's removed samples read as grey dots at their small
+    sizes, where the legend says crosses."""
+    page = browser.page()
+    page.goto(server)
+    wait_select(page)
+    removed = page.locator(".legend .traces").filter(has_text="removed").locator("path.scatterpts").first
+    style = removed.get_attribute("style") or ""
+    assert "stroke-width: 1.5px" in style, style  # a line-drawn cross, as on the map
+    assert removed.get_attribute("d").count("M") == 2, removed.get_attribute("d")  # two strokes: x-thin
+    go(page, "Learn", "Learn: BiLAF step by step")
+    wait_idle(page)
+    page.get_by_text("5 · Result", exact=True).click()
+    wait_idle(page)
+    figure = page.locator(".js-plotly-plot").first
+    for entry in ("removed (", "boundary (", "cores (", "picks ("):
+        expect(figure.locator(".legendtext").filter(has_text=entry)).to_have_count(1, timeout=30_000)
+    _shot(page, "4_learn_result")
+    assert_clean(page, browser)

@@ -182,7 +182,7 @@ def test_projection_progress_lines_of_umap_and_t_sne_become_fractions():
 def test_no_category_colour_is_a_grey_that_reads_as_removed_noise_or_filtered_out():
     """Pseudo-class / label 7 was tab10's grey #7F7F7F: on the map it could not be told from
     the removed crosses (grey) or, on Inspect, from the samples outside the filters (grey)."""
-    from studio.maps import LAYERS
+    from studio.maps import MARKERS
 
     def rgb(colour: str) -> tuple[int, ...]:
         if colour.startswith("rgba"):
@@ -192,7 +192,7 @@ def test_no_category_colour_is_a_grey_that_reads_as_removed_noise_or_filtered_ou
     def chroma(colour: str) -> int:
         return max(rgb(colour)) - min(rgb(colour))
 
-    assert chroma(LAYERS["removed"][2]) < 10 and chroma(OTHER) < 10  # the greys the categories must not look like
+    assert chroma(MARKERS["removed"].colour) < 10 and chroma(OTHER) < 10  # the greys the categories must not look like
     assert [colour for colour in PALETTE_10 + PALETTE_MANY if chroma(colour) < 40] == []
 
 
@@ -228,3 +228,23 @@ def test_umap_of_three_samples_is_their_pca_layout_not_an_eigensolver_error():
     coords = project_2d(features, method="umap", use_cache=False)
     assert coords.shape == (3, 2) and np.isfinite(coords).all()
     np.testing.assert_allclose(coords, project_2d(features, method="pca", use_cache=False), atol=1e-6)
+
+
+def test_removed_noise_is_a_thin_cross_at_every_size_the_maps_draw():
+    """At the sizes the maps shrank it to (4-5 px, filled 'x' with a 1 px outline of its own
+    colour) a removed sample read as a grey dot, where the legend says crosses. A line-drawn
+    cross ('x-thin') of at least 6 px and a 1.5 px line reads as a cross (seen in Chromium),
+    on the full map, with thousands of them, and on Compare's small multiples."""
+    from studio.maps import MARKERS
+
+    cross = MARKERS["removed"]
+    assert cross.symbol == "x-thin" and cross.smallest >= 6 and cross.line >= 1.5
+    features, result = _pool(3000, removal_ratio=0.5)
+    for height in (560, 280):
+        fig = selection_figure(features[:, :2], result, ids=np.arange(3000).astype(str), height=height)
+        (removed,) = [t for t in fig.data if t.name.startswith("removed")]
+        assert removed.marker.symbol == "x-thin" and removed.marker.size >= 6 and removed.marker.line.width >= 1.5
+        assert removed.marker.line.color == removed.marker.color  # a thin symbol is drawn by its line only
+    # the other roles keep their symbols, one definition each
+    assert {role: MARKERS[role].symbol for role in ("core", "selected", "boundary")} == {
+        "core": "star", "selected": "star", "boundary": "circle-open"}

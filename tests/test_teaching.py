@@ -161,3 +161,26 @@ def test_idc_figure_follows_the_chosen_cluster():
         assert len(layers["removed (periphery)"].x) == trace.removed.size
         assert len(layers["other clusters"].x) == points.shape[0] - trace.members.size
         assert len(idc_figure(run, cluster).frames) == int(trace.inclusion_round.max())
+
+
+def test_learn_result_step_draws_cores_as_stars_and_boundary_picks_as_circles_as_every_map():
+    """Step 5 drew BiLAF's cores as circles, where every other map draws cores as stars (and
+    circles mean boundary picks); the baselines' picks are stars, as whole-budget methods'
+    are on the Select and Compare maps. The markers are the maps' own (studio.maps.MARKERS)."""
+    from studio.learn_figures import comparison_figure
+    from studio.maps import MARKERS
+
+    points, _ = make_toy_dataset("blobs", n_samples=300, random_state=0)
+    run = walkthrough(points, 40, n_cores=4, random_state=0)
+    picks = {"BiLAF": run, **compare_methods(points, 40, random_state=0)}
+    fig = comparison_figure(points, picks)
+    drawn = {(t.xaxis, t.name): t for t in fig.data if t.name}
+    cores = drawn[("x", "cores (4)")]
+    boundary = drawn[("x", "boundary (36)")]
+    assert cores.marker.symbol == MARKERS["core"].symbol == "star"
+    assert boundary.marker.symbol == MARKERS["boundary"].symbol == "circle-open"
+    assert sorted(cores.customdata) == sorted(run.cores.tolist())
+    assert sorted(cores.customdata + boundary.customdata) == sorted(run.result.indices.tolist())
+    for axis in ("x2", "x3", "x4"):  # ActiveFT, K-Means, random: 40 picks each, stars
+        (chosen,) = [t for (a, _), t in drawn.items() if a == axis]
+        assert chosen.marker.symbol == MARKERS["selected"].symbol and len(chosen.x) == 40

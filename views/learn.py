@@ -172,9 +172,10 @@ the r = ⌊|U_i| / B_i⌋ = {t.radius} candidates nearest the previous pick are 
 spread along the boundary instead of piling up at one spot. After each pick its opponent's count t_l grows, so
 delta = {penalty} makes the next picks favour *other* boundaries (the table).""")
     else:
-        st.markdown("""**The result.** BiLAF's budget goes to the cores plus samples on the boundaries between
-pseudo-classes, with the noisy periphery left out. ActiveFT, K-Means and random spend the same budget on
-samples that represent the distribution (or not), with no notion of boundaries.""")
+        st.markdown("""**The result.** BiLAF's budget goes to the cores (stars) plus samples on the boundaries between
+pseudo-classes (circles), with the noisy periphery left out (crosses). ActiveFT, K-Means and random spend the
+same budget on samples that represent the distribution (or not), with no notion of boundaries; their picks
+are stars, as a whole-budget method's are on the Select and Compare maps.""")
 
 with figure_col:
     if step == 1:
@@ -192,7 +193,7 @@ with figure_col:
             upto = keep(st.slider, f"learn_upto_{cluster}", "Picks shown", n_picks, min_value=1, max_value=n_picks)
         st.plotly_chart(figures.picks_figure(result, cluster, upto), width="stretch", key="learn_fig4")
     else:
-        picks = {"BiLAF": result.result.indices, **{name.replace("kmeans", "K-Means").replace("activeft", "ActiveFT")
+        picks = {"BiLAF": result, **{name.replace("kmeans", "K-Means").replace("activeft", "ActiveFT")
                                                    .replace("random", "Random"): idx
                                                    for name, idx in baselines(points, budget, seed).items()}}
         st.plotly_chart(figures.comparison_figure(points, picks), width="stretch", key="learn_fig5")
