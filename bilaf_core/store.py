@@ -248,14 +248,17 @@ class RunStore:
     def track(self, *, protocol: str, params: dict, selection_id: int | None = None) -> Iterator["TrackedRun"]:
         """Record a run around a block: ``running`` on entry; ``completed`` with the
         metrics set on the handle, ``cancelled`` (KeyboardInterrupt or
-        :class:`bilaf_core.errors.Cancelled`) or ``failed`` (any other error, its message kept) on exit."""
+        :class:`bilaf_core.errors.Cancelled`, its message kept as it is) or ``failed`` (any other
+        error, its type and message kept) on exit."""
         run = TrackedRun(self, self.start_run(protocol=protocol, params=params, selection_id=selection_id))
         try:
             yield run
         except BaseException as exc:
             cancelled = isinstance(exc, (KeyboardInterrupt, Cancelled))
+            # a cancel's own words ("Cancelled during epoch 3 of 10"); an error with its type
+            said = str(exc) if isinstance(exc, Cancelled) and str(exc) else f"{type(exc).__name__}: {exc}"
             self.finish_run(run.id, status="cancelled" if cancelled else "failed", metrics=run.metrics,
-                            error=f"{type(exc).__name__}: {exc}"[:2000])
+                            error=said[:2000])
             raise
         self.finish_run(run.id, status="completed", metrics=run.metrics)
 

@@ -64,16 +64,6 @@ def trained(run: dict) -> tuple[str | None, int | None]:
     return run.get("backbone"), None
 
 
-def error_line(run: dict) -> str | None:
-    """A run-history record's error in one line: a cancelled run's own words ("Cancelled
-    during epoch 3 of 10"), without the exception's name the store writes before
-    them (:meth:`bilaf_core.store.RunStore.track`), which said "Cancelled: cancelled ..."."""
-    error = run.get("error")
-    if not isinstance(error, str):
-        return None
-    return error.removeprefix(f"{Cancelled.__name__}: ") if run.get("status") == "cancelled" else error
-
-
 def backbone_line(asked: str | None, used: str | None) -> str | None:
     """The backbone a finetuning run trained, said against the one asked for where they
     differ ("asked vit_small_patch16_224.dino, used tf_efficientnet_lite0": the offline

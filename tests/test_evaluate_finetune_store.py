@@ -168,7 +168,7 @@ def test_store_records_selections_and_every_outcome(tmp_path):
     with pytest.raises(RuntimeError), store.track(protocol="linear", params={}, selection_id=selection_id):
         raise RuntimeError("boom")
     with pytest.raises(Cancelled), store.track(protocol="finetune", params={}, selection_id=selection_id):
-        raise Cancelled("stop")
+        raise Cancelled("Cancelled during epoch 3 of 10")
 
     class DownloadCancelled(RuntimeError):  # someone else's error: a name is not a cancellation
         pass
@@ -177,7 +177,9 @@ def test_store_records_selections_and_every_outcome(tmp_path):
         raise DownloadCancelled("network")
     runs = {row["protocol"]: row for row in RunStore(tmp_path / "runs.sqlite").runs()}
     assert runs["knn"]["status"] == "completed" and runs["knn"]["metrics"] == {"top1": 0.5}
-    assert runs["linear"]["status"] == "failed" and "boom" in runs["linear"]["error"]
+    assert runs["linear"]["status"] == "failed" and runs["linear"]["error"] == "RuntimeError: boom"
+    # a cancel is said in its own words: the type before them read "Cancelled: cancelled during ..."
+    assert runs["finetune"]["error"] == "Cancelled during epoch 3 of 10"
     assert runs["finetune"]["status"] == "cancelled" and runs["other"]["status"] == "failed"
     assert runs["knn"]["method"] == "bilaf" and runs["knn"]["budget"] == 2 and runs["knn"]["seed"] == 3
     # the learning curve: completed runs with a top-1 only, per (protocol, method, budget)

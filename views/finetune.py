@@ -212,7 +212,6 @@ if store is not None:
             st.caption("Mean top-1 per method and budget (error bars: std over repeated runs).")
         backbones, epochs = zip(*(jobs.trained(run) for run in mine.to_dict("records"))) if len(mine) else ((), ())
         mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]],
-                           error=[jobs.error_line(run) for run in mine.to_dict("records")],
                            backbone=list(backbones), epochs=pd.array(list(epochs), dtype="Int64"))
         # the error before the long selection column: after it, the table's edge cut it to "ValueError:"
         st.dataframe(mine[["id", "started", "status", "protocol", "backbone", "epochs", "method", "budget", "top-1",
