@@ -23,9 +23,7 @@ def main() -> None:
         st.Page("views/learn.py", title="Learn", icon=":material/school:"),
     ])
     if "source" not in st.session_state:  # a new session: a reload or a shared link reopens its source and settings
-        problem = session.restore_from_url()
-        if problem:
-            st.warning(problem)
+        session.restore_from_url()
     notices = st.empty()  # written after the page: what of the link's settings the page could not use
     with st.sidebar:
         st.markdown("### BiLAF Studio")
@@ -43,8 +41,10 @@ def main() -> None:
                         f"{source.backbone if not source.feature_file else 'from file'}")
             st.markdown(session.run_line(source))
         unused = session.url_warning(source)
-        if unused:
-            notices.warning(unused)
+        if unused:  # until dismissed or a setting changes: a rerun (the background map arriving) keeps it
+            with notices.container():
+                st.warning(unused)
+                st.button("Dismiss", key="dismiss_link_warning", on_click=session.dismiss_url_warning, args=(source,))
         session.write_url(source)
 
     # The address is written before the page runs too (from what the previous run left), so a

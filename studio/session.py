@@ -59,7 +59,8 @@ class PoolState:
     key: str
     values: dict = field(default_factory=dict)  # widget name -> value
     url_values: dict = field(default_factory=dict)  # from a shared link / reload, as strings, until used
-    url_notes: dict = field(default_factory=dict)  # URL values not used: name -> (text, value used, why), until said
+    url_notes: dict = field(default_factory=dict)  # URL values not used: name -> (text, value used, why), see url_warning
+    notes: dict = field(default_factory=dict)  # a page's messages about values it moved (K above B), until a change
     excluded: set = field(default_factory=set)  # feature-set rows marked "exclude from the export"
     forced: set = field(default_factory=set)  # rows marked "force into the export"
     marks_loaded: bool = False  # read from disk once per session (load_marks)
@@ -180,6 +181,24 @@ def setting(state: PoolState, name: str, default: Any) -> Any:
     return default
 
 
+def pending(state: PoolState, name: str, default: Any) -> Any:
+    """The value kept widget ``name`` holds before it is drawn on this run: what the user
+    left in it (a form's submitted value, which a widget whose range changes on this run
+    would lose: K moved with a new budget), else the pool's (:func:`setting`)."""
+    if name in st.session_state and st.session_state.get("_widget_pool", {}).get(name) == state.key:
+        return st.session_state[name]
+    return setting(state, name, default)
+
+
+def put(state: PoolState, name: str, value: Any) -> None:
+    """Make ``value`` what kept widget ``name`` shows when it is drawn next on this run (a
+    value the page had to move, such as K above a new budget)."""
+    if name in st.session_state and st.session_state.get("_widget_pool", {}).get(name) == state.key:
+        st.session_state[name] = value
+    else:
+        state.values[name] = value
+
+
 def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolState, options=None,
          min_value=None, max_value=None, **kwargs) -> Any:
     """Create ``widget`` (e.g. ``st.slider`` or ``column.selectbox``) with key ``name``,
@@ -195,7 +214,7 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
     ranges = st.session_state.setdefault("_widget_range", {})
     span = (min_value, max_value, None if options is None else tuple(options))
     if name not in st.session_state or owners.get(name) != state.key or ranges.get(name, span) != span:
-        asked = setting(state, name, default)
+        asked = pending(state, name, default)  # a new range: what the user left in the widget, if this pool's
         value = _valid(asked, options, min_value, max_value)
         st.session_state[name] = default if value is None else value
         owners[name] = state.key
@@ -209,8 +228,27 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
     args = () if options is None else (options,)
     bounds = {k: v for k, v in (("min_value", min_value), ("max_value", max_value)) if v is not None}
     value = widget(label, *args, key=name, **bounds, **kwargs)
+    if value is None and default is not None:  # an emptied number field (value=None): the pool keeps its last
+        return None                            # value, the page says so (state.empty_input_warning)
+    if name in state.values and _differs(value, state.values[name]):
+        changed(state)
     state.values[name] = value
     return value
+
+
+def _differs(a: Any, b: Any) -> bool:
+    try:
+        return bool(a != b)
+    except (TypeError, ValueError):  # arrays: no single truth value
+        return a is not b
+
+
+def changed(state: PoolState) -> None:
+    """The user changed a setting: what the app said about the values it could not use or
+    had to move (a link's, K above B) no longer applies, and goes."""
+    state.notes.clear()
+    state.url_notes.clear()
+    st.session_state.pop("link_problem", None)
 
 
 def settings(source: Source, n: int) -> dict:
@@ -281,30 +319,46 @@ def write_url(source: Source) -> None:
         st.query_params.from_dict(wanted)
 
 
-def restore_from_url() -> str | None:
-    """On a session's first run: take the source and settings a URL carries. Returns a
-    message when the URL named something that could not be opened."""
+def restore_from_url() -> None:
+    """On a session's first run: take the source and settings a URL carries. What the URL
+    named that could not be opened, or settings it carries without the data source they
+    belong to (no ``data=``), is kept for :func:`url_warning`."""
     params = {key: st.query_params.get(key) for key in st.query_params}
     source, problem = source_from_url(params)
+    settings_given = [k for k in params if k in URL_FIELDS]
+    if source is None and problem is None and settings_given:
+        problem = (f"The link's settings ({', '.join(f'{k}={params[k]}' for k in settings_given)}) were not read: "
+                   f"a link's settings belong to a data source, and this link names none (no data= parameter, e.g. "
+                   f"data=digits). Showing {Source().label} with its own settings; set them on the Select page, or "
+                   "open the link with its data= part.")
+    if problem:
+        st.session_state.link_problem = problem
     if source is None:
-        return problem
+        return
     st.session_state.source = source
     pool_state(source).url_values.update({k: v for k, v in params.items() if k in URL_FIELDS})
-    return None
 
 
 def url_warning(source: Source) -> str | None:
-    """The one message about the values of this pool's link that were not used (each named
-    with its value, why, and the value used instead), once: None when there are none or
-    they were said before."""
+    """The one message about the link the session was opened with: what it named that
+    could not be opened, and the values of this pool's link that were not used (each named
+    with its value, why, and the value used instead). It stays, through the reruns that a
+    background map or a timer makes, until the user dismisses it (:func:`dismiss_url_warning`)
+    or changes a setting (:func:`changed`); None when there is nothing to say."""
     notes = pool_state(source).url_notes
-    if not notes:
-        return None
     parts = [f"{name} = {text!r} ({why}): using {repr(used) if isinstance(used, str) else used} instead"
              for name, (text, used, why) in notes.items()]
-    notes.clear()
-    return (f"The link's {'settings were' if len(parts) > 1 else 'setting was'} not all usable: " + "; ".join(parts)
-            + ". Change them on the Select page.")
+    said = [st.session_state.get("link_problem")] if st.session_state.get("link_problem") else []
+    if parts:
+        said.append(f"The link's {'settings were' if len(parts) > 1 else 'setting was'} not all usable: "
+                    + "; ".join(parts) + ". Change them on the Select page.")
+    return " ".join(said) or None
+
+
+def dismiss_url_warning(source: Source) -> None:
+    """The user read :func:`url_warning`: it goes."""
+    pool_state(source).url_notes.clear()
+    st.session_state.pop("link_problem", None)
 
 
 def chart_key(name: str, state: PoolState) -> str:

@@ -356,6 +356,85 @@ def budget_warning(values: dict, n: int) -> str | None:
     return None
 
 
+def pool_share(fraction: float) -> str:
+    """A share of the pool as every page writes it: three significant digits and a spaced
+    percent sign, "5 %", "0.0556 %", "33.4 %" (the rule of the guidance's message)."""
+    return f"{100 * fraction:.3g} %"
+
+
+def empty_input_warning(name: str, values: dict) -> str:
+    """What the Select page says when its number field ``name`` (budget, budget_percent,
+    seed) was left empty, or held text that is not a number (a browser sends both as no
+    value): the value it keeps using (``values``, the pool's), and what to type."""
+    label, kept, what = {
+        "budget": ("Budget B", f"selecting B = {_number(float(values['budget']))}", "a number of samples"),
+        "budget_percent": ("Budget (% of the pool)", f"selecting {float(values['budget_percent']):g} % of the pool",
+                           "a percentage of the pool"),
+        "seed": ("Seed", f"selecting with seed {int(values['seed']):,}", "a whole number"),
+    }[name]
+    return f"The {label} field is empty or not a number: {kept}, the last value given. Type {what} and press Select."
+
+
+#: The K slider's largest value: a longer slider cannot be moved to one value.
+K_SLIDER_MAX = 1000
+
+
+def n_cores_max(budget: int, n: int) -> int:
+    """The largest K the Select page offers: at most the budget B, the pool's size and
+    :data:`K_SLIDER_MAX` (select() refuses K above B or N)."""
+    return max(1, min(budget, n, K_SLIDER_MAX))
+
+
+def clamp_n_cores(asked, budget: int, n: int) -> tuple[int | str, str | None]:
+    """The K the Select page uses for the K ``asked`` ("auto" or a whole number): moved down to
+    :func:`n_cores_max` when above it, with the message that says so (None when not moved)."""
+    top = n_cores_max(budget, n)
+    if asked == AUTO or not isinstance(asked, int) or asked <= top:
+        return asked, None
+    limit = (f"the budget B = {budget:,}" if top == budget else f"the pool's {n:,} samples" if top == n
+             else f"the slider's largest value, {K_SLIDER_MAX:,}")
+    return top, (f"K = {asked:,} is more than {limit}: selecting with K = {top:,}."
+                 + (" Raise the budget first for more cores." if top == budget else ""))
+
+
+def ray_address_problem(address: str) -> str | None:
+    """Why the Data page cannot use ``address`` as a Ray cluster's address (None when it
+    can): the Ray engine's own check (HOST:PORT, port 1 to 65535, or 'auto'), said when the
+    address is given rather than when a later load first reaches the cluster."""
+    from bilaf_core.ray_engine import _host_port
+
+    try:
+        _host_port(address)
+    except ValueError as exc:
+        host, _, port = address.rpartition(":")
+        return f"{exc}" + (f" (its port, {int(port)}, is outside 1 to 65535)" if host and port.isdigit() else "")
+    return None
+
+
+#: What the Data page's uploader takes: a feature file, or a zip of images.
+FEATURE_FILE_TYPES = (".npy", ".npz", ".parquet")
+IMAGE_ZIP_TYPES = (".zip",)
+
+
+def upload_problem(name: str) -> str | None:
+    """Why an uploaded file's type is none the Data page loads (None when it is one). The
+    uploader takes any file, so that this names the file: one that restricts the types
+    refused a .csv in the browser, and the page then said "choose a feature file to upload"."""
+    if Path(name).suffix.lower() in FEATURE_FILE_TYPES + IMAGE_ZIP_TYPES:
+        return None
+    return (f"{name} is not a feature file nor a zip of images: upload a feature file ({', '.join(FEATURE_FILE_TYPES)}; "
+            "an .npz holds its rows under 'features') with 'Feature file (upload)', or a .zip of images "
+            "(class subfolders give labels) with 'Image folder (zip upload)'")
+
+
+def folder_problem(path: str) -> str | None:
+    """Why a typed image folder is no folder: it names a file (None when it does not, or
+    when it names nothing: the loader says a missing folder is not found)."""
+    if path.strip() and Path(path.strip()).expanduser().is_file():
+        return f"{path.strip()} is a file, not a folder: give the folder that holds the images"
+    return None
+
+
 def _number(value: float) -> str:
     """A number as typed: 12, 100,000 or 12.5 (not 12.0 or 1e+05)."""
     return f"{int(value):,}" if float(value).is_integer() else f"{value:,.10g}"
@@ -428,12 +507,23 @@ def compare_problems(row: dict, budget: int, n: int) -> dict[str, str]:
 
 def compare_setting(select_values: dict, row: dict) -> tuple[dict, str]:
     """One Compare row: the Select page's values with the row's filled cells on top (an
-    empty cell, as in a new row, keeps the Select page's value), and the setting's name."""
+    empty cell, as in a new row, keeps the Select page's value), and the setting's name:
+    the method, BiLAF's K, P_rm and delta, and every other cell of the row (the seed, the
+    denoiser) whose value differs from the Select page's, so two rows that select
+    differently never read the same ("bilaf K=5 Prm=0.1 δ=1.1 seed=3")."""
     values = {**select_values, **{k: v for k, v in row.items() if v is not None and not pd.isna(v)}}
     name = str(values["method"])
     if values["method"] == "bilaf":
         name += (f" K={str(values['n_cores']).strip()} Prm={float(values['removal_ratio']):g} "
                  f"δ={float(values['opponent_penalty']):g}")
+    for cell in row:
+        if cell in ("method", "n_cores", "removal_ratio", "opponent_penalty") or cell not in select_values or (
+                values["method"] != "bilaf" and cell in BILAF_ONLY_PARAMS):
+            continue
+        mine, page = (_whole(float(values[cell])), _whole(float(select_values[cell]))) if cell == "seed" else (
+            values[cell], select_values[cell])
+        if mine != page:
+            name += f" {cell}={mine}"
     return values, name
 
 
@@ -446,8 +536,11 @@ def selection(source: Source, budget: int, params: tuple, *, progress=None):
         n_cores, core_method = options.pop("n_cores"), options.pop("core_method")
         if options["method"] != "bilaf":
             return select(features(source), budget, progress=progress, **options)
-        split = resolve_n_cores(n_cores, len(feature_set(source).ids), budget)  # K > B: select()'s own error
-        n_cores = split.n_cores
+        n = len(feature_set(source).ids)
+        split = resolve_n_cores(n_cores, n, budget)  # K > B: select()'s own error
+        n_cores, rule = split.n_cores, split.reason
+        if budget == 1:  # the only K there is ("auto: K = round(sqrt(B)) = 1 pseudo-classes" or "set by hand" said less)
+            rule = "the pool has a single sample" if n == 1 else "a budget of one sample has one core"
         started = time.perf_counter()
         options["cores"] = cores(source, n_cores, core_method, options["random_state"], progress=progress)
         stage1 = time.perf_counter() - started  # about 0 where an earlier selection's cores are reused
@@ -455,7 +548,7 @@ def selection(source: Source, budget: int, params: tuple, *, progress=None):
         result = select(features(source), budget, **options)
         # The cores came from this stage 1, not from the user: record how they were made, why
         # this K, and how long this selection's stage 1 took (select() is given them: 0 s).
-        return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": split.reason},
+        return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": rule},
                        timings={**result.timings, "stage1": stage1, "total": result.timings["total"] + stage1})
 
     def compute_and_trim():

@@ -194,3 +194,196 @@ def test_sample_rows_names_the_ids_a_pool_lacks_and_its_range():
         sample_rows(ids, ["digits/00099"])
     with pytest.raises(ValueError, match=r"'x', '7' are not ids .* \(a row number is not an id: row 7 is 'digits/00007'\)"):
         sample_rows(ids, ["x", "7"])
+
+
+# The app's own bad inputs, page by page (streamlit.testing.v1.AppTest on the offline digits).
+
+from pathlib import Path  # noqa: E402
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def _page(page: str | None = None, **params) -> AppTest:
+    """The app (opened from a link carrying ``params``, if any), on ``page``."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(params)
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _shown(at: AppTest, name: str) -> int:
+    return int(next(m.value for m in at.metric if m.label == name).replace(",", ""))
+
+
+def _select(at: AppTest) -> AppTest:
+    next(b for b in at.button if b.label == "Select").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_an_emptied_budget_or_seed_field_keeps_the_last_value_and_says_so():
+    """Emptying Budget B (or typing text, which a browser sends as no value) selected with
+    0, that is 1 sample, and the field showed 0."""
+    at = _page()
+    at.number_input(key="budget").set_value(120)
+    assert _shown(_select(at), "Selected") == 120
+    at.number_input(key="budget").set_value(None)
+    _select(at)
+    said = [w.value for w in at.warning]
+    assert said == ["The Budget B field is empty or not a number: selecting B = 120, the last value given. Type a "
+                    "number of samples and press Select."], said
+    assert _shown(at, "Selected") == 120 and not at.error
+    assert at.number_input(key="budget").value is None  # the field is left as the user left it, not 0
+    at.number_input(key="budget").set_value(90)
+    at.number_input(key="seed").set_value(None)
+    _select(at)
+    assert [w.value for w in at.warning] == ["The Seed field is empty or not a number: selecting with seed 0, the last "
+                                             "value given. Type a whole number and press Select."]
+    assert _shown(at, "Selected") == 90
+    at.radio(key="budget_unit").set_value("% of the pool").run()
+    at.number_input(key="budget_percent").set_value(None)
+    at.number_input(key="seed").set_value(0)
+    _select(at)
+    assert [w.value for w in at.warning] == ["The Budget (% of the pool) field is empty or not a number: selecting 5.01 "
+                                             "% of the pool, the last value given. Type a percentage of the pool and "
+                                             "press Select."]
+
+
+def test_k_slider_ends_at_the_budget_and_a_larger_k_is_moved_down_with_a_warning():
+    """K reached 1,000 whatever B was: a high K left an error-only page."""
+    at = _page()
+    assert at.select_slider(key="n_cores").options[-1] == "89"  # B = 89 of the digits' 1,797
+    at.number_input(key="budget").set_value(120)
+    _select(at)
+    assert at.select_slider(key="n_cores").options[-1] == "120"
+    at.select_slider(key="n_cores").set_value(100)
+    assert _shown(_select(at), "Core") == 100
+    at.number_input(key="budget").set_value(5)  # K kept at 100 from before
+    _select(at)
+    said = "K = 100 is more than the budget B = 5: selecting with K = 5. Raise the budget first for more cores."
+    assert not at.error, [e.value for e in at.error]
+    assert [w.value for w in at.warning] == [said]
+    assert at.select_slider(key="n_cores").value == 5 and _shown(at, "Core") == 5 and _shown(at, "Selected") == 5
+    at.run()  # a rerun of nobody's doing (the background map arriving) keeps the message
+    assert [w.value for w in at.warning] == [said]
+    at.number_input(key="budget").set_value(40)
+    _select(at)  # a change of settings: the message goes; the slider now ends at 40
+    assert not at.warning and at.select_slider(key="n_cores").options[-1] == "40"
+    at.select_slider(key="n_cores").set_value(30)
+    assert _shown(_select(at), "Core") == 30
+    at.number_input(key="budget").set_value(10)
+    at.select_slider(key="n_cores").set_value(20)  # both in one press: the K moved is the one just set
+    _select(at)
+    assert [w.value for w in at.warning] == ["K = 20 is more than the budget B = 10: selecting with K = 10. Raise the "
+                                             "budget first for more cores."]
+
+
+def test_a_link_whose_k_is_above_its_budget_opens_with_k_moved_down():
+    at = _page(data="digits", budget="8", n_cores="50")
+    assert not at.error, [e.value for e in at.error]
+    assert at.select_slider(key="n_cores").value == 8 and _shown(at, "Core") == 8
+    assert any("K = 50 is more than the budget B = 8" in w.value for w in at.warning)
+
+
+def test_the_select_form_says_its_changes_apply_when_select_is_pressed():
+    at = _page()
+    assert any("apply when you press **Select**" in c.value and "leaving the page" in c.value for c in at.caption)
+
+
+def test_the_pool_share_is_written_one_way_everywhere():
+    """"0.06%" under the counts, "0.0556 %" in the guidance beside it."""
+    at = _page()
+    at.number_input(key="budget").set_value(1)
+    _select(at)
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("B = 1 sample, 0.0556 % of the 1,797-sample pool.") for c in captions), captions
+    assert any("near 0.0556 % of the pool" in c for c in captions), captions
+    from studio.state import pool_share
+
+    assert [pool_share(f) for f in (0.05, 1 / 1797, 0.33389, 1.0)] == ["5 %", "0.0556 %", "33.4 %", "100 %"]
+
+
+def test_a_one_sample_feature_file_says_why_k_is_1(tmp_path, monkeypatch):
+    """It said "K = 1 (set by hand)" though nobody set K."""
+    path = tmp_path / "one.npy"
+    np.save(path, np.ones((1, 8), dtype=np.float32))
+    monkeypatch.setenv("BILAF_START_FEATURES", str(path))
+    at = _page()
+    assert _shown(at, "Selected") == 1
+    captions = [c.value for c in at.caption]
+    assert not any("set by hand" in c for c in captions), captions
+    assert any("K = 1 (the pool has a single sample)" in c for c in captions), captions
+
+
+def test_data_page_refuses_a_bad_ray_address_when_it_is_given():
+    """'not an address' or port 99999 loaded (from the cache) without a word."""
+    at = _page("views/data.py")
+    at.radio(key="engine_choice").set_value("Ray (a cluster, or a local Ray runtime)")
+    for address, part in (("not an address", "got 'not an address'"),
+                          ("127.0.0.1:99999", "got '127.0.0.1:99999' (its port, 99999, is outside 1 to 65535)")):
+        at.text_input(key="ray_address").set_value(address)
+        next(b for b in at.button if b.label == "Load and extract features").click().run()
+        assert not at.exception
+        said = [e.value for e in at.error]
+        assert len(said) == 1 and part in said[0] and "HOST:PORT" in said[0], said
+
+
+def test_data_page_says_an_image_folder_that_is_a_file_is_a_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("BILAF_ALLOWED_ROOTS", str(tmp_path))
+    (tmp_path / "cat.png").write_bytes(b"not really")
+    at = _page("views/data.py")
+    at.selectbox(key="source_choice").set_value("Image folder")
+    at.text_input(key="source_root").set_value(str(tmp_path / "cat.png"))
+    next(b for b in at.button if b.label == "Load and extract features").click().run()
+    assert [e.value for e in at.error] == [f"Cannot load this source: {tmp_path / 'cat.png'} is a file, not a folder: "
+                                           "give the folder that holds the images"]
+
+
+def test_an_upload_of_another_type_is_named_with_the_types_the_page_takes():
+    from studio.state import upload_problem
+
+    assert upload_problem("pool.NPZ") is None and upload_problem("images.zip") is None
+    said = upload_problem("notes.csv")
+    assert said.startswith("notes.csv is not a feature file nor a zip of images: upload a feature file (.npy, .npz, "
+                           ".parquet"), said
+    assert "'Image folder (zip upload)'" in said
+
+
+def test_a_link_without_data_says_its_settings_were_not_read():
+    at = _page(budget="120", n_cores="7")
+    said = [w.value for w in at.warning]
+    assert len(said) == 1 and "budget=120, n_cores=7" in said[0] and "no data= parameter" in said[0], said
+    assert _shown(at, "Selected") == 89
+
+
+def test_the_link_warning_stays_until_dismissed_or_a_setting_changes():
+    """It went on the next rerun, such as the one the background map makes when it arrives."""
+    at = _page(data="digits", method="magic")
+    link = [w.value for w in at.warning if "link" in w.value]
+    assert len(link) == 1 and "method = 'magic'" in link[0]
+    at.run()
+    assert [w.value for w in at.warning if "link" in w.value] == link
+    at.button(key="dismiss_link_warning").click().run()
+    assert not any("link" in w.value for w in at.warning)
+    at = _page(data="digits", method="magic")
+    at.slider(key="removal_ratio").set_value(0.3)
+    _select(at)
+    assert not any("link" in w.value for w in at.warning)
+
+
+def test_compare_names_a_rows_seed_and_denoiser_where_they_differ_from_the_select_page():
+    """Two rows differing by seed read the same ("bilaf K=5 Prm=0.1 δ=1.1")."""
+    from studio.state import compare_setting, select_defaults
+
+    base = select_defaults(1797)
+    row = {"method": "bilaf", "n_cores": "5", "removal_ratio": 0.1, "opponent_penalty": 1.1, "denoise": "idc"}
+    assert compare_setting(base, {**row, "seed": 0.0})[1] == "bilaf K=5 Prm=0.1 δ=1.1"
+    assert compare_setting(base, {**row, "seed": 3.0})[1] == "bilaf K=5 Prm=0.1 δ=1.1 seed=3"
+    assert compare_setting(base, {**row, "denoise": "none", "seed": None})[1] == "bilaf K=5 Prm=0.1 δ=1.1 denoise=none"
+    assert compare_setting(base, {"method": "activeft", "denoise": "none", "seed": 3})[1] == "activeft seed=3"
+    assert compare_setting({**base, "seed": 3}, {"method": "activeft", "seed": 3})[1] == "activeft"

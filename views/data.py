@@ -32,8 +32,10 @@ with st.form("data_source"):
     test_root = keep(st.text_input, "source_test_root",
                      "Test folder (optional, image folders): class subfolders, used to measure accuracy",
                      current.test_root)
-    upload = st.file_uploader("Upload: a feature file (.npy, .npz with 'features', .parquet) or a zip of images "
-                              "(class subfolders give labels)", type=["npy", "npz", "parquet", "zip"])
+    # Any type: a .csv refused by the browser never reached the page, which then said "choose
+    # a feature file to upload"; state.upload_problem names the file and the types instead.
+    upload = st.file_uploader(f"Upload: a feature file ({', '.join(state.FEATURE_FILE_TYPES)}; .npz with 'features') "
+                              f"or a zip of images ({', '.join(state.IMAGE_ZIP_TYPES)}; class subfolders give labels)")
     backbone_label = keep(st.selectbox, "backbone_choice", "Backbone", options=list(state.BACKBONE_CHOICES),
                           default=next((label for label, name in state.BACKBONE_CHOICES.items()
                                         if name and name == current.backbone), list(state.BACKBONE_CHOICES)[0]))
@@ -51,8 +53,17 @@ with st.form("data_source"):
     submitted = st.form_submit_button("Load and extract features", type="primary")
 
 
+engine = ENGINES[engine_label]
 if submitted:
+    # checked when given: a bad Ray address failed only when a load first reached the cluster
+    # (never, for features already cached); a file typed as the image folder was "not found"
+    problem = next(filter(None, (
+        upload is not None and state.upload_problem(upload.name),
+        engine == "ray" and ray_address.strip() and state.ray_address_problem(ray_address.strip()),
+        dataset == "folder" and (state.folder_problem(root) or state.folder_problem(test_root)))), None)
     try:
+        if problem:
+            raise ValueError(problem)
         source = sources.source_from_form(
             dataset, root=root, test_root=test_root, backbone_label=backbone_label, timm_name=timm_name,
             weights=weights, upload=None if upload is None else (upload.name, upload.getvalue()))
@@ -63,7 +74,6 @@ if submitted:
         with st.status(f"Loading {source.label} ...", expanded=True) as status:
             try:
                 with session.progress_bar("Features") as report:
-                    engine = ENGINES[engine_label]
                     fs = state.feature_set(source, progress=report, notify=notices.append, engine=engine,
                                            ray_address=(ray_address.strip() or None) if engine == "ray" else None)
             except ValueError as exc:

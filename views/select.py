@@ -38,6 +38,7 @@ def switch_budget_unit() -> None:
 # Outside the form: switching the unit shows the other input at once, holding the same budget.
 unit = keep(st.radio, "budget_unit", "Budget in", options=list(state.PAGE_OPTIONS["budget_unit"]), horizontal=True,
             on_change=switch_budget_unit)
+empty = []  # the number fields left empty, or holding text that is no number (a browser sends both as no value)
 with st.form("selection_parameters"):
     left, mid, right = st.columns(3)
     keep(left.selectbox, "method", **state.param_widget("method"))
@@ -45,16 +46,23 @@ with st.form("selection_parameters"):
     # (an input with a min_value kept its last valid number, which the warning then quoted;
     # in a browser it only turns red, its range in a tooltip). A float input: an int one
     # made 12.5 into 12 without a word; the warning below says "not a whole number".
+    # value=None: an emptied field gives None (not 0, which then selected 1), and the pool
+    # keeps its last value, which the warning below names.
     if unit == "samples":
-        keep(mid.number_input, "budget", "Budget B", step=1.0, format="%.10g")
-    else:
-        keep(mid.number_input, "budget_percent", "Budget (% of the pool)", step=0.5)
-    if n > 1:
-        keep(right.select_slider, "n_cores", options=[AUTO, *range(1, min(n, 1000) + 1)],
-             **state.param_widget("n_cores"))
-    else:  # a slider needs two values
-        pool.values["n_cores"] = 1
-        right.caption("K = 1: the pool has a single sample")
+        if keep(mid.number_input, "budget", "Budget B", step=1.0, format="%.10g", value=None) is None:
+            empty.append("budget")
+    elif keep(mid.number_input, "budget_percent", "Budget (% of the pool)", step=0.5, value=None) is None:
+        empty.append("budget_percent")
+    # K's slider ends at the budget just given (and the pool's size): a K kept from before
+    # above a new, smaller B is moved down to B, and the page says so (it was an error-only page).
+    budget_now = state.budget_of(session.settings(source, n), n)
+    k_used, k_note = state.clamp_n_cores(session.pending(pool, "n_cores", default["n_cores"]), budget_now, n)
+    if k_note:
+        session.put(pool, "n_cores", k_used)
+    keep(right.select_slider, "n_cores", options=[AUTO, *range(1, state.n_cores_max(budget_now, n) + 1)],
+         **state.param_widget("n_cores"))
+    if k_note:  # said until the next change of a setting (a rerun for the background map keeps it)
+        pool.notes["n_cores"] = k_note
     keep(left.slider, "removal_ratio", **state.param_widget("removal_ratio"))
     keep(mid.slider, "include_ratio", **state.param_widget("include_ratio"))
     keep(right.slider, "k_neighbors", **state.param_widget("k_neighbors"))
@@ -66,11 +74,18 @@ with st.form("selection_parameters"):
         keep(c.selectbox, "denoise", **state.param_widget("denoise"))
         keep(a.selectbox, "criterion", **state.param_widget("criterion"))
         keep(b.selectbox, "process", **state.param_widget("process"))
-        keep(c.number_input, "seed", "Seed", step=1)  # no bounds, as the budget: the warning below names them
+        if keep(c.number_input, "seed", "Seed", step=1, value=None) is None:  # no bounds, as the budget
+            empty.append("seed")
     st.form_submit_button("Select", type="primary")
+    # The form's edits reach the selection (and are kept) only when Select is pressed; a
+    # newcomer lost edits by leaving the page. Kept as a form: each slider moved on its own
+    # would rerun the selection (a stage 1 per K moved through).
+    st.caption("Changes here apply when you press **Select**; leaving the page before that drops them.")
 
 values = session.settings(source, n)
-for moved in (state.budget_warning(values, n), state.seed_warning(values["seed"])):
+for name in empty:
+    st.warning(state.empty_input_warning(name, values))
+for moved in (state.budget_warning(values, n), state.seed_warning(values["seed"]), *pool.notes.values()):
     if moved is not None:
         st.warning(moved)
 try:
@@ -90,7 +105,7 @@ for col, (name, value) in zip(st.columns(5), metrics.items()):
     col.metric(name, f"{value:,}")
 k_line = (f" K = {result.params['n_cores']:,} ({result.params['n_cores_rule']})."
           if result.params["method"] == "bilaf" else "")
-st.caption(f"B = {result.budget:,} sample{'s' if result.budget != 1 else ''}, {result.budget / n:.2%} of the {n:,}-sample "
+st.caption(f"B = {result.budget:,} sample{'s' if result.budget != 1 else ''}, {state.pool_share(result.budget / n)} of the {n:,}-sample "
            f"pool.{k_line}")
 
 with st.container():  # the map takes the page's width; the diagnostics go under it

@@ -1,0 +1,163 @@
+"""Browser journeys of a newcomer's bad inputs on the built-in digits: an emptied or
+lettered budget, K above a lowered budget, a .csv upload, a file given as the image
+folder, a bad Ray address, a one-sample feature file, a link without its data source, a
+link's warning that must outlive the background map, and Compare rows differing by seed.
+Each drives Debian's chromium against `streamlit run app.py` and fails on any Streamlit
+exception box, console error or page error."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from browser import LONG, assert_clean, choose, go, nudge, slider_value, streamlit_server, wait_idle, wait_select
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    with streamlit_server(tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("log") / "streamlit.log",
+                          BILAF_ALLOWED_ROOTS=str(folder)) as url:
+        yield url, folder
+
+
+def _open(server, browser, query: str = ""):
+    page = browser.page()
+    page.goto(server[0] + query)
+    wait_select(page)
+    return page
+
+
+def _press_select(page) -> None:
+    page.get_by_role("button", name="Select", exact=True).click()
+    time.sleep(0.5)
+    wait_idle(page)
+
+
+def test_an_emptied_or_lettered_budget_keeps_the_last_budget_and_says_so(server, browser):
+    page = _open(server, browser)
+    budget = page.get_by_label("Budget B")
+    expect(page.get_by_text("Changes here apply when you press Select")).to_be_visible()
+    for typed in ("", "abc"):  # a number field takes no letters: the browser sends it as empty
+        budget.fill("")
+        if typed:
+            budget.press_sequentially(typed)
+        _press_select(page)
+        expect(page.get_by_text("The Budget B field is empty or not a number: selecting B = 89, the last value "
+                                "given.")).to_be_visible()
+        expect(page.get_by_text("B = 89 samples, 4.95 % of the 1,797-sample pool.")).to_be_visible()
+        assert budget.input_value() == ""  # not 0
+        expect(page.get_by_text("less than one sample")).to_have_count(0)
+    assert_clean(page, browser)
+
+
+def test_k_stops_at_the_budget_and_a_lower_budget_moves_k_down_with_a_lasting_warning(server, browser):
+    page = _open(server, browser)
+    page.get_by_label("Budget B").fill("20")
+    _press_select(page)
+    nudge(page, "K: core samples", 40)  # far beyond the budget
+    assert slider_value(page, "K: core samples") == "20"
+    _press_select(page)
+    page.get_by_label("Budget B").fill("6")
+    _press_select(page)
+    said = page.get_by_text("K = 20 is more than the budget B = 6: selecting with K = 6.")
+    expect(said).to_be_visible()
+    assert slider_value(page, "K: core samples") == "6"
+    expect(page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')).to_have_count(0)
+    expect(page.get_by_text("Computing the UMAP map")).to_have_count(0, timeout=LONG)  # the map's rerun
+    time.sleep(3)
+    wait_idle(page)
+    expect(said).to_be_visible()
+    assert_clean(page, browser)
+
+
+def test_data_page_names_a_csv_upload_a_file_folder_and_a_bad_ray_address(server, browser):
+    folder = server[1]
+    (folder / "notes.csv").write_text("a,b\n1,2\n")
+    (folder / "cat.png").write_bytes(b"not an image folder")
+    page = _open(server, browser)
+    go(page, "Data", "Data")
+    choose(page, "Source", "Feature file (upload)")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(folder / "notes.csv"))
+    expect(page.get_by_text("notes.csv")).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Load and extract features").click()
+    expect(page.get_by_text("Cannot load this source: notes.csv is not a feature file nor a zip of images: upload "
+                            "a feature file (.npy, .npz, .parquet")).to_be_visible(timeout=60_000)
+
+    page.goto(server[0] + "/data")  # a fresh form
+    expect(page.get_by_role("heading", name="Data")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    page.get_by_text("Ray (a cluster, or a local Ray runtime)").click()
+    for address, said in (("not an address", "got 'not an address'"),
+                          ("127.0.0.1:99999", "(its port, 99999, is outside 1 to 65535)")):
+        page.get_by_label("Ray cluster address").fill(address)
+        page.get_by_role("button", name="Load and extract features").click()
+        expect(page.get_by_text(said, exact=False)).to_be_visible(timeout=60_000)
+        wait_idle(page)
+    page.get_by_label("Ray cluster address").fill("")
+    page.get_by_text("This machine").click()
+    choose(page, "Source", "Image folder")
+    page.get_by_role("textbox", name="Folder (local copy").fill(str(folder / "cat.png"))
+    page.get_by_role("button", name="Load and extract features").click()
+    expect(page.get_by_text(f"{folder / 'cat.png'} is a file, not a folder: give the folder that holds the "
+                            "images")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    assert_clean(page, browser)
+
+
+def test_a_one_sample_feature_file_says_why_k_is_one(server, browser, tmp_path):
+    path = tmp_path / "one sample.npy"
+    np.save(path, np.ones((1, 8), dtype=np.float32))
+    page = _open(server, browser)
+    go(page, "Data", "Data")
+    choose(page, "Source", "Feature file (upload)")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    expect(page.get_by_text(path.name)).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Load and extract features").click()
+    expect(page.get_by_role("heading", name=f"upload {path.name}")).to_be_visible(timeout=LONG)
+    go(page, "Select", "Select samples to label")
+    expect(page.get_by_text("K = 1 (the pool has a single sample)", exact=False)).to_be_visible(timeout=LONG)
+    expect(page.get_by_text("set by hand", exact=False)).to_have_count(0)
+    wait_idle(page)
+    assert_clean(page, browser)
+
+
+def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, browser):
+    page = _open(server, browser, "/?budget=120&n_cores=7")
+    expect(page.get_by_text("The link's settings (budget=120, n_cores=7) were not read", exact=False)).to_be_visible()
+    expect(page.get_by_text("no data= parameter", exact=False)).to_be_visible()
+    page = _open(server, browser, "/?data=digits&method=magic&projection=tsne")
+    said = page.get_by_text("method = 'magic'", exact=False)
+    expect(said).to_be_visible()
+    expect(page.get_by_text("Computing the t-SNE map")).to_have_count(0, timeout=LONG)  # arrived: a rerun
+    wait_idle(page)
+    expect(said).to_be_visible()
+    page.get_by_role("button", name="Dismiss").click()
+    expect(said).to_have_count(0, timeout=60_000)
+    wait_idle(page)
+    assert_clean(page, browser)
+
+
+def test_compare_rows_that_differ_by_seed_read_differently(server, browser):
+    page = _open(server, browser)
+    go(page, "Compare", "Compare selections")
+    expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=LONG)
+    wait_idle(page)
+    editor = page.locator('[data-testid="stDataFrame"]').first
+    box = editor.bounding_box()
+    page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)  # the first row's method cell
+    for _ in range(5):  # method, K, P_rm, delta, denoise, seed
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")
+    cell = page.locator(".gdg-input")
+    expect(cell).to_be_focused(timeout=30_000)
+    cell.fill("3")
+    cell.press("Enter")
+    expect(page.get_by_text("bilaf K=auto Prm=0.1 δ=1.1 seed=3").first).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    page.screenshot(path=str(Path(server[1]) / "compare.png"))
+    assert_clean(page, browser)
