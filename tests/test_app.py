@@ -129,13 +129,14 @@ def test_stage2_slider_change_updates_the_selection():
     assert any("stage 1 0.00 s" in m.value for m in at.markdown)  # stage 1's cores reused
 
 
-def test_budget_below_k_shows_an_error_not_a_traceback():
+def test_budget_below_k_moves_k_down_with_a_warning_not_a_traceback():
     at = _app()
     at.number_input(key="budget").set_value(5)
     at.select_slider(key="n_cores").set_value(20)
     at.button[0].click().run()
     _no_failure(at)
-    assert any("budget must be at least n_cores" in e.value for e in at.error)
+    assert not at.error
+    assert any("K = 20 is more than the budget B = 5: selecting with K = 5" in w.value for w in at.warning)
 
 
 def test_data_page_runs_and_bad_folders_give_errors(tmp_path, monkeypatch):
@@ -773,7 +774,9 @@ def test_a_link_with_unusable_values_says_which_and_what_it_used_instead():
                  "seed = '-1'", "using 0 instead", "k_neighbors = '80'", "using 50 instead"):
         assert part in said[0], (part, said[0])
     assert shown(at, "Selected") == 89 and at.slider(key="k_neighbors").value == 50
-    at.run()  # said once: the next run has nothing to say about the link
+    at.run()  # a rerun (the background map arriving) keeps it
+    assert len([w for w in at.warning if "link" in w.value]) == 1
+    at.button(key="dismiss_link_warning").click().run()
     assert not any("link" in w.value for w in at.warning)
 
 
