@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GUIDANCE_FILE", "USEFUL_RHO", "DIAGNOSTIC_NAMES", "Guidance", "guidance", "load_measurements"]
+__all__ = ["GUIDANCE_FILE", "USEFUL_RHO", "DIAGNOSTIC_NAMES", "Guidance", "guidance", "load_measurements", "pool_share"]
 
 GUIDANCE_FILE = Path(__file__).with_name("guidance.json")
 #: |Spearman rho| from which a diagnostic counts as predicting accuracy.
@@ -59,6 +59,12 @@ def load_measurements(path: str | Path = GUIDANCE_FILE) -> dict:
     return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
 
 
+def pool_share(fraction: float) -> str:
+    """A share of the pool as the library and the app write it: three significant digits
+    and a spaced percent sign, "5 %", "0.0556 %", "33.4 %"."""
+    return f"{100 * fraction:.3g} %"
+
+
 def guidance(budget_fraction: float, *, measurements: dict | None = None) -> Guidance | None:
     """The diagnostic that predicted linear-probe accuracy at the measured budget nearest
     (on a log scale) to ``budget_fraction`` (B / N), or why none did. None when nothing
@@ -71,7 +77,7 @@ def guidance(budget_fraction: float, *, measurements: dict | None = None) -> Gui
     nearest = min(percents, key=lambda p: abs(math.log(p / wanted)))
     if abs(math.log(nearest / wanted)) > math.log(MAX_BUDGET_RATIO):
         return Guidance(None, {}, nearest, (
-            f"No benchmark measured how well the label-free diagnostics predict accuracy near {wanted:.3g} % of the "
+            f"No benchmark measured how well the label-free diagnostics predict accuracy near {pool_share(budget_fraction)} of the "
             f"pool (measured at {', '.join(f'{p:g}' for p in percents)} %): read them as a description of the "
             "selection, not as a ranking of settings."))
     table = {name: per_budget[key] for name, per_budget in data.items()

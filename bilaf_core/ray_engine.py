@@ -29,7 +29,7 @@ import numpy as np
 from .data import Pool
 from .features import Backbone, Progress, _chunk_indices, _embed, _environment, _normalised, _resized
 
-__all__ = ["check_options", "ray_chunks", "RAY_REQUIREMENT", "CONNECT_TIMEOUT_S"]
+__all__ = ["check_address", "check_options", "ray_chunks", "RAY_REQUIREMENT", "CONNECT_TIMEOUT_S"]
 
 RAY_REQUIREMENT = "ray[data]>=2.60"
 #: Seconds a cluster address has to answer (TCP, then the head's GCS) before it is given up.
@@ -67,6 +67,12 @@ def _import_ray():
     return ray
 
 
+def check_address(address: str) -> None:
+    """Raise ValueError, saying why, unless ``address`` is a Ray head's ``HOST:PORT``
+    (port 1 to 65535) or ``auto``; nothing is contacted."""
+    _host_port(address)
+
+
 def _host_port(address: str) -> tuple[str, int] | None:
     """(host, port) of a ``HOST:PORT`` address; None for ``auto``."""
     if address == "auto":
@@ -77,8 +83,9 @@ def _host_port(address: str) -> tuple[str, int] | None:
                          "head's port is reachable")
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        outside = f" (its port, {int(port)}, is outside 1 to 65535)" if host and port.isdigit() else ""
         raise ValueError(f"a Ray address is HOST:PORT (e.g. 10.0.0.5:6379, what 'ray start --head' prints) or "
-                         f"'auto', got {address!r}")
+                         f"'auto', got {address!r}{outside}")
     return host.strip("[]"), int(port)
 
 

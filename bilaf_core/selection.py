@@ -43,10 +43,14 @@ def resolve_n_cores(n_cores: int | str | None, n_samples: int, budget: int) -> C
     :func:`bilaf_core.auto.auto_n_cores`), None (the paper's generic 0.5 % of N) or an
     integer checked against the budget and the pool. Raises ValueError for a bad one."""
     if n_cores == AUTO:
-        return auto_n_cores(n_samples, budget)
-    if n_cores is None:
-        return CoreSplit(default_n_cores(n_samples, budget), "0.5 % of the pool (the paper's generic default)")
-    return CoreSplit(v.check_n_cores(n_cores, budget, n_samples), "set by hand")
+        split = auto_n_cores(n_samples, budget)
+    elif n_cores is None:
+        split = CoreSplit(default_n_cores(n_samples, budget), "0.5 % of the pool (the paper's generic default)")
+    else:
+        split = CoreSplit(v.check_n_cores(n_cores, budget, n_samples), "set by hand")
+    if budget == 1:  # the only K there is: neither a rule nor the user chose it
+        return CoreSplit(1, "the pool has a single sample" if n_samples == 1 else "a budget of one sample has one core")
+    return split
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from bilaf_core._io import atomic_open
 
-from .state import BACKBONE_CHOICES, Source, check_allowed, unpacked_zip, upload_dir
+from .state import (BACKBONE_CHOICES, FEATURE_FILE_TYPES, IMAGE_ZIP_TYPES, Source, check_allowed, unpacked_zip,
+                    upload_dir)
 
 __all__ = ["SOURCES", "save_upload", "source_from_form"]
 
@@ -66,10 +67,10 @@ def source_from_form(kind: str, *, root: str = "", test_root: str = "", backbone
         raise ValueError(f"{upload[0]} is attached but the source is {_LABEL_OF[kind]}: choose '{wanted}' to load it, "
                          "or remove the upload")
     if kind == "features":
-        saved = _expected(upload, (".npy", ".npz", ".parquet"), "a feature file")
+        saved = _expected(upload, FEATURE_FILE_TYPES, "a feature file")
         return Source(dataset="features", feature_file=str(saved), backbone="", upload=upload[0])
     if kind == "zip":
-        folder = unpacked_zip(_expected(upload, (".zip",), "a zip of images"))
+        folder = unpacked_zip(_expected(upload, IMAGE_ZIP_TYPES, "a zip of images"))
         return Source(dataset="folder", root=str(folder), backbone=backbone, weights=checked_weights, upload=upload[0])
     needs_root = kind == "folder" or (kind.startswith("cifar") and root.strip())
     folder = check_allowed(root.strip()) if needs_root and root.strip() else ""

@@ -356,12 +356,6 @@ def budget_warning(values: dict, n: int) -> str | None:
     return None
 
 
-def pool_share(fraction: float) -> str:
-    """A share of the pool as every page writes it: three significant digits and a spaced
-    percent sign, "5 %", "0.0556 %", "33.4 %" (the rule of the guidance's message)."""
-    return f"{100 * fraction:.3g} %"
-
-
 def empty_input_warning(name: str, values: dict) -> str:
     """What the Select page says when its number field ``name`` (budget, budget_percent,
     seed) was left empty, or held text that is not a number (a browser sends both as no
@@ -399,15 +393,14 @@ def clamp_n_cores(asked, budget: int, n: int) -> tuple[int | str, str | None]:
 
 def ray_address_problem(address: str) -> str | None:
     """Why the Data page cannot use ``address`` as a Ray cluster's address (None when it
-    can): the Ray engine's own check (HOST:PORT, port 1 to 65535, or 'auto'), said when the
-    address is given rather than when a later load first reaches the cluster."""
-    from bilaf_core.ray_engine import _host_port
+    can): the Ray engine's own check, said when the address is given rather than when a
+    later load first reaches the cluster."""
+    from bilaf_core.ray_engine import check_address
 
     try:
-        _host_port(address)
+        check_address(address)
     except ValueError as exc:
-        host, _, port = address.rpartition(":")
-        return f"{exc}" + (f" (its port, {int(port)}, is outside 1 to 65535)" if host and port.isdigit() else "")
+        return str(exc)
     return None
 
 
@@ -536,11 +529,8 @@ def selection(source: Source, budget: int, params: tuple, *, progress=None):
         n_cores, core_method = options.pop("n_cores"), options.pop("core_method")
         if options["method"] != "bilaf":
             return select(features(source), budget, progress=progress, **options)
-        n = len(feature_set(source).ids)
-        split = resolve_n_cores(n_cores, n, budget)  # K > B: select()'s own error
-        n_cores, rule = split.n_cores, split.reason
-        if budget == 1:  # the only K there is ("auto: K = round(sqrt(B)) = 1 pseudo-classes" or "set by hand" said less)
-            rule = "the pool has a single sample" if n == 1 else "a budget of one sample has one core"
+        split = resolve_n_cores(n_cores, len(feature_set(source).ids), budget)  # K > B: select()'s own error
+        n_cores = split.n_cores
         started = time.perf_counter()
         options["cores"] = cores(source, n_cores, core_method, options["random_state"], progress=progress)
         stage1 = time.perf_counter() - started  # about 0 where an earlier selection's cores are reused
@@ -548,7 +538,7 @@ def selection(source: Source, budget: int, params: tuple, *, progress=None):
         result = select(features(source), budget, **options)
         # The cores came from this stage 1, not from the user: record how they were made, why
         # this K, and how long this selection's stage 1 took (select() is given them: 0 s).
-        return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": rule},
+        return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": split.reason},
                        timings={**result.timings, "stage1": stage1, "total": result.timings["total"] + stage1})
 
     def compute_and_trim():

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bilaf_core import BiLAF, select
-from bilaf_core.auto import LOW_BUDGET_POOL_PER_LABEL, auto_n_cores
+from bilaf_core.auto import LOW_BUDGET_POOL_PER_LABEL, CoreSplit, auto_n_cores
 from bilaf_core.cli import main
 
 
@@ -65,3 +65,14 @@ def test_cli_n_cores_auto_is_the_default_and_bad_values_are_named(tmp_path, caps
     capsys.readouterr()
     assert main(base + ["--n-cores", "many"]) == 2
     assert "expected an integer or 'auto', got 'many'" in capsys.readouterr().err
+
+
+def test_a_budget_of_one_says_why_k_is_one_whatever_asked_for_it():
+    """A one-sample pool read "K = 1 (set by hand)" in the app though nobody set K."""
+    from bilaf_core.selection import resolve_n_cores
+
+    assert resolve_n_cores("auto", 1, 1) == CoreSplit(1, "the pool has a single sample")
+    assert resolve_n_cores(1, 100, 1) == CoreSplit(1, "a budget of one sample has one core")
+    assert resolve_n_cores(None, 100, 1).reason == "a budget of one sample has one core"
+    with pytest.raises(ValueError):
+        resolve_n_cores(2, 100, 1)  # still checked

@@ -303,7 +303,7 @@ def test_the_pool_share_is_written_one_way_everywhere():
     captions = [c.value for c in at.caption]
     assert any(c.startswith("B = 1 sample, 0.0556 % of the 1,797-sample pool.") for c in captions), captions
     assert any("near 0.0556 % of the pool" in c for c in captions), captions
-    from studio.state import pool_share
+    from bilaf_core.guidance import pool_share
 
     assert [pool_share(f) for f in (0.05, 1 / 1797, 0.33389, 1.0)] == ["5 %", "0.0556 %", "33.4 %", "100 %"]
 

@@ -297,6 +297,7 @@ def test_bad_options_are_refused_with_what_to_do(pool, backbone, tmp_path, monke
         ({"ray_address": "10.0.0.5:6379"}, "apply to the Ray engine only; pass engine='ray'"),
         ({"engine": "ray", "ray_address": "10.0.0.5"}, "a Ray address is HOST:PORT"),
         ({"engine": "ray", "ray_address": "ray://10.0.0.5:10001"}, "Ray Client address"),
+        ({"engine": "ray", "ray_address": "10.0.0.5:99999"}, r"\(its port, 99999, is outside 1 to 65535\)"),
         ({"engine": "ray", "num_workers": 0}, "workers .* must be an integer >= 1"),
         ({"engine": "ray", "gpus_per_worker": -1}, "gpus_per_worker must be a number >= 0"),
     ]

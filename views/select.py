@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from bilaf_core.auto import AUTO
-from bilaf_core.guidance import DIAGNOSTIC_NAMES
+from bilaf_core.guidance import DIAGNOSTIC_NAMES, pool_share
 from studio import exports, gallery, session, state
 from studio.maps import (MAP_NAMES, ProgressFile, draws_density, legend_html, pool_colouring, progress_line,
                          selection_figure)
@@ -105,7 +105,7 @@ for col, (name, value) in zip(st.columns(5), metrics.items()):
     col.metric(name, f"{value:,}")
 k_line = (f" K = {result.params['n_cores']:,} ({result.params['n_cores_rule']})."
           if result.params["method"] == "bilaf" else "")
-st.caption(f"B = {result.budget:,} sample{'s' if result.budget != 1 else ''}, {state.pool_share(result.budget / n)} of the {n:,}-sample "
+st.caption(f"B = {result.budget:,} sample{'s' if result.budget != 1 else ''}, {pool_share(result.budget / n)} of the {n:,}-sample "
            f"pool.{k_line}")
 
 with st.container():  # the map takes the page's width; the diagnostics go under it
