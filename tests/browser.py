@@ -74,6 +74,24 @@ def streamlit_server(cache: Path, log: Path, **env):
             proc.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def digits_server(tmp_path_factory):
+    """A module's app server (on the built-in digits) with its own cache and a data folder
+    the app may open; yields (url, that folder)."""
+    folder = tmp_path_factory.mktemp("data")
+    with streamlit_server(tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("log") / "streamlit.log",
+                          BILAF_ALLOWED_ROOTS=str(folder)) as url:
+        yield url, folder
+
+
+def open_select(url: str, browser: "Browser", query: str = "") -> Page:
+    """A new tab on the app (``query``: a link's ``/?...``), its Select page drawn."""
+    page = browser.page()
+    page.goto(url + query)
+    wait_select(page)
+    return page
+
+
 class ServerURL(str):
     """The server's address, knowing the server's process id and its log file."""
 

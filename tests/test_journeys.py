@@ -18,32 +18,22 @@ from playwright.sync_api import expect
 from bilaf_core.data import load_pool
 from bilaf_core.store import RunStore
 
-from browser import (LONG, assert_clean, choose, drag, gallery_ids, go, inside, map_box, map_points, metric,
-                     nudge, pick_tool, radio_value, slider_value, streamlit_server, wait_idle, wait_select)
+from browser import (LONG, assert_clean, choose, digits_server, drag, gallery_ids, go, inside, map_box, map_points,
+                     metric, nudge, open_select, pick_tool, radio_value, slider_value, wait_idle, wait_select)
 
 DIGIT_IDS = load_pool("digits").ids
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    with streamlit_server(tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("log") / "streamlit.log",
-                          BILAF_ALLOWED_ROOTS=str(folder)) as url:
-        yield url, folder
+    with digits_server(tmp_path_factory) as served:
+        yield served
 
 
 def _shape(tool: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     if tool == "Lasso Select":  # a hexagon
         return [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 7)[:-1]]
     return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
-
-
-def _open(server, browser):
-    """A new tab on the app, its Select page drawn."""
-    page = browser.page()
-    page.goto(server[0])
-    wait_select(page)
-    return page
 
 
 def _lasso_check(page, tool: str, index: int = 0) -> set[str]:
@@ -68,7 +58,7 @@ def _lasso_check(page, tool: str, index: int = 0) -> set[str]:
 
 
 def test_lasso_and_box_on_the_select_and_inspect_maps(server, browser):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     expect(page.get_by_text("Computing the UMAP map")).to_have_count(0, timeout=LONG)
     wait_idle(page)
 
@@ -111,7 +101,7 @@ def _shown(page) -> dict:
 
 
 def test_settings_survive_every_page_and_a_reload(server, browser):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     tuned = _tune(page)
     assert tuned["budget"] == "120" and tuned["k"] == "4" and tuned["p_rm"] == "0.25", tuned
     expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("B = 120 · K = 4")  # not one run behind
@@ -146,7 +136,7 @@ def test_settings_survive_every_page_and_a_reload(server, browser):
 
 
 def test_budget_in_percent_switches_at_once_and_keeps_the_budget(server, browser):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     before = metric(page, "Selected")
     page.get_by_text("% of the pool", exact=True).click()
     expect(page.get_by_label("Budget (% of the pool)")).to_be_visible(timeout=30_000)
@@ -162,7 +152,7 @@ def test_budget_in_percent_switches_at_once_and_keeps_the_budget(server, browser
 def test_a_budget_of_0_is_answered_about_0_not_about_the_budget_before(server, browser):
     """The input refused 0 (its min_value) and kept the last budget it had taken: the page
     went on warning that 100,000 samples were more than the pool while the box showed 0."""
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     page.get_by_label("Budget B").fill("100000")
     page.get_by_role("button", name="Select", exact=True).click()
     expect(page.get_by_text("A budget of 100,000 samples is more than the pool's 1,797")).to_be_visible(timeout=LONG)
@@ -202,7 +192,7 @@ def _feature_file(path: Path, n: int = 300) -> Path:
 
 
 def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     selected = {r["id"] for r in csv.DictReader(open(_download(page, "CSV", tmp_path / "s.csv")))}
     go(page, "Inspect", "Inspect the selection")
     expect(page.locator(".bilaf-caption").first).to_be_visible(timeout=LONG)
@@ -266,7 +256,7 @@ def _image_folder(folder: Path, n: int = 100) -> Path:
 
 def test_three_downloads_in_a_row_all_arrive_and_match_the_page(server, browser, tmp_path):
     folder = _image_folder(server[1] / "pics")
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     _load_source(page, "Image folder", folder=str(folder))
     go(page, "Select", "Select samples to label")
     wait_select(page)
@@ -290,7 +280,7 @@ def test_three_downloads_in_a_row_all_arrive_and_match_the_page(server, browser,
 
 
 def test_data_sources_upload_zip_and_bad_files_say_what_is_wrong(server, browser, tmp_path):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     bad = tmp_path / "notes renamed.npz"
     bad.write_text("this is a text file\n")
     _load_source(page, "Built-in digits (offline)", upload=bad)  # attached, but another source chosen
@@ -332,7 +322,7 @@ def test_data_sources_upload_zip_and_bad_files_say_what_is_wrong(server, browser
 
 
 def test_compare_with_an_edited_row(server, browser):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     go(page, "Compare", "Compare selections")
     expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=LONG)
     wait_idle(page)  # a rerun still drawing the page takes the grid's focus from the cell (seen under load)
@@ -356,7 +346,7 @@ def test_compare_with_an_edited_row(server, browser):
 
 
 def test_finetune_launch_cancel_and_a_linear_probe(server, browser):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     go(page, "Finetune", "Finetune and compare")
     page.get_by_test_id("stRadioGroup").get_by_text("Full finetuning", exact=True).click()
     expect(page.get_by_label("Epochs", exact=True)).to_be_visible(timeout=30_000)
@@ -381,7 +371,7 @@ def test_finetune_launch_cancel_and_a_linear_probe(server, browser):
 
 
 def test_inspect_enlarges_a_sample_beside_its_neighbours_on_the_map(server, browser):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     go(page, "Inspect", "Inspect the selection")
     wait_idle(page)
     first = gallery_ids(page)[0]
@@ -406,7 +396,7 @@ def test_inspect_enlarges_a_sample_beside_its_neighbours_on_the_map(server, brow
 def test_inspect_map_shows_the_cluster_filter(server, browser, tmp_path):
     """The Inspect map draws what its filters keep: the overlays of the chosen cluster only,
     the rest of the pool grey (named so in the colour legend)."""
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     go(page, "Inspect", "Inspect the selection")
     wait_idle(page)
     expect(page.get_by_text("outside the filters")).to_have_count(0)

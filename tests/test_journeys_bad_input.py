@@ -14,22 +14,13 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from browser import LONG, assert_clean, choose, go, nudge, slider_value, streamlit_server, wait_idle, wait_select
+from browser import LONG, assert_clean, choose, digits_server, go, nudge, open_select, slider_value, wait_idle
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    with streamlit_server(tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("log") / "streamlit.log",
-                          BILAF_ALLOWED_ROOTS=str(folder)) as url:
-        yield url, folder
-
-
-def _open(server, browser, query: str = ""):
-    page = browser.page()
-    page.goto(server[0] + query)
-    wait_select(page)
-    return page
+    with digits_server(tmp_path_factory) as served:
+        yield served
 
 
 def _press_select(page) -> None:
@@ -39,7 +30,7 @@ def _press_select(page) -> None:
 
 
 def test_an_emptied_or_lettered_budget_keeps_the_last_budget_and_says_so(server, browser):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     budget = page.get_by_label("Budget B")
     expect(page.get_by_text("Changes here apply when you press Select")).to_be_visible()
     for typed in ("", "abc"):  # a number field takes no letters: the browser sends it as empty
@@ -56,7 +47,7 @@ def test_an_emptied_or_lettered_budget_keeps_the_last_budget_and_says_so(server,
 
 
 def test_k_stops_at_the_budget_and_a_lower_budget_moves_k_down_with_a_lasting_warning(server, browser):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     page.get_by_label("Budget B").fill("20")
     _press_select(page)
     nudge(page, "K: core samples", 40)  # far beyond the budget
@@ -79,7 +70,7 @@ def test_data_page_names_a_csv_upload_a_file_folder_and_a_bad_ray_address(server
     folder = server[1]
     (folder / "notes.csv").write_text("a,b\n1,2\n")
     (folder / "cat.png").write_bytes(b"not an image folder")
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     go(page, "Data", "Data")
     choose(page, "Source", "Feature file (upload)")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(folder / "notes.csv"))
@@ -112,7 +103,7 @@ def test_data_page_names_a_csv_upload_a_file_folder_and_a_bad_ray_address(server
 def test_a_one_sample_feature_file_says_why_k_is_one(server, browser, tmp_path):
     path = tmp_path / "one sample.npy"
     np.save(path, np.ones((1, 8), dtype=np.float32))
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     go(page, "Data", "Data")
     choose(page, "Source", "Feature file (upload)")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
@@ -127,10 +118,10 @@ def test_a_one_sample_feature_file_says_why_k_is_one(server, browser, tmp_path):
 
 
 def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, browser):
-    page = _open(server, browser, "/?budget=120&n_cores=7")
+    page = open_select(server[0], browser, "/?budget=120&n_cores=7")
     expect(page.get_by_text("The link's settings (budget=120, n_cores=7) were not read", exact=False)).to_be_visible()
     expect(page.get_by_text("no data= parameter", exact=False)).to_be_visible()
-    page = _open(server, browser, "/?data=digits&method=magic&projection=tsne")
+    page = open_select(server[0], browser, "/?data=digits&method=magic&projection=tsne")
     said = page.get_by_text("method = 'magic'", exact=False)
     expect(said).to_be_visible()
     expect(page.get_by_text("Computing the t-SNE map")).to_have_count(0, timeout=LONG)  # arrived: a rerun
@@ -143,7 +134,7 @@ def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, br
 
 
 def test_compare_rows_that_differ_by_seed_read_differently(server, browser):
-    page = _open(server, browser)
+    page = open_select(server[0], browser)
     go(page, "Compare", "Compare selections")
     expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=LONG)
     wait_idle(page)
