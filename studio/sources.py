@@ -63,7 +63,11 @@ def source_from_form(kind: str, *, root: str = "", test_root: str = "", backbone
         raise ValueError("type a timm model name, e.g. convnext_tiny, or pick another backbone")
     checked_weights = check_allowed(weights.strip()) if weights.strip() else ""
     if upload is not None and kind not in ("features", "zip"):
-        wanted = _LABEL_OF["zip" if upload[0].lower().endswith(".zip") else "features"]
+        suffix = Path(upload[0]).suffix.lower()
+        if suffix not in FEATURE_FILE_TYPES + IMAGE_ZIP_TYPES:  # no source loads it
+            raise ValueError(f"{upload[0]} is attached but the source is {_LABEL_OF[kind]}: remove the upload to load "
+                             f"{_LABEL_OF[kind]}")
+        wanted = _LABEL_OF["zip" if suffix in IMAGE_ZIP_TYPES else "features"]
         raise ValueError(f"{upload[0]} is attached but the source is {_LABEL_OF[kind]}: choose '{wanted}' to load it, "
                          "or remove the upload")
     if kind == "features":

@@ -422,8 +422,10 @@ def upload_problem(name: str) -> str | None:
 
 def folder_problem(path: str) -> str | None:
     """Why a typed image folder is no folder: it names a file (None when it does not, or
-    when it names nothing: the loader says a missing folder is not found)."""
-    if path.strip() and Path(path.strip()).expanduser().is_file():
+    when it names nothing: the loader says a missing folder is not found). A path outside
+    the allowed folders is refused first (:func:`check_allowed` raises), so that the answer
+    never tells whether a file exists outside them."""
+    if path.strip() and Path(check_allowed(path.strip())).is_file():
         return f"{path.strip()} is a file, not a folder: give the folder that holds the images"
     return None
 

@@ -78,6 +78,12 @@ def test_data_page_names_a_csv_upload_a_file_folder_and_a_bad_ray_address(server
     page.get_by_role("button", name="Load and extract features").click()
     expect(page.get_by_text("Cannot load this source: notes.csv is not a feature file nor a zip of images: upload "
                             "a feature file (.npy, .npz, .parquet")).to_be_visible(timeout=60_000)
+    # the csv still attached, another source chosen: that source is meant (it said the csv is no feature file)
+    choose(page, "Source", "Built-in digits (offline)")
+    page.get_by_role("button", name="Load and extract features").click()
+    expect(page.get_by_text("Cannot load this source: notes.csv is attached but the source is Built-in digits "
+                            "(offline): remove the upload to load Built-in digits (offline)")).to_be_visible(
+        timeout=60_000)
 
     page.goto(server[0] + "/data")  # a fresh form
     expect(page.get_by_role("heading", name="Data")).to_be_visible(timeout=LONG)
@@ -96,6 +102,12 @@ def test_data_page_names_a_csv_upload_a_file_folder_and_a_bad_ray_address(server
     page.get_by_role("button", name="Load and extract features").click()
     expect(page.get_by_text(f"{folder / 'cat.png'} is a file, not a folder: give the folder that holds the "
                             "images")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    # outside the allowed folders, a file and a folder get the same answer: it must not tell what exists there
+    page.get_by_role("textbox", name="Folder (local copy").fill("/etc/passwd")
+    page.get_by_role("button", name="Load and extract features").click()
+    expect(page.get_by_text("/etc/passwd is outside the folders this app may read")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("is a file, not a folder")).to_have_count(0)
     wait_idle(page)
     assert_clean(page, browser)
 

@@ -57,11 +57,11 @@ engine = ENGINES[engine_label]
 if submitted:
     # checked when given: a bad Ray address failed only when a load first reached the cluster
     # (never, for features already cached); a file typed as the image folder was "not found"
-    problem = next(filter(None, (
-        upload is not None and state.upload_problem(upload.name),
-        engine == "ray" and ray_address.strip() and state.ray_address_problem(ray_address.strip()),
-        dataset == "folder" and (state.folder_problem(root) or state.folder_problem(test_root)))), None)
     try:
+        problem = next(filter(None, (  # a source that loads no upload says so of a stray one (source_from_form)
+            upload is not None and dataset in ("features", "zip") and state.upload_problem(upload.name),
+            engine == "ray" and ray_address.strip() and state.ray_address_problem(ray_address.strip()),
+            dataset == "folder" and (state.folder_problem(root) or state.folder_problem(test_root)))), None)
         if problem:
             raise ValueError(problem)
         source = sources.source_from_form(
