@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import Cancelled
 
-__all__ = ["RunStore", "TrackedRun", "StoreError", "default_store_path", "library_versions", "RUN_STATUSES"]
+__all__ = ["RunStore", "TrackedRun", "StoreError", "default_store_path", "library_versions", "run_method", "RUN_STATUSES"]
 
 RUN_STATUSES = ("running", "completed", "failed", "cancelled")
 _SCHEMA_VERSION = 1
@@ -281,13 +281,14 @@ class RunStore:
     def learning_curve(self, dataset: str) -> list[dict]:
         """The completed runs of one data set that measured a top-1, as a learning curve:
         one row per (protocol, method, budget) with the ``mean``, ``std`` (NaN for a single
-        run) and ``count`` of their top-1, sorted by protocol, method and budget."""
+        run) and ``count`` of their top-1, sorted by protocol, method and budget; the method
+        as :func:`run_method` names it (hand-edited picks apart from the method's own)."""
         groups: dict[tuple, list[float]] = {}
         for run in self.runs():
             metrics = run.get("metrics")
             top1 = metrics.get("top1") if isinstance(metrics, dict) else None
             if run["dataset"] == dataset and run["status"] == "completed" and top1 is not None:
-                groups.setdefault((run["protocol"], run["method"], run["budget"]), []).append(float(top1))
+                groups.setdefault((run["protocol"], run_method(run), run["budget"]), []).append(float(top1))
         return [{"protocol": protocol, "method": method, "budget": budget, "mean": float(np.mean(values)),
                  "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"), "count": len(values)}
                 for (protocol, method, budget), values in sorted(groups.items())]
@@ -301,6 +302,16 @@ class RunStore:
             self.finish_run(run_id, status="failed", error="the process running it ended without finishing it "
                                                           "(killed or crashed); run it again to resume")
         return len(stale)
+
+
+def run_method(run: dict) -> str:
+    """The method a run's selection names (a record of :meth:`RunStore.runs`), with
+    " + marks" where the selection was edited by hand before training: its ``params`` hold
+    ``marks`` ("-2+3": samples taken out, samples added; written by the app's Finetune
+    page), so those picks are not the method's own."""
+    params = run.get("selection_params")
+    marked = isinstance(params, dict) and bool(params.get("marks"))
+    return f"{run.get('method')} + marks" if marked else str(run.get("method"))
 
 
 class TrackedRun:

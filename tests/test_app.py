@@ -302,7 +302,11 @@ def test_a_finetune_run_trains_on_the_export_with_the_marks_applied(tmp_path, mo
     trained = set(selection["sample_ids"])
     assert selection["budget"] == 90 and len(trained) == 90
     assert not trained & {str(s) for s in selected[:2]} and trained >= {str(s) for s in force.options[89:92]}
-    assert at.dataframe[-1].value["selection"].tolist()[0].endswith("seed=0 marks=-2+3")
+    history = at.dataframe[-1].value
+    assert history["selection"].tolist()[0].endswith("seed=0 marks=-2+3")
+    # not the method's own picks: apart from them in the table and on the learning curve
+    assert history["method"].tolist() == ["bilaf + marks"] and history["protocol"].tolist() == ["k-NN"]
+    assert [row["method"] for row in RunStore().learning_curve("digits")] == ["bilaf + marks"]
     assert any("B = 90" in s.value for s in at.success)
 
 
@@ -804,9 +808,9 @@ def test_the_run_history_names_each_runs_backbone_and_epochs():
     at = _app("views/finetune.py")
     _no_failure(at)
     runs = at.dataframe[-1].value.set_index("protocol")
-    assert runs.loc["finetune", "backbone"] == "tf_efficientnet_lite0" and runs.loc["finetune", "epochs"] == 3
+    assert runs.loc["Full finetuning", "backbone"] == "tf_efficientnet_lite0" and runs.loc["Full finetuning", "epochs"] == 3
     # frozen features: the features' backbone, and no epochs
-    assert runs.loc["knn", "backbone"] == "pixels" and pd.isna(runs.loc["knn", "epochs"])
+    assert runs.loc["k-NN", "backbone"] == "pixels" and pd.isna(runs.loc["k-NN", "epochs"])
 
 
 def test_gallery_captions_wrap_and_say_everything_not_cut_with_an_ellipsis():
@@ -889,7 +893,7 @@ def test_the_run_history_says_which_backbone_a_finetuning_run_used_when_it_fell_
     at = _app("views/finetune.py")
     _no_failure(at)
     runs = at.dataframe[-1].value.set_index("protocol")
-    assert runs.loc["finetune", "backbone"] == "asked vit_small_patch16_224.dino, used tf_efficientnet_lite0"
+    assert runs.loc["Full finetuning", "backbone"] == "asked vit_small_patch16_224.dino, used tf_efficientnet_lite0"
 
 
 def test_learn_budget_survives_a_change_of_its_slider_range():

@@ -9,6 +9,7 @@ from bilaf_core.export import exported_indices
 from bilaf_core.features import BUNDLED_BACKBONE
 from bilaf_core.errors import Cancelled
 from bilaf_core.finetune import FinetuneConfig
+from bilaf_core.store import run_method
 from studio import exports, jobs, maps, session, state
 
 #: Full finetuning's number inputs: FinetuneConfig's setting -> the input's label.
@@ -196,6 +197,8 @@ if store is not None:
         runs["started"] = pd.to_datetime(runs["started"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
         datasets = sorted(runs["dataset"].dropna().unique())
         chosen = st.selectbox("Data set", datasets, index=datasets.index(source.label) if source.label in datasets else 0)
+        if source.label not in datasets:
+            st.caption(f"No runs yet on {source.label}; the history of another data set is shown.")
         mine = runs[runs["dataset"] == chosen]
         curve = pd.DataFrame(store.learning_curve(chosen))
         if not curve.empty:
@@ -212,12 +215,16 @@ if store is not None:
             st.caption("Mean top-1 per method and budget (error bars: std over repeated runs).")
         backbones, epochs = zip(*(jobs.trained(run) for run in mine.to_dict("records"))) if len(mine) else ((), ())
         mine = mine.assign(selection=[describe_selection(p) for p in mine["selection_params"]],
-                           backbone=list(backbones), epochs=pd.array(list(epochs), dtype="Int64"))
+                           backbone=list(backbones), epochs=pd.array(list(epochs), dtype="Int64"),
+                           # as the chart names them: hand-edited picks apart, protocols by name
+                           method=[run_method(run) for run in mine.to_dict("records")],
+                           protocol=[jobs.PROTOCOL_NAMES.get(p, p) for p in mine["protocol"]],
+                           **{"top-1": 100 * mine["top-1"].astype(float)})
         # the error before the long selection column: after it, the table's edge cut it to "ValueError:"
         st.dataframe(mine[["id", "started", "status", "protocol", "backbone", "epochs", "method", "budget", "top-1",
                            "error", "selection"]],
                      hide_index=True, width="stretch", placeholder=state.NO_VALUE,
-                     column_config={"top-1": st.column_config.NumberColumn(format="percent"),
+                     column_config={"top-1": st.column_config.NumberColumn(format="%.1f %%"),  # "5%" beside "84.66%"
                                     "backbone": st.column_config.TextColumn(
                                         # as wide as its longest name, "asked X, used Y" (seen cut in Chromium),
                                         # up to a third of the table (a feature file's description can be long)
