@@ -64,6 +64,17 @@ def trained(run: dict) -> tuple[str | None, int | None]:
     return run.get("backbone"), None
 
 
+def protocol_line(run: dict) -> str:
+    """A run-history record's protocol by name, with the setting that tells a probe's runs
+    apart: "k-NN (k = 20)", "Linear probe (C = 10)", "Full finetuning" (whose backbone and
+    epochs have columns of their own)."""
+    name = PROTOCOL_NAMES.get(run.get("protocol"), str(run.get("protocol")))
+    params = run.get("params") if isinstance(run.get("params"), dict) else {}
+    setting = {"knn": "k", "linear": "c"}.get(run.get("protocol"))
+    return f"{name} ({setting.upper() if setting == 'c' else setting} = {params[setting]:g})" \
+        if setting in params else name
+
+
 def backbone_line(asked: str | None, used: str | None) -> str | None:
     """The backbone a finetuning run trained, said against the one asked for where they
     differ ("asked vit_small_patch16_224.dino, used tf_efficientnet_lite0": the offline

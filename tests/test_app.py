@@ -305,7 +305,7 @@ def test_a_finetune_run_trains_on_the_export_with_the_marks_applied(tmp_path, mo
     history = at.dataframe[-1].value
     assert history["selection"].tolist()[0].endswith("seed=0 marks=-2+3")
     # not the method's own picks: apart from them in the table and on the learning curve
-    assert history["method"].tolist() == ["bilaf + marks"] and history["protocol"].tolist() == ["k-NN"]
+    assert history["method"].tolist() == ["bilaf + marks"] and history["protocol"].tolist() == ["k-NN (k = 20)"]
     assert [row["method"] for row in RunStore().learning_curve("digits")] == ["bilaf + marks"]
     assert any("B = 90" in s.value for s in at.success)
 
@@ -810,7 +810,7 @@ def test_the_run_history_names_each_runs_backbone_and_epochs():
     runs = at.dataframe[-1].value.set_index("protocol")
     assert runs.loc["Full finetuning", "backbone"] == "tf_efficientnet_lite0" and runs.loc["Full finetuning", "epochs"] == 3
     # frozen features: the features' backbone, and no epochs
-    assert runs.loc["k-NN", "backbone"] == "pixels" and pd.isna(runs.loc["k-NN", "epochs"])
+    assert runs.loc["k-NN (k = 20)", "backbone"] == "pixels" and pd.isna(runs.loc["k-NN (k = 20)", "epochs"])
 
 
 def test_gallery_captions_wrap_and_say_everything_not_cut_with_an_ellipsis():
@@ -1037,3 +1037,13 @@ def test_the_emd_proxy_of_the_whole_pool_is_exactly_zero():
     exact = np.linalg.norm(features[:, None, :].astype(np.float64) - features[half][None], axis=2).min(axis=1)
     assert nearest_selected_distance(features, half) == pytest.approx(exact, abs=1e-9)
     assert nearest_selected_distance(features, half)[half].tolist() == [0.0] * half.size
+
+
+def test_the_history_names_a_probes_setting_with_its_protocol():
+    """A newcomer's k = 100 and k = 20 runs read alike: the history had no k nor C."""
+    from studio.jobs import protocol_line
+
+    assert protocol_line({"protocol": "knn", "params": {"k": 100}}) == "k-NN (k = 100)"
+    assert protocol_line({"protocol": "linear", "params": {"c": 10.0}}) == "Linear probe (C = 10)"
+    assert protocol_line({"protocol": "finetune", "params": {"epochs": 3}}) == "Full finetuning"
+    assert protocol_line({"protocol": "linear", "params": None}) == "Linear probe"  # a record without its options

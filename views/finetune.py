@@ -218,7 +218,7 @@ if store is not None:
                            backbone=list(backbones), epochs=pd.array(list(epochs), dtype="Int64"),
                            # as the chart names them: hand-edited picks apart, protocols by name
                            method=[run_method(run) for run in mine.to_dict("records")],
-                           protocol=[jobs.PROTOCOL_NAMES.get(p, p) for p in mine["protocol"]],
+                           protocol=[jobs.protocol_line(run) for run in mine.to_dict("records")],
                            **{"top-1": 100 * mine["top-1"].astype(float)})
         # the error before the long selection column: after it, the table's edge cut it to "ValueError:"
         st.dataframe(mine[["id", "started", "status", "protocol", "backbone", "epochs", "method", "budget", "top-1",
