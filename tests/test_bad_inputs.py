@@ -387,3 +387,25 @@ def test_compare_names_a_rows_seed_and_denoiser_where_they_differ_from_the_selec
     assert compare_setting(base, {**row, "denoise": "none", "seed": None})[1] == "bilaf K=5 Prm=0.1 δ=1.1 denoise=none"
     assert compare_setting(base, {"method": "activeft", "denoise": "none", "seed": 3})[1] == "activeft seed=3"
     assert compare_setting({**base, "seed": 3}, {"method": "activeft", "seed": 3})[1] == "activeft"
+
+
+def test_compare_says_which_rows_are_the_same_setting_and_compares_it_once():
+    """Rows 3 and 4 both set to bilaf with the same cells were computed and drawn twice,
+    under the same name, without a word."""
+    from studio.session import pool_key
+    from studio.state import Source
+
+    FIVE, AUTO = "bilaf K=5 Prm=0.1 δ=1.1", "bilaf K=auto Prm=0.1 δ=1.1"
+    at = _page("views/compare.py")
+    key = f"compare_settings_{pool_key(Source())}"
+    at.session_state[key] = {"edited_rows": {0: {"n_cores": "5"}, 2: {"method": "bilaf"}, 3: {"method": "bilaf"}},
+                             "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.run()  # the rows whose method became bilaf come back with their cells (the page's own rerun)
+    assert not at.exception, [e.value for e in at.exception]
+    said = [w.value for w in at.warning]
+    assert said == ["Rows 3 and 4 are the same setting (bilaf K=auto Prm=0.1 δ=1.1): compared once."], said
+    assert at.dataframe[-1].value["setting"].tolist() == [FIVE, "activeft", AUTO]
+    assert [m.value for m in at.markdown if m.value.startswith("**")][:3] == [f"**{FIVE}**", "**activeft**",
+                                                                              f"**{AUTO}**"]

@@ -46,14 +46,28 @@ if len(rows) < 2:
     st.warning("Add at least two settings to compare.")
     session.halt()
 cells = []  # per row, the cells applied: a cell the selection would refuse is said and left to the Select page
+numbers = []  # per row, its number in the table (1, 2, ...)
 for index, row in rows.iterrows():
     cells.append({column: row[column] for column in EDITABLE})
+    numbers.append(settings.index.get_loc(index) + 1)
     for column, why in state.compare_problems(cells[-1], budget, n).items():
         given = cells[-1][column]
         st.warning(f"Row {settings.index.get_loc(index) + 1} ({row['method']}), {column} = "
                    f"{repr(given) if isinstance(given, str) else f'{given:g}'} was not applied: {why}. This row uses "
                    f"the Select page's {column} = {select_values[column]}; type a value in that range.")
         cells[-1][column] = None
+
+# Rows that are the same setting (the same name: every cell that selects differently shows
+# in it) are computed and drawn once, and said.
+same = {}  # name -> the numbers of its rows
+for number, row in zip(numbers, cells):
+    same.setdefault(state.compare_setting(select_values, row)[1], []).append(number)
+for name, of in same.items():
+    if len(of) > 1:
+        st.warning(f"Rows {', '.join(map(str, of[:-1]))} and {of[-1]} are the same setting ({name}): compared once.")
+cells = [row for number, row in zip(numbers, cells) if number in {of[0] for of in same.values()}]
+if len(cells) < 2:
+    st.warning("Only one setting is left to compare: change a row's cells to compare another.")
 
 coords, _, failure = state.map_to_draw(source, session.setting(pool, "projection", "umap"))
 if failure:
@@ -64,7 +78,7 @@ st.caption(f"Every map has the same axes and colours: the pool faint (by {color_
            + "), stars the cores (a whole-budget method's picks), circles BiLAF's boundary picks, crosses the removed "
            "noise; markers shrink as their number grows.")
 overall = st.empty()  # which setting of how many is being computed; each column has its own bar
-columns = st.columns(len(rows))
+columns = st.columns(len(cells))
 table = []
 for number, (col, row) in enumerate(zip(columns, cells)):
     values, name = state.compare_setting(select_values, row)
@@ -73,7 +87,7 @@ for number, (col, row) in enumerate(zip(columns, cells)):
         st.markdown(f"**{name}**")
         try:
             with session.progress_bar(name) as report:
-                overall.caption(f"Setting {number + 1} of {len(rows)}: {name} ...")
+                overall.caption(f"Setting {number + 1} of {len(cells)}: {name} ...")
                 cached, started = state.selection_cached(source, budget, params), time.perf_counter()
                 result = state.selection(source, budget, params, progress=report)
                 took = time.perf_counter() - started
