@@ -38,12 +38,35 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
         fig.update_layout(height=height)
     event = st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
                             config={"displaylogo": False})
-    rows = session.picked(fresh, event, pool)
-    if event is not None and maps.draws_density(coords.shape[0]):
-        under = maps.rows_in_region(coords, event.selection)
-        if under.size:
-            rows = pool.values["picked"] = np.union1d(rows, under)
-    return rows
+    # The pick changes only when this chart's own selection does (a lasso, a box, a click, a
+    # double-click that empties it). A rerun the chart did not make (a gallery page, a
+    # button) sends its unchanged selection, often none at all, where a pick came from
+    # another page or was cleared by a button: it keeps the pool's pick.
+    seen = st.session_state.setdefault("_map_selection", {})
+    now = _selection_text(event)
+    if fresh or seen.get(key) != now:
+        seen[key] = now
+        points = event.selection.get("points", []) if event is not None else []
+        if points or not fresh:  # a fresh chart (back from another page, a reload) shows the pool's pick
+            pool.values["picked"] = maps.picked_rows(points)
+        if event is not None and maps.draws_density(coords.shape[0]):
+            under = maps.rows_in_region(coords, event.selection)
+            if under.size:
+                pool.values["picked"] = np.union1d(pool.values.get("picked", np.empty(0, dtype=np.int64)), under)
+    return pool.values.get("picked", np.empty(0, dtype=np.int64))
+
+
+def _selection_text(event) -> str:
+    """What a chart's selection event holds (points, box, lasso), to tell a new selection from a rerun's."""
+    if event is None:
+        return ""
+    selection = event.selection
+    return repr([selection.get(part, []) for part in ("points", "box", "lasso")])
+
+
+def clear_pick(pool: session.PoolState) -> None:
+    """Forget the pool's map pick (every page's map: it belongs to the pool)."""
+    pool.values["picked"] = np.empty(0, dtype=np.int64)
 
 
 def image_grid(images, captions: list[str], *, width: int = 112) -> None:

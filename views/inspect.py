@@ -40,9 +40,14 @@ with tab_map:
                                     drawn=(result.params, shown, color_by, tuple(roles), cluster))
     st.html(legend_html(colouring))
     chosen = result.members(picked if picked.size else None, roles=roles, cluster=None if cluster == "all" else cluster)
-    st.caption((f"{picked.size:,} point(s) picked on the map (double-click the map to clear). " if picked.size
-                else "Lasso or box points on the map to narrow this down. ")
-               + f"{chosen.size:,} sample(s) match the filters; selected samples first, in selection order.")
+    matching = f"{chosen.size:,} sample(s) match the filters; selected samples first, in selection order."
+    if picked.size:  # picked here or on the Select page (not drawn on this map): a button clears it
+        said, clear = st.columns([5, 1], vertical_alignment="center")
+        said.caption(f"{picked.size:,} point(s) picked on the map (here or on the Select page). {matching}")
+        clear.button("Clear the map pick", key="clear_pick_inspect", on_click=gallery.clear_pick, args=(pool,),
+                     help="Show every sample the filters match again; the Select page's map pick goes too.")
+    else:
+        st.caption(f"Lasso or box points on the map to narrow this down. {matching}")
     gallery.show(chosen, result, fs, thumbs, key="inspect_gallery", closer=state.closer(source, result, coords))
     st.subheader("Marks")
     exports.marks_line(pool, fs.ids, key="clear_marks_inspect")

@@ -1,0 +1,96 @@
+"""Browser journey: a map pick made on the Select page is cleared from the Inspect page
+(the pick belongs to the pool, so the Select page shows none afterwards either)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from browser import LONG, assert_clean, digits_server, drag, go, map_box, open_select, pick_tool, wait_idle
+
+SHOTS = Path(__file__).parents[1] / "assets"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with digits_server(tmp_path_factory) as served:
+        yield served
+
+
+def test_a_select_pick_is_cleared_on_inspect(server, browser, tmp_path):
+    page = open_select(server[0], browser)
+    expect(page.get_by_text("Computing the UMAP map")).to_have_count(0, timeout=LONG)
+    wait_idle(page)
+    pick_tool(page, "Box Select")
+    box = map_box(page)
+    x0, y0 = box["x"] + 5, box["y"] + 5  # most of the plotting area: hundreds of points
+    x1, y1 = box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7
+    drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], box=True)
+    heading = page.get_by_role("heading", name=re.compile(r"Picked on the map \(\d[\d,]*\)"))
+    expect(heading).to_be_visible(timeout=60_000)
+    count = re.search(r"\(([\d,]+)\)", heading.inner_text()).group(1)
+    wait_idle(page)
+
+    go(page, "Inspect", "Inspect the selection")
+    line = page.get_by_text(f"{count} point(s) picked on the map")
+    expect(line).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    expect(line).not_to_contain_text("double-click")  # no pick drawn on this map for a double-click to clear
+    page.screenshot(path=str(tmp_path / "inspect_picked.png"))
+    page.get_by_role("button", name="Clear the map pick").click()
+    expect(page.get_by_text("point(s) picked on the map")).to_have_count(0, timeout=60_000)
+    wait_idle(page)
+    expect(page.get_by_text("Lasso or box points on the map to narrow this down")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "inspect_cleared.png"))
+
+    go(page, "Select", "Select samples to label")
+    wait_idle(page)
+    expect(page.get_by_role("heading", name=re.compile("Picked on the map"))).to_have_count(0)
+    page.screenshot(path=str(tmp_path / "select_after.png"))
+    assert_clean(page, browser)
+
+
+def test_an_inspect_rerun_keeps_the_select_pick(server, browser):
+    """Paging Inspect's gallery (a rerun on which the map sends no selection) keeps the pick."""
+    page = open_select(server[0], browser)
+    wait_idle(page)
+    pick_tool(page, "Box Select")
+    box = map_box(page)
+    x0, y0 = box["x"] + 5, box["y"] + 5
+    x1, y1 = box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8
+    drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], box=True)
+    heading = page.get_by_role("heading", name=re.compile(r"Picked on the map \(\d[\d,]*\)"))
+    expect(heading).to_be_visible(timeout=60_000)
+    count = re.search(r"\(([\d,]+)\)", heading.inner_text()).group(1)
+    wait_idle(page)
+
+    go(page, "Inspect", "Inspect the selection")
+    expect(page.get_by_text(f"{count} point(s) picked on the map")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    page.get_by_label(re.compile(r"^Page \(of")).first.fill("2")
+    page.get_by_label(re.compile(r"^Page \(of")).first.press("Enter")
+    wait_idle(page)
+    expect(page.get_by_text(f"{count} point(s) picked on the map")).to_be_visible()
+    assert_clean(page, browser)
+
+
+def test_a_double_click_on_the_select_map_still_clears_its_pick(server, browser):
+    """The pick now changes only when the map's own selection does: a double-click, which
+    empties it, still clears the pick."""
+    page = open_select(server[0], browser)
+    wait_idle(page)
+    pick_tool(page, "Box Select")
+    box = map_box(page)
+    x0, y0 = box["x"] + 5, box["y"] + 5
+    x1, y1 = box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6
+    drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], box=True)
+    heading = page.get_by_role("heading", name=re.compile(r"Picked on the map \(\d[\d,]*\)"))
+    expect(heading).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    page.mouse.dblclick(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.9)
+    expect(heading).to_have_count(0, timeout=60_000)
+    wait_idle(page)
+    assert_clean(page, browser)
