@@ -1047,3 +1047,17 @@ def test_the_history_names_a_probes_setting_with_its_protocol():
     assert protocol_line({"protocol": "linear", "params": {"c": 10.0}}) == "Linear probe (C = 10)"
     assert protocol_line({"protocol": "finetune", "params": {"epochs": 3}}) == "Full finetuning"
     assert protocol_line({"protocol": "linear", "params": None}) == "Linear probe"  # a record without its options
+
+
+def test_a_whole_budget_method_on_select_is_not_described_as_bilaf():
+    """With typiclust the map's caption still read "Stars: cores; circles: boundary picks;
+    crosses: removed noise", the time 'stage 1 · stage 2', and BiLAF's sliders looked live."""
+    at = _app()
+    at.selectbox(key="method").set_value("typiclust")
+    at.button[0].click().run()
+    _no_failure(at)
+    captions = [c.value for c in at.caption]
+    assert any("Stars: typiclust's picks (a whole-budget method" in c for c in captions), captions
+    assert any("K, P_rm, P_in, k, delta and the Advanced settings but the seed are BiLAF's" in c for c in captions)
+    assert not any("circles: boundary picks" in c for c in captions)
+    assert not any("stage 2" in m.value for m in at.markdown)

@@ -80,7 +80,10 @@ with st.form("selection_parameters"):
     # The form's edits reach the selection (and are kept) only when Select is pressed; a
     # newcomer lost edits by leaving the page. Kept as a form: each slider moved on its own
     # would rerun the selection (a stage 1 per K moved through).
-    st.caption("Changes here apply when you press **Select**; leaving the page before that drops them.")
+    st.caption("Changes here apply when you press **Select**; leaving the page before that drops them."
+               + ("" if session.setting(pool, "method", "bilaf") == "bilaf" else
+                  " K, P_rm, P_in, k, delta and the Advanced settings but the seed are BiLAF's: the method selected "
+                  "now spends the whole budget in one stage and does not use them."))
 
 values = session.settings(source, n)
 for name in empty:
@@ -144,16 +147,18 @@ with st.container():  # the map takes the page's width; the diagnostics go under
                                     "select_map", pool, drawn=(result.params, shown, color_by), coords=coords)
     st.html(legend_html(colouring))
     density = f" The pool ({n:,}) is drawn as a density: darker where more samples lie." if draws_density(n) else ""
-    st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). Stars: cores; circles: boundary picks; "
-               f"crosses: removed noise.{density} Click a legend entry to hide a layer; lasso or box points to see "
-               "them below.")
+    layers = ("Stars: cores; circles: boundary picks; crosses: removed noise." if result.params["method"] == "bilaf"
+              else f"Stars: {result.params['method']}'s picks (a whole-budget method: no cores, boundaries or noise).")
+    st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). {layers}{density} Click a legend entry to hide a "
+               "layer; lasso or box points to see them below.")
 text_col, class_col, cluster_col = st.columns(3)
 report = state.selection_diagnostics(source, result, normalize=result.params["normalize"])
 with text_col:
     estimate = f", on {report['estimated_on']:,} random pool samples" if report["estimated_on"] < n else ""
     lines = [f"**EMD proxy** {report['emd_proxy']:.4f} (ActiveFT Eq. 16; lower is better{estimate})",
              f"**Coverage** {report['coverage']:.1%} of the pool within r = {report['coverage_radius']:.3f}",
-             f"**Time** stage 1 {result.timings['stage1']:.2f} s · stage 2 {result.timings['stage2']:.2f} s"]
+             f"**Time** stage 1 {result.timings['stage1']:.2f} s · stage 2 {result.timings['stage2']:.2f} s"
+             if result.params["method"] == "bilaf" else f"**Time** {result.timings['total']:.2f} s"]
     if "classes_covered" in report:
         lines.insert(0, f"**Classes covered** {report['classes_covered']} / {report['n_classes']}")
     advice, value = state.guide(source, result)
