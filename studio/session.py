@@ -366,18 +366,6 @@ def chart_key(name: str, state: PoolState) -> str:
     return f"{name}_{state.key}"
 
 
-def picked(fresh: bool, event, state: PoolState) -> np.ndarray:
-    """The rows picked on a map (lasso, box or click), kept per pool: a chart that is new on
-    this run (``fresh``: back from another page, a reload) shows the pool's last pick; a
-    selection emptied on the map (double-click) clears it."""
-    from .maps import picked_rows
-
-    points = event.selection.get("points", []) if event is not None else []
-    if points or not fresh:
-        state.values["picked"] = picked_rows(points)
-    return state.values.get("picked", np.empty(0, dtype=np.int64))
-
-
 def run_line(source: Source) -> str:
     """The sidebar's summary of this pool's settings and marks (empty before a page used them;
     a session opened on Inspect, Compare or Finetune shows the selection they show)."""
