@@ -4,15 +4,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from browser import LONG, assert_clean, digits_server, drag, go, map_box, open_select, pick_tool, wait_idle
-
-SHOTS = Path(__file__).parents[1] / "assets"
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -20,19 +16,27 @@ def server(tmp_path_factory):
         yield served
 
 
-def test_a_select_pick_is_cleared_on_inspect(server, browser, tmp_path):
-    page = open_select(server[0], browser)
+def _box_pick(page, share: float):
+    """Drag a box over the top-left ``share`` of the Select map's plotting area (hundreds of
+    points) once its UMAP has arrived; return the map's box, the heading of the picked
+    samples and their count as the page writes it."""
     expect(page.get_by_text("Computing the UMAP map")).to_have_count(0, timeout=LONG)
     wait_idle(page)
     pick_tool(page, "Box Select")
     box = map_box(page)
-    x0, y0 = box["x"] + 5, box["y"] + 5  # most of the plotting area: hundreds of points
-    x1, y1 = box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7
+    x0, y0 = box["x"] + 5, box["y"] + 5
+    x1, y1 = box["x"] + box["width"] * share, box["y"] + box["height"] * share
     drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], box=True)
     heading = page.get_by_role("heading", name=re.compile(r"Picked on the map \(\d[\d,]*\)"))
     expect(heading).to_be_visible(timeout=60_000)
     count = re.search(r"\(([\d,]+)\)", heading.inner_text()).group(1)
     wait_idle(page)
+    return box, heading, count
+
+
+def test_a_select_pick_is_cleared_on_inspect(server, browser, tmp_path):
+    page = open_select(server[0], browser)
+    _, _, count = _box_pick(page, 0.7)
 
     go(page, "Inspect", "Inspect the selection")
     line = page.get_by_text(f"{count} point(s) picked on the map")
@@ -56,16 +60,7 @@ def test_a_select_pick_is_cleared_on_inspect(server, browser, tmp_path):
 def test_an_inspect_rerun_keeps_the_select_pick(server, browser):
     """Paging Inspect's gallery (a rerun on which the map sends no selection) keeps the pick."""
     page = open_select(server[0], browser)
-    wait_idle(page)
-    pick_tool(page, "Box Select")
-    box = map_box(page)
-    x0, y0 = box["x"] + 5, box["y"] + 5
-    x1, y1 = box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8
-    drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], box=True)
-    heading = page.get_by_role("heading", name=re.compile(r"Picked on the map \(\d[\d,]*\)"))
-    expect(heading).to_be_visible(timeout=60_000)
-    count = re.search(r"\(([\d,]+)\)", heading.inner_text()).group(1)
-    wait_idle(page)
+    _, _, count = _box_pick(page, 0.8)
 
     go(page, "Inspect", "Inspect the selection")
     expect(page.get_by_text(f"{count} point(s) picked on the map")).to_be_visible(timeout=60_000)
@@ -81,15 +76,7 @@ def test_a_double_click_on_the_select_map_still_clears_its_pick(server, browser)
     """The pick now changes only when the map's own selection does: a double-click, which
     empties it, still clears the pick."""
     page = open_select(server[0], browser)
-    wait_idle(page)
-    pick_tool(page, "Box Select")
-    box = map_box(page)
-    x0, y0 = box["x"] + 5, box["y"] + 5
-    x1, y1 = box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6
-    drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], box=True)
-    heading = page.get_by_role("heading", name=re.compile(r"Picked on the map \(\d[\d,]*\)"))
-    expect(heading).to_be_visible(timeout=60_000)
-    wait_idle(page)
+    box, heading, _ = _box_pick(page, 0.6)
     page.mouse.dblclick(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.9)
     expect(heading).to_have_count(0, timeout=60_000)
     wait_idle(page)
