@@ -445,10 +445,13 @@ def seed_warning(asked: int, *, doing: str = "selecting", again: str = "(Advance
     """What a page says when :func:`seed_of` had to move the seed asked for (None when it
     did not): ``doing`` what with the seed used, and where to type another for what."""
     used = seed_of(asked)
-    if int(asked) == used:
+    if float(asked) == used:
         return None
-    return (f"Seed {int(asked):,} is outside 0 to {MAX_SEED:,}: {doing} with seed {used:,}. Type a seed in that range "
-            f"{again}.")
+    if 0 <= float(asked) <= MAX_SEED:  # a fraction: 1.5 was used as 1 without a word
+        return (f"Seed {_number(float(asked))} is not a whole number: {doing} with seed {used:,}. Type a whole number "
+                f"{again}.")
+    return (f"Seed {_number(float(asked))} is outside 0 to {MAX_SEED:,}: {doing} with seed {used:,}. Type a seed in "
+            f"that range {again}.")
 
 
 def selection_params(values: dict) -> tuple:

@@ -1061,3 +1061,25 @@ def test_a_whole_budget_method_on_select_is_not_described_as_bilaf():
     assert any("K, P_rm, P_in, k, delta and the Advanced settings but the seed are BiLAF's" in c for c in captions)
     assert not any("circles: boundary picks" in c for c in captions)
     assert not any("stage 2" in m.value for m in at.markdown)
+
+
+def test_a_fractional_seed_is_said_not_silently_truncated():
+    """Seed 1.5 selected with seed 1 without a word (budget 12.5 was said)."""
+    at = _app()
+    at.number_input(key="seed").set_value(1.5)
+    at.button[0].click().run()
+    _no_failure(at)
+    assert any("Seed 1.5 is not a whole number: selecting with seed 1." in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+
+
+def test_learn_names_the_select_pages_parameters_alike_and_greys_what_a_projection_ignores():
+    """Learn said "K: cores" where Select says "K: core samples (stage 1)", and its Points,
+    Overlap and Outliers stayed live on the PCA of the feature set, which they do not shape."""
+    at = _app("views/learn.py")
+    assert at.slider(key="learn_k").label == "K: core samples (stage 1)"
+    assert at.slider(key="learn_delta").label == "delta: opponent penalty (1 = off)"
+    assert not at.slider(key="learn_n").disabled
+    at.selectbox(key="learn_data").set_value("2-D PCA of the current feature set").run()
+    _no_failure(at)
+    assert all(at.slider(key=key).disabled for key in ("learn_n", "learn_overlap", "learn_outliers"))

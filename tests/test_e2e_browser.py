@@ -76,7 +76,7 @@ def test_learn_budget_stays_when_fewer_points_lower_its_slider_maximum(server, b
     go(page, "Learn", "Learn: BiLAF step by step")
     wait_idle(page)
     page.get_by_text("Data: a generated 2-D set").click()
-    page.get_by_text("Parameters (as on the Select page)").click()
+    page.get_by_text("Parameters (the Select page's", exact=False).click()
     wait_idle(page)
     assert slider_value(page, "Budget B") == "60"
     for points in ("500", "400", "300", "200"):

@@ -45,11 +45,14 @@ def baselines(points: np.ndarray, budget: int, seed: int):
 with st.expander("Data: a generated 2-D set, or a projection of your features"):
     a, b, c, d, e = st.columns(5)
     data_name = keep(a.selectbox, "learn_data", "Data set", TOY_DATASETS[0], options=[*TOY_DATASETS, FEATURE_PCA])
-    n_points = keep(b.slider, "learn_n", "Points", 600, min_value=200, max_value=5000, step=100)
+    generated = data_name != FEATURE_PCA  # the shape of a generated set; a projection has its own
+    n_points = keep(b.slider, "learn_n", "Points", 600, min_value=200, max_value=5000, step=100, disabled=not generated)
     overlap = keep(c.slider, "learn_overlap", "Overlap", 1.0, min_value=0.2, max_value=3.0, step=0.1,
-                   help="spread of each class")
+                   help="spread of each class", disabled=not generated)
     outliers = keep(d.slider, "learn_outliers", "Outliers", 0.05, min_value=0.0, max_value=0.3, step=0.01,
-                    help="share of uniform noise points")
+                    help="share of uniform noise points", disabled=not generated)
+    if not generated:
+        st.caption("Points, overlap and outliers shape a generated set; the projection has its own points.")
     data_seed = int(keep(e.number_input, "learn_data_seed", "Data seed", 0, min_value=0, max_value=10_000))
 if data_name == FEATURE_PCA:
     source, fs = state.current_feature_set()
@@ -66,15 +69,15 @@ if n < 3:
     st.error(f"The feature set has {n} sample(s); the walkthrough needs at least 3. Choose a generated data set.")
     session.halt()  # not st.stop(): app.py still writes the sidebar's frame
 
-with st.expander("Parameters (as on the Select page)"):
+with st.expander("Parameters (the Select page's, with values of their own for this 2-D data)"):
     a, b, c, d = st.columns(4)
     budget = int(keep(a.slider, "learn_budget", "Budget B", min(n, 60), min_value=2, max_value=min(n, 400)))
-    n_cores = int(keep(b.slider, "learn_k", "K: cores", min(8, budget), min_value=1, max_value=min(n, 60)))
-    removal_ratio = keep(c.slider, "learn_prm", "P_rm: removal ratio", 0.1, min_value=0.0, max_value=0.9, step=0.05)
-    include_ratio = keep(d.slider, "learn_pin", "P_in: include ratio per round", 0.1, min_value=0.05, max_value=1.0,
+    n_cores = int(keep(b.slider, "learn_k", state.param_widget("n_cores")["label"], min(8, budget), min_value=1, max_value=min(n, 60)))
+    removal_ratio = keep(c.slider, "learn_prm", state.param_widget("removal_ratio")["label"], 0.1, min_value=0.0, max_value=0.9, step=0.05)
+    include_ratio = keep(d.slider, "learn_pin", state.param_widget("include_ratio")["label"], 0.1, min_value=0.05, max_value=1.0,
                          step=0.05)
-    k_neighbors = keep(a.slider, "learn_knn", "k: density neighbours", 10, min_value=1, max_value=50)
-    penalty = keep(b.slider, "learn_delta", "delta: opponent penalty", 1.1, min_value=1.0, max_value=2.0, step=0.05)
+    k_neighbors = keep(a.slider, "learn_knn", state.param_widget("k_neighbors")["label"], 10, min_value=1, max_value=50)
+    penalty = keep(b.slider, "learn_delta", state.param_widget("opponent_penalty")["label"], 1.1, min_value=1.0, max_value=2.0, step=0.05)
     core_method = keep(c.selectbox, "learn_core_method", "Stage-1 core method", "kmeans", options=CORE_METHODS)
     variant = keep(d.selectbox, "learn_variant", "Variant", VARIANTS[0], options=VARIANTS)
     denoise = keep(a.selectbox, "learn_denoise", "Denoiser", DENOISERS[0], options=DENOISERS)

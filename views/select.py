@@ -74,7 +74,8 @@ with st.form("selection_parameters"):
         keep(c.selectbox, "denoise", **state.param_widget("denoise"))
         keep(a.selectbox, "criterion", **state.param_widget("criterion"))
         keep(b.selectbox, "process", **state.param_widget("process"))
-        if keep(c.number_input, "seed", "Seed", step=1, value=None) is None:  # no bounds, as the budget
+        # no bounds, and a float input, as the budget: an int one made 1.5 into 1 without a word
+        if keep(c.number_input, "seed", "Seed", step=1.0, format="%.10g", value=None) is None:
             empty.append("seed")
     st.form_submit_button("Select", type="primary")
     # The form's edits reach the selection (and are kept) only when Select is pressed; a
