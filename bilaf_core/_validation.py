@@ -160,13 +160,13 @@ def check_shape_and_dtype(array: np.ndarray, *, name: str = "features") -> None:
     """A numeric, non-empty 2-D array (N samples x d dims), or a ValueError saying why."""
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(f"{name} must be a numeric array, got dtype {array.dtype}")
+    if array.size == 0:  # before the shape: an empty 1-D file was told to reshape "a single vector"
+        raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least 1 sample and 1 dimension")
     if array.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D (N samples x d dims), got {array.ndim}-D with shape {array.shape}; "
             "reshape a single vector with .reshape(1, -1) or stack your vectors into rows"
         )
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least 1 sample and 1 dimension")
 
 
 def non_finite_message(name: str, n_bad_rows: int, first: int) -> str:

@@ -24,6 +24,7 @@ X = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
         (X[:, 0], 10, {}, "must be 2-D"),
         (np.empty((0, 8)), 1, {}, "is empty"),
         (np.empty((5, 0)), 1, {}, "is empty"),
+        (np.empty(0), 1, {}, "is empty (shape (0,))"),  # was told to reshape "a single vector"
         (X, 10, {"cores": [1, 2, 100]}, "cores must be indices in [0, 99]"),
         (X, 10, {"cores": [-1, 2]}, "cores must be indices in [0, 99]"),
         (X, 10, {"cores": [1, 2, 2]}, "cores must be distinct"),
