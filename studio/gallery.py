@@ -95,21 +95,29 @@ def image_grid(images, captions: list[str], *, width: int = 112) -> None:
 </style><div class="bilaf-grid">{"".join(cells)}</div>""")
 
 
-def rows_table(rows: np.ndarray, result: Selection, ids: np.ndarray, labels: np.ndarray | None) -> pd.DataFrame:
-    """id, label, role, cluster and boundary score of pool rows (the gallery's captions as a table)."""
+def rows_table(rows: np.ndarray, result: Selection, ids: np.ndarray, labels: np.ndarray | None,
+               marks: session.PoolState | None = None) -> pd.DataFrame:
+    """id, label, role, cluster and boundary score of pool rows (the gallery's captions as a
+    table), and each row's manual mark ("excluded" / "forced" from the export) where the
+    pool ``marks`` has any."""
     score = np.full(ids.size, np.nan)
     score[result.indices] = result.boundary_score
     table = pd.DataFrame({"id": ids[rows], "role": result.role[rows], "cluster": result.cluster[rows],
                           "boundary score": score[rows]})
     if labels is not None:
         table.insert(1, "label", labels[rows])
+    if marks is not None and marks.n_marks:
+        table["mark"] = ["excluded" if row in marks.excluded else "forced" if row in marks.forced else ""
+                         for row in rows.tolist()]
     return table
 
 
-def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=None) -> None:
+def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=None,
+         marks: session.PoolState | None = None) -> None:
     """A page of ``rows``: their images with id, label, role and score underneath, or, for a
-    pool without images (a feature file), the same columns as a table. ``closer``
-    (row -> None) draws the enlarged view of one of them, chosen under the grid."""
+    pool without images (a feature file), the same columns as a table; with ``marks``, each
+    sample's manual mark too. ``closer`` (row -> None) draws the enlarged view of one of
+    them, chosen under the grid."""
     if rows.size == 0:
         st.caption("Nothing to show.")
         return
@@ -124,12 +132,15 @@ def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=No
             st.warning(f"Page {asked:,} does not exist: there are pages 1 to {pages} ({rows.size:,} samples, "
                        f"{PAGE_SIZE} per page); showing page {page}.")
     shown = rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
-    table = rows_table(shown, result, np.asarray(fs.ids), fs.labels)
+    if marks is not None:
+        session.load_marks(marks, fs.ids)  # read from disk once per session
+    table = rows_table(shown, result, np.asarray(fs.ids), fs.labels, marks)
     if thumbs is None:
         st.dataframe(table, hide_index=True, width="stretch", placeholder=state.NO_VALUE,
                      column_config={"boundary score": st.column_config.NumberColumn(format="%.3f")})
     else:
-        columns = [table["role"].astype(str), ["" if np.isnan(v) else f"BS {v:.3f}" for v in table["boundary score"]]]
+        columns = [table["role"].astype(str), ["" if np.isnan(v) else f"BS {v:.3f}" for v in table["boundary score"]],
+                   *([table["mark"]] if "mark" in table else [])]
         if "label" in table:
             columns.insert(0, "label " + table["label"].astype(str))
         # a caption wraps only between its parts ("label 5", "boundary", "BS 0.123"), not inside one

@@ -1083,3 +1083,21 @@ def test_learn_names_the_select_pages_parameters_alike_and_greys_what_a_projecti
     at.selectbox(key="learn_data").set_value("2-D PCA of the current feature set").run()
     _no_failure(at)
     assert all(at.slider(key=key).disabled for key in ("learn_n", "learn_overlap", "learn_outliers"))
+
+
+def test_the_gallery_shows_each_samples_mark(tmp_path, monkeypatch):
+    """A newcomer could not see which samples they had excluded or forced: the gallery's
+    captions read as before the marks."""
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))  # the marks file goes there
+    at = _app("views/inspect.py")
+    exclude, force = (next(m for m in at.multiselect if m.label == label)
+                      for label in ("Exclude from the export", "Force into the export"))
+    exclude.set_value(exclude.options[:1])
+    force.set_value(force.options[89:90])  # the first sample past the selection (selected samples come first)
+    next(b for b in at.button if b.label == "Apply marks").click().run()
+    _no_failure(at)
+    grid = next(h.proto.body for h in at.get("html") if "bilaf-grid" in h.proto.body)
+    assert grid.count("excluded</figcaption>") == 1 and "forced" not in grid  # page 1: the selection's first
+    at.number_input(key="inspect_gallery_page").set_value(2).run()  # samples 61 to 120: the forced one
+    grid = next(h.proto.body for h in at.get("html") if "bilaf-grid" in h.proto.body)
+    assert grid.count("forced</figcaption>") == 1 and "excluded" not in grid

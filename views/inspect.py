@@ -48,7 +48,8 @@ with tab_map:
                      help="Show every sample the filters match again; the Select page's map pick goes too.")
     else:
         st.caption(f"Lasso or box points on the map to narrow this down. {matching}")
-    gallery.show(chosen, result, fs, thumbs, key="inspect_gallery", closer=state.closer(source, result, coords))
+    gallery.show(chosen, result, fs, thumbs, key="inspect_gallery", closer=state.closer(source, result, coords),
+                 marks=pool)
     st.subheader("Marks")
     exports.marks_line(pool, fs.ids, key="clear_marks_inspect")
     ids = [str(sample) for sample in fs.ids]

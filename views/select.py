@@ -182,6 +182,6 @@ if result.allocation.size and result.params["method"] == "bilaf":
 if picked.size:
     st.subheader(f"Picked on the map ({picked.size:,})")
     gallery.show(picked, result, fs, state.thumbs(source), key="select_picked",
-                 closer=state.closer(source, result, coords))
+                 closer=state.closer(source, result, coords), marks=pool)
 
 exports.section(source, fs, result, pool)
