@@ -181,19 +181,22 @@ def setting(state: PoolState, name: str, default: Any) -> Any:
     return default
 
 
+def _holds(state: PoolState, name: str) -> bool:
+    """Whether kept widget ``name`` exists and was last seeded for this pool (:func:`kept`)."""
+    return name in st.session_state and st.session_state.get("_widget_pool", {}).get(name) == state.key
+
+
 def pending(state: PoolState, name: str, default: Any) -> Any:
     """The value kept widget ``name`` holds before it is drawn on this run: what the user
     left in it (a form's submitted value, which a widget whose range changes on this run
     would lose: K moved with a new budget), else the pool's (:func:`setting`)."""
-    if name in st.session_state and st.session_state.get("_widget_pool", {}).get(name) == state.key:
-        return st.session_state[name]
-    return setting(state, name, default)
+    return st.session_state[name] if _holds(state, name) else setting(state, name, default)
 
 
 def put(state: PoolState, name: str, value: Any) -> None:
     """Make ``value`` what kept widget ``name`` shows when it is drawn next on this run (a
     value the page had to move, such as K above a new budget)."""
-    if name in st.session_state and st.session_state.get("_widget_pool", {}).get(name) == state.key:
+    if _holds(state, name):
         st.session_state[name] = value
     else:
         state.values[name] = value
@@ -247,8 +250,7 @@ def changed(state: PoolState) -> None:
     """The user changed a setting: what the app said about the values it could not use or
     had to move (a link's, K above B) no longer applies, and goes."""
     state.notes.clear()
-    state.url_notes.clear()
-    st.session_state.pop("link_problem", None)
+    _forget_link(state)
 
 
 def settings(source: Source, n: int) -> dict:
@@ -357,7 +359,12 @@ def url_warning(source: Source) -> str | None:
 
 def dismiss_url_warning(source: Source) -> None:
     """The user read :func:`url_warning`: it goes."""
-    pool_state(source).url_notes.clear()
+    _forget_link(pool_state(source))
+
+
+def _forget_link(state: PoolState) -> None:
+    """What :func:`url_warning` says of the link goes (dismissed, or a setting changed)."""
+    state.url_notes.clear()
     st.session_state.pop("link_problem", None)
 
 

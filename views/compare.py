@@ -52,7 +52,7 @@ for index, row in rows.iterrows():
     numbers.append(settings.index.get_loc(index) + 1)
     for column, why in state.compare_problems(cells[-1], budget, n).items():
         given = cells[-1][column]
-        st.warning(f"Row {settings.index.get_loc(index) + 1} ({row['method']}), {column} = "
+        st.warning(f"Row {numbers[-1]} ({row['method']}), {column} = "
                    f"{repr(given) if isinstance(given, str) else f'{given:g}'} was not applied: {why}. This row uses "
                    f"the Select page's {column} = {select_values[column]}; type a value in that range.")
         cells[-1][column] = None
