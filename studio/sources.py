@@ -13,13 +13,21 @@ from bilaf_core._io import atomic_open
 from .state import (BACKBONE_CHOICES, FEATURE_FILE_TYPES, IMAGE_ZIP_TYPES, Source, check_allowed, unpacked_zip,
                     upload_dir)
 
-__all__ = ["SOURCES", "save_upload", "source_from_form"]
+__all__ = ["SOURCES", "kind_of", "save_upload", "source_from_form"]
 
 #: The Data page's source choices: label -> kind ("zip" and "features" are uploads).
 SOURCES = {"Built-in digits (offline)": "digits", "CIFAR-10": "cifar10", "CIFAR-100": "cifar100",
            "Fashion-MNIST": "fashion-mnist", "Image folder": "folder", "Image folder (zip upload)": "zip",
-           "Feature file (upload)": "features"}
+           "Feature file (upload)": "features", "Feature file on this machine": "feature_path"}
 _LABEL_OF = {kind: label for label, kind in SOURCES.items()}
+
+
+def kind_of(source: Source) -> str:
+    """The :data:`SOURCES` kind that makes ``source`` (what the Data page's list shows for
+    the current pool, also for one opened by a link or by BILAF_START_FEATURES)."""
+    if source.upload:
+        return "zip" if source.dataset == "folder" else "features"
+    return "feature_path" if source.feature_file else source.dataset
 
 
 def save_upload(name: str, data: bytes) -> Path:
@@ -41,14 +49,33 @@ def _expected(upload: tuple[str, bytes] | None, suffixes: tuple[str, ...], what:
     return save_upload(*upload)
 
 
+def _feature_file(typed: str) -> str:
+    """A typed feature file's resolved path, checked: allowed, a file, a type the loader
+    reads (the allowed folders first, so that no answer tells what lies outside them)."""
+    if not typed.strip():
+        raise ValueError("type the path of the feature file "
+                         f"({', '.join(FEATURE_FILE_TYPES)}), or choose 'Feature file (upload)' to upload one")
+    path = Path(check_allowed(typed.strip()))
+    if path.is_dir():
+        raise ValueError(f"{typed.strip()} is a folder, not a feature file: give the file itself "
+                         f"({', '.join(FEATURE_FILE_TYPES)}), or choose 'Image folder' for a folder of images")
+    if not path.is_file():
+        raise ValueError(f"{typed.strip()} was not found: check the path (it is read on the machine the app runs on)")
+    if path.suffix.lower() not in FEATURE_FILE_TYPES:
+        raise ValueError(f"{path.name} is not a feature file ({', '.join(FEATURE_FILE_TYPES)}; an .npz holds its "
+                         "rows under 'features')")
+    return str(path)
+
+
 def source_from_form(kind: str, *, root: str = "", test_root: str = "", backbone_label: str = "",
-                     timm_name: str = "", weights: str = "", upload: tuple[str, bytes] | None = None) -> Source:
+                     timm_name: str = "", weights: str = "", feature_path: str = "", upload: tuple[str, bytes] | None = None) -> Source:
     """The source the Data page's form describes.
 
     Parameters
     ----------
     kind : a value of :data:`SOURCES`.
-    root, test_root, weights : typed paths (checked against the allowed roots).
+    root, test_root, weights, feature_path : typed paths (checked against the allowed
+        roots); ``feature_path`` is the feature file of "Feature file on this machine".
     backbone_label, timm_name : a key of :data:`studio.state.BACKBONE_CHOICES`, and the
         timm name typed for "Other timm model".
     upload : (file name, content) of the attached file, if any.
@@ -70,6 +97,8 @@ def source_from_form(kind: str, *, root: str = "", test_root: str = "", backbone
         wanted = _LABEL_OF["zip" if suffix in IMAGE_ZIP_TYPES else "features"]
         raise ValueError(f"{upload[0]} is attached but the source is {_LABEL_OF[kind]}: choose '{wanted}' to load it, "
                          "or remove the upload")
+    if kind == "feature_path":
+        return Source(dataset="features", feature_file=_feature_file(feature_path), backbone="")
     if kind == "features":
         saved = _expected(upload, FEATURE_FILE_TYPES, "a feature file")
         return Source(dataset="features", feature_file=str(saved), backbone="", upload=upload[0])

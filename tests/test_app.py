@@ -558,6 +558,13 @@ def test_source_from_form_checks_every_field_and_keeps_uploads_by_content(tmp_pa
     first = source_from_form("features", upload=("my pool.npy", data.getvalue()), backbone_label="Pixels (tiny demos)")
     again = source_from_form("features", upload=("my pool.npy", data.getvalue()), backbone_label="Pixels (tiny demos)")
     assert first == again and first.feature_file.endswith("my pool.npy") and first.upload == "my pool.npy"
+    typed = source_from_form("feature_path", feature_path=f" {tmp_path / 'cache'}/../{Path(first.feature_file).relative_to(tmp_path)} ",
+                             backbone_label="Pixels (tiny demos)")
+    assert typed.feature_file == first.feature_file and not typed.upload  # resolved, read in place
+    for path, said in (("", "type the path of the feature file"), ("/etc/hosts", "outside the folders"),
+                       (str(tmp_path), "is a folder, not a feature file"), (str(tmp_path / "no.npz"), "was not found")):
+        with pytest.raises(ValueError, match=said):
+            source_from_form("feature_path", feature_path=path, backbone_label="Pixels (tiny demos)")
 
 
 def test_overlay_markers_shrink_with_their_count_so_thousands_stay_points():

@@ -164,3 +164,34 @@ def test_compare_rows_that_differ_by_seed_read_differently(server, browser):
     wait_idle(page)
     page.screenshot(path=str(Path(server[1]) / "compare.png"))
     assert_clean(page, browser)
+
+
+def test_a_feature_file_opened_by_a_link_shows_on_the_data_page_and_a_typed_one_loads(server, browser):
+    """Opened by a link, a feature file on the server was shown on the Data page as
+    'Feature file (upload)' with nothing attached, and no source took its path: loading it
+    again said 'choose a feature file to upload' (a newcomer's walk)."""
+    url, folder = server
+    rng = np.random.default_rng(0)
+    first, second = folder / "pool a.npz", folder / "pool b.npy"
+    np.savez(first, features=rng.standard_normal((150, 6)).astype(np.float32))
+    np.save(second, rng.standard_normal((120, 6)).astype(np.float32))
+    page = open_select(url, browser, f"/?data=features&file={first}&budget=20")
+    go(page, "Data", "Data")
+    expect(page.get_by_role("heading", name="feature file pool a.npz")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Source")).to_have_value("Feature file on this machine")
+    path_box = page.get_by_role("textbox", name="Feature file path")
+    expect(path_box).to_have_value(str(first))
+    for typed, said in ((str(folder), f"{folder} is a folder, not a feature file"),
+                        (str(folder / "gone.npz"), f"{folder / 'gone.npz'} was not found"),
+                        ("/etc/passwd", "/etc/passwd is outside the folders this app may read")):
+        path_box.fill(typed)
+        page.get_by_role("button", name="Load and extract features").click()
+        expect(page.get_by_text(f"Cannot load this source: {said}", exact=False)).to_be_visible(timeout=60_000)
+        wait_idle(page)
+    path_box.fill(str(second))
+    page.get_by_role("button", name="Load and extract features").click()
+    expect(page.get_by_role("heading", name="feature file pool b.npy")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    expect(page.locator('[data-testid="stMetric"]').filter(has_text="Samples")).to_contain_text("120")
+    page.screenshot(path=str(folder / "feature_path.png"), full_page=True)
+    assert_clean(page, browser)

@@ -21,14 +21,18 @@ def keep(widget, name, label, default, **kwargs):
 
 with st.form("data_source"):
     choice = keep(st.selectbox, "source_choice", "Source", options=list(SOURCES),
-                  default=CHOICE_OF["zip" if current.upload and current.dataset == "folder" else
-                                    "features" if current.feature_file else current.dataset])
+                  default=CHOICE_OF[sources.kind_of(current)])
     dataset = SOURCES[choice]
     root = keep(st.text_input, "source_root", "Folder (local copy of the data set, or the image folder)",
                 current.root if current.root and not current.upload else "",
                 help="CIFAR: the folder holding cifar-10-batches-py/ (or cifar10_jpeg.npz); empty: "
                      f"{default_data_dir()} (BILAF_DATA_DIR), where downloads go; "
                      "Fashion-MNIST: the folder of the *-ubyte.gz files (Debian's package is found by itself)")
+    feature_path = keep(st.text_input, "source_feature_path",
+                        f"Feature file path (for 'Feature file on this machine'; {', '.join(state.FEATURE_FILE_TYPES)})",
+                        current.feature_file if current.feature_file and not current.upload else "",
+                        help="A file on the machine the app runs on, e.g. one written by `python -m bilaf_core "
+                             "features --out F.npz`: read in place, not copied")
     test_root = keep(st.text_input, "source_test_root",
                      "Test folder (optional, image folders): class subfolders, used to measure accuracy",
                      current.test_root)
@@ -66,7 +70,7 @@ if submitted:
             raise ValueError(problem)
         source = sources.source_from_form(
             dataset, root=root, test_root=test_root, backbone_label=backbone_label, timm_name=timm_name,
-            weights=weights, upload=None if upload is None else (upload.name, upload.getvalue()))
+            weights=weights, feature_path=feature_path, upload=None if upload is None else (upload.name, upload.getvalue()))
     except ValueError as exc:
         st.error(f"Cannot load this source: {exc}")
     else:
