@@ -34,6 +34,9 @@ __all__ = ["nearest_selected_distance", "emd_proxy", "ball_coverage", "default_c
 N_PSEUDO_CLASSES = 50
 #: Neighbours of :func:`typicality` (TypiClust's 20).
 TYPICALITY_NEIGHBORS = 20
+#: The spawn key of the stream that draws the pool rows a diagnostic is estimated on
+#: (:func:`diagnostics`), so that they are never a selection's own draws.
+_ESTIMATE_STREAM = 0xD1A6
 
 
 def nearest_selected_distance(features: np.ndarray, indices: np.ndarray, *,
@@ -180,7 +183,8 @@ def diagnostics(
     labels : (N,) true labels, optional.
     radius : coverage radius; None uses :func:`default_coverage_radius`.
     max_pool_samples : estimate the EMD proxy and the coverage on a seeded random subset
-        of this many pool samples when the pool is larger (the app's interactive mode).
+        of this many pool samples when the pool is larger (the app's interactive mode),
+        drawn independently of every selection method's draws at ``random_state``.
 
     Returns
     -------
@@ -194,7 +198,10 @@ def diagnostics(
         radius = default_coverage_radius(features)
     pool = features
     if max_pool_samples is not None and features.shape[0] > max_pool_samples:
-        rows = np.sort(np.random.default_rng(random_state).choice(features.shape[0], max_pool_samples, replace=False))
+        # a stream of its own (a spawn key no seed a user passes has): from default_rng(seed)
+        # the rows were a random selection's own draws at that seed, every pick at distance 0
+        stream = np.random.SeedSequence(random_state, spawn_key=(_ESTIMATE_STREAM,))
+        rows = np.sort(np.random.default_rng(stream).choice(features.shape[0], max_pool_samples, replace=False))
         pool = features[rows]
     nearest = nearest_selected_distance(pool, indices, selected_from=features)
     out: dict = {
