@@ -8,7 +8,7 @@ import streamlit as st
 
 
 def main() -> None:
-    from studio import session, state  # here, not above: see the end of this file
+    from studio import jobs, session, state  # here, not above: see the end of this file
 
     # A local icon: a material-symbol icon is fetched from Google's font server, which an
     # offline machine cannot reach (a console error on every page).
@@ -37,8 +37,9 @@ def main() -> None:
     def write_frame() -> None:
         source = state.current_source()
         with frame:
-            st.markdown(f"**Data** {source.label}  \n**Features** "
-                        f"{source.backbone if not source.feature_file else 'from file'}")
+            loaded = state.loaded_feature_set(source)  # the backbone used: DINO falls back offline
+            made_by = jobs.backbone_line(source.backbone, loaded.backbone_name if loaded else None)
+            st.markdown(f"**Data** {source.label}  \n**Features** {made_by if not source.feature_file else 'from file'}")
             st.markdown(session.run_line(source))
         unused = session.url_warning(source)
         if unused:  # until dismissed or a setting changes: a rerun (the background map arriving) keeps it

@@ -106,6 +106,8 @@ class FeatureSet:
     failed : list of (id, reason) for images that could not be read.
     backbone : str, a description of the backbone and its weights.
     from_cache : bool
+    backbone_name : str, the timm name of the backbone that made the features (the
+        bundled EfficientNet-Lite0 where DINO was asked for offline); "" for a file.
     test_features, test_labels : (M, d), (M,) a test split shipped with a feature file
         (``test_features`` / ``test_labels`` arrays), else None.
     """
@@ -119,6 +121,7 @@ class FeatureSet:
     from_cache: bool = False
     test_features: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+    backbone_name: str = ""
 
 
 # ----------------------------------------------------------------------------------
@@ -621,7 +624,8 @@ def _feature_set(pool: Pool, features: np.ndarray, meta: dict, backbone: Backbon
     failed = [(str(pool.ids[i]), reason) for i, reason in meta["failed"]]
     labels = None if pool.labels is None else pool.labels[kept]
     return FeatureSet(features, pool.ids[kept], labels, kept, failed,
-                      f"{backbone.name} ({backbone.weights_source}, pooling {backbone.pooling})", from_cache)
+                      f"{backbone.name} ({backbone.weights_source}, pooling {backbone.pooling})", from_cache,
+                      backbone_name=backbone.name)
 
 
 # ----------------------------------------------------------------------------------

@@ -164,6 +164,13 @@ def _remembered(table: str, key, compute, *, max_entries: int):
     return value
 
 
+def loaded_feature_set(source: Source) -> FeatureSet | None:
+    """The source's features if a page has loaded them, else None (never loads)."""
+    lock, tables = _memos()
+    with lock:
+        return tables.get("features", {}).get(source)
+
+
 def current_feature_set() -> tuple[Source, FeatureSet]:
     """The session's source and features; on failure an error on the page, which stops."""
     source = current_source()

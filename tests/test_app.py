@@ -1108,3 +1108,23 @@ def test_the_gallery_shows_each_samples_mark(tmp_path, monkeypatch):
     at.number_input(key="inspect_gallery_page").set_value(2).run()  # samples 61 to 120: the forced one
     grid = next(h.proto.body for h in at.get("html") if "bilaf-grid" in h.proto.body)
     assert grid.count("forced</figcaption>") == 1 and "excluded" not in grid
+
+
+def test_the_sidebar_names_the_backbone_used_after_an_offline_fallback(monkeypatch, tmp_path):
+    """DINO asked for offline, the bundled EfficientNet-Lite0 made the features (the Data
+    page warned so), and the sidebar still said "Features vit_small_patch16_224.dino"."""
+    from bilaf_core import features
+    from bilaf_core.features import BUNDLED_BACKBONE, DEFAULT_BACKBONE
+    from studio.state import Source
+
+    from conftest import CIFAR_IMAGES
+
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(features, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(features, "_cached_hub_weights", lambda name: False)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["source"] = Source(dataset="cifar10", root=str(CIFAR_IMAGES), backbone=DEFAULT_BACKBONE)
+    at.switch_page("views/data.py").run()
+    _no_failure(at)
+    frame = " ".join(m.value for m in at.sidebar.markdown)
+    assert f"asked {DEFAULT_BACKBONE}, used {BUNDLED_BACKBONE}" in frame, frame
