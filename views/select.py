@@ -144,14 +144,18 @@ with st.container():  # the map takes the page's width; the diagnostics go under
 
             wait_for_map()
     colouring = pool_colouring(result, fs.labels, color_by, coords=coords)
-    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, colouring=colouring),
-                                    "select_map", pool, drawn=(result.params, shown, color_by), coords=coords)
+    marks = session.row_marks(pool, fs.ids)  # drawn as rings: the marks made on Inspect
+    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, marks=marks,
+                                                     colouring=colouring),
+                                    "select_map", pool, drawn=(result.params, shown, color_by, session.marks_drawn(pool)),
+                                    coords=coords)
     st.html(legend_html(colouring))
     density = f" The pool ({n:,}) is drawn as a density: darker where more samples lie." if draws_density(n) else ""
     layers = ("Stars: cores; circles: boundary picks; crosses: removed noise." if result.params["method"] == "bilaf"
               else f"Stars: {result.params['method']}'s picks (a whole-budget method: no cores, boundaries or noise).")
-    st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). {layers}{density} Click a legend entry to hide a "
-               "layer; lasso or box points to see them below.")
+    rings = " Rings: your marks (⊗ excluded from, ⊕ forced into the export; set on Inspect)." if pool.n_marks else ""
+    st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). {layers}{rings}{density} Click a legend entry to "
+               "hide a layer; lasso or box points to see them below.")
 text_col, class_col, cluster_col = st.columns(3)
 report = state.selection_diagnostics(source, result, normalize=result.params["normalize"])
 with text_col:
