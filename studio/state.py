@@ -327,6 +327,20 @@ def _whole(value):
 _KINDS = {"int": _whole, "float": float, "n_cores": n_cores_value, "choice": str}
 
 
+def selection_counts(result) -> dict[str, int]:
+    """The Select page's counts of a selection, by what took part in it: Selected and
+    Unselected always; Core for BiLAF; Boundary and Removed only where stage 2 ran
+    (:attr:`bilaf_core.Selection.has_stage2`: at K = B it does not, and a whole-budget
+    method has none)."""
+    counts = result.role_counts()
+    shown = {"Selected": result.budget}
+    if result.params["method"] == "bilaf":
+        shown["Core"] = counts.get("core", 0)
+    if result.has_stage2:
+        shown.update(Boundary=counts.get("boundary", 0), Removed=counts.get("removed", 0))
+    return {**shown, "Unselected": counts.get("unselected", 0)}
+
+
 def asked_budget(values: dict, n: int) -> int:
     """The whole number of samples the Select page's values ask for (it may lie outside
     the pool; a budget typed with a fraction, 12.5, asks for its whole part)."""
