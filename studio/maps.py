@@ -129,7 +129,8 @@ def draws_density(n: int) -> bool:
 @dataclass(frozen=True)
 class Colouring:
     """What colours the pool: ``codes`` (N,) a category per row (-1: outside the
-    filters, drawn grey), ``names`` the categories' names, ``title`` what they are."""
+    filters, drawn grey), ``names`` the categories' names, ``title`` what they are, in the
+    words of the page's "Colour pool by" control ("pseudo-class", "true label")."""
 
     codes: np.ndarray
     names: tuple[str, ...]
@@ -191,12 +192,14 @@ def pool_colouring(selection: Selection, labels=None, color_by: str = "pseudo-cl
     n = selection.role.size
     if color_by == "true label" and labels is not None:
         names, codes = np.unique(np.asarray(labels), return_inverse=True)
-        colouring = (codes.astype(np.int64), tuple(str(v) for v in names), "label")
+        colouring = (codes.astype(np.int64), tuple(str(v) for v in names), "true label")
     elif (selection.cluster >= 0).any() and (pick_cells or selection.params.get("method") == "bilaf"):
         k = int(selection.cluster.max()) + 1
         colouring = (selection.cluster.astype(np.int64), tuple(str(c) for c in range(k)), "pseudo-class")
-    else:
-        colouring = (np.zeros(n, dtype=np.int64), ("pool",), "pool")
+    else:  # titled with the colouring asked for (the page's control), and why it is one colour
+        method = selection.params.get("method", "this method")
+        why = "makes none" if not (selection.cluster >= 0).any() else "has one per pick, not drawn here"
+        colouring = (np.zeros(n, dtype=np.int64), ("pool",), f"pseudo-class ({method} {why}: the pool is one colour)")
     codes, names, title = colouring
     focus = in_focus(selection, roles=roles, cluster=cluster, marks=marks, mark_kinds=mark_kinds)
     colour_of = None

@@ -256,7 +256,9 @@ def param_widget(name: str) -> dict:
     """The label, help and range (or options) of a selection parameter's widget, from its
     one definition (:func:`bilaf_core.params.param_specs`)."""
     spec = _SPECS[name]
-    widget = {"label": spec.label, "help": spec.help}
+    # a form cannot grey its BiLAF-only widgets when another method is chosen in it: each says so
+    only = " BiLAF only: a whole-budget method (any other) does not use it." if name in BILAF_ONLY_PARAMS else ""
+    widget = {"label": spec.label, "help": spec.help + only}
     if spec.kind == "choice":
         widget["options"] = list(spec.choices)
     elif spec.kind in ("int", "float"):

@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from browser import LONG, assert_clean, digits_server, metric, wait_idle
+from browser import LONG, assert_clean, digits_server, metric, radio_value, wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -47,4 +47,27 @@ def test_at_k_equal_to_b_the_page_says_stage_2_did_not_run(server, browser, tmp_
     _drawn(page, server[0] + "/?data=digits&budget=30&n_cores=10")  # K < B: stage 2 runs, and is counted
     assert _labels(page) == ["Selected", "Core", "Boundary", "Removed", "Unselected"]
     expect(page.get_by_text("Per-cluster budgets")).to_be_visible()
+    assert_clean(page, browser)
+
+
+def test_a_whole_budget_methods_legend_names_the_colouring_as_the_control_does(server, browser, tmp_path):
+    """TypiClust has no pseudo-classes: the legend said "Pool colour: pool" while the control
+    said "pseudo-class"; the BiLAF-only settings say they do not apply to it."""
+    page = browser.page()
+    page.goto(server[0] + "/?data=digits&method=typiclust")
+    expect(page.locator(".legendtext").filter(has_text=re.compile(r"^selected \(")).first).to_be_attached(
+        timeout=LONG)
+    wait_idle(page)
+    assert radio_value(page, "true label") == "pseudo-class"
+    expect(page.locator(".bilaf-legend")).to_contain_text(
+        "Pool colour: pseudo-class (typiclust makes none: the pool is one colour)")
+    expect(page.get_by_text("the method selected now spends the whole budget in one stage and does not use them",
+                            exact=False)).to_be_visible()
+    page.get_by_role("button", name="Help for P_rm: removal ratio").hover()
+    expect(page.get_by_text("BiLAF only: a whole-budget method (any other) does not use it.")).to_be_visible()
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "typiclust_legend.png"))
+    page.get_by_text("true label", exact=True).click()
+    expect(page.locator(".bilaf-legend")).to_contain_text("Pool colour: true label", timeout=LONG)
+    wait_idle(page)
     assert_clean(page, browser)
