@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from browser import LONG, assert_clean, digits_server, metric, radio_value, wait_idle
+from browser import LONG, assert_clean, digits_server, metric, radio_value, wait_idle, wait_select
 
 
 @pytest.fixture(scope="module")
@@ -70,4 +70,20 @@ def test_a_whole_budget_methods_legend_names_the_colouring_as_the_control_does(s
     page.get_by_text("true label", exact=True).click()
     expect(page.locator(".bilaf-legend")).to_contain_text("Pool colour: true label", timeout=LONG)
     wait_idle(page)
+    assert_clean(page, browser)
+
+
+def test_the_counts_read_whole_in_a_900_px_window(server, browser, tmp_path):
+    """At 900 px the five counts shared five columns and "Unselected" read "1,…"."""
+    page = browser.page(width=900)
+    page.goto(server[0] + "/?data=digits")
+    wait_select(page)
+    values = page.locator('[data-testid="stMetricValue"], [data-testid="stMetricLabel"]')
+    assert values.count() == 10
+    cut = values.evaluate_all("""els => els.flatMap(e => [e, ...e.querySelectorAll('*')])
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+    assert not cut, cut  # no label or number cut with an ellipsis
+    assert metric(page, "Unselected") == "1,524"
+    page.locator('[data-testid="stMetric"]').first.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "counts_900.png"))
     assert_clean(page, browser)

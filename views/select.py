@@ -102,9 +102,9 @@ except ValueError as exc:
 if result.params["method"] == "bilaf" and result.cores.size == 1 < result.budget:  # with B = 1, K cannot be raised
     st.warning("K = 1: a single core has no opponent, so the boundary score only ranks how far a sample lies from "
                "its core. Raise K (the number of classes, if you know it, is a good start).")
-counts = state.selection_counts(result)
-for col, (name, value) in zip(st.columns(len(counts)), counts.items()):
-    col.metric(name, f"{value:,}")
+metrics = st.container(horizontal=True, gap="medium")  # they wrap onto a second row in a narrow window
+for name, value in state.selection_counts(result).items():
+    metrics.metric(name, f"{value:,}", width="content")
 k_line = (f" K = {result.params['n_cores']:,} ({result.params['n_cores_rule']})."
           if result.params["method"] == "bilaf" else "")
 if result.params["method"] == "bilaf" and not result.has_stage2:
