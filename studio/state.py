@@ -41,7 +41,8 @@ from bilaf_core.data import extract_image_zip, load_pool
 from bilaf_core.features import (FeatureSet, default_cache_dir, duplicate_rows, extract_features, load_backbone,
                                  load_feature_file, thumbnails)
 from bilaf_core.metrics import default_coverage_radius
-from bilaf_core.params import BILAF_ONLY_PARAMS, SelectionParams, param_specs
+from bilaf_core.params import (BILAF_ONLY_PARAMS, DEFAULT_BUDGET_PERCENT, SelectionParams, budget_from_percent,
+                               default_budget, param_specs)
 from bilaf_core.projection import cached_projection, project_2d
 from bilaf_core.store import RunStore, StoreError, default_store_path
 
@@ -301,7 +302,7 @@ def select_defaults(n: int) -> dict:
     defaults (:class:`bilaf_core.params.SelectionParams`) plus the page's budget, seed and map."""
     library = SelectionParams().as_dict()
     return {**{name: library[name] for name in PAGE_PARAMS}, "budget_unit": "samples",
-            "budget": min(n, max(10, n // 20)), "budget_percent": 5.0, "seed": 0, "projection": "umap",
+            "budget": default_budget(n), "budget_percent": DEFAULT_BUDGET_PERCENT, "seed": 0, "projection": "umap",
             "color_by": "pseudo-class"}
 
 
@@ -348,7 +349,7 @@ def asked_budget(values: dict, n: int) -> int:
     the pool; a budget typed with a fraction, 12.5, asks for its whole part)."""
     if values["budget_unit"] == "samples":
         return int(values["budget"])
-    return round(n * float(values["budget_percent"]) / 100)
+    return budget_from_percent(n, values["budget_percent"])
 
 
 def budget_of(values: dict, n: int) -> int:

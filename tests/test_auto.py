@@ -18,7 +18,7 @@ from bilaf_core.cli import main
     (50_000, 1_000, 1_000),  # 2 %: still low (N / B = 50)
     (50_000, 1_001, 32),     # just above: round(sqrt(1001)) = 32
     (50_000, 2_500, 50),     # 5 %: the paper's CIFAR-10 K
-    (1_797, 89, 9),          # the app's digits default (5 %)
+    (1_797, 90, 9),          # the app's digits default (5 %)
     (1_797, 35, 35),         # 1797 / 35 >= 50
     (10, 10, 3),             # the whole pool: round(sqrt(10))
     (1, 1, 1),
