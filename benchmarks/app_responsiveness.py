@@ -242,7 +242,7 @@ def server_split(feature_file: Path, cache: Path, coords: np.ndarray) -> list[tu
 
     from bilaf_core import select, stage2_geometry
     from bilaf_core.core import l2_normalize, select_cores
-    from bilaf_core.params import SelectionParams
+    from bilaf_core.params import SelectionParams, default_budget
     from bilaf_core.selection import resolve_n_cores
     from studio.maps import pool_colouring, selection_figure
 
@@ -250,7 +250,7 @@ def server_split(feature_file: Path, cache: Path, coords: np.ndarray) -> list[tu
     features = np.asarray(fs.features, dtype=np.float32)
     n = features.shape[0]
     params = SelectionParams()
-    budget = max(10, n // 20)
+    budget = default_budget(n)  # the Select page's
     k = resolve_n_cores(params.n_cores, n, budget).n_cores
     space = l2_normalize(features)
     cores = select_cores(space, k, method=params.core_method, random_state=0, cache_dir=cache)

@@ -43,6 +43,7 @@ def split(feature_file: Path, cache: Path | None) -> list[tuple[str, float]]:
     from bilaf_core.core import activeft_cores, l2_normalize, select_cores
     from bilaf_core.features import load_feature_file
     from bilaf_core.metrics import default_coverage_radius
+    from bilaf_core.params import default_budget
 
     steps, last = [], [time.perf_counter()]
 
@@ -56,7 +57,7 @@ def split(feature_file: Path, cache: Path | None) -> list[tuple[str, float]]:
     lap("load the feature file")
     unit = l2_normalize(features)
     lap("L2-normalise")
-    budget = features.shape[0] // 20  # the Select page's default budget (5 %)
+    budget = default_budget(features.shape[0])  # the Select page's default budget (5 %)
     k = auto_n_cores(features.shape[0], budget).n_cores
     if cache is None:
         cores = activeft_cores(unit, k, random_state=0, precision="float32", batch_size=unit.shape[0])

@@ -169,6 +169,23 @@ BILAF_ONLY_PARAMS = tuple(spec.name for spec in param_specs()
                           if spec.stage in ("stage1", "stage2") and spec.name != "variant")
 
 
+#: A new selection's budget, in percent of the pool (the app's starting value, in either
+#: of its units: B = 90 samples of the digits' 1,797, which is what typing 5 % selects).
+DEFAULT_BUDGET_PERCENT = 5.0
+
+
+def budget_from_percent(n_samples: int, percent: float) -> int:
+    """The whole number of samples ``percent`` % of a pool of ``n_samples`` is (rounded to
+    the nearest; it may lie outside 1 .. N, for the caller to clamp or refuse)."""
+    return round(n_samples * float(percent) / 100)
+
+
+def default_budget(n_samples: int) -> int:
+    """B of a new selection on a pool of ``n_samples``: :data:`DEFAULT_BUDGET_PERCENT` of it,
+    at least 1 and at most the pool."""
+    return max(1, min(n_samples, budget_from_percent(n_samples, DEFAULT_BUDGET_PERCENT)))
+
+
 def keyword_parameters() -> list[inspect.Parameter]:
     """:class:`SelectionParams`' fields as keyword-only signature parameters (for the
     signatures of ``select`` and ``BiLAF.__init__``)."""

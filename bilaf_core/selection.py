@@ -101,6 +101,13 @@ class Selection:
     def budget(self) -> int:
         return int(self.indices.size)
 
+    @property
+    def has_stage2(self) -> bool:
+        """Whether BiLAF's stage 2 (denoising, boundary picks) took part: BiLAF with K < B.
+        At K = B every label is a core and stage 2 has none to spend, so it does not run
+        (no sample is removed as noise); a whole-budget method has no stage 2."""
+        return self.params.get("method") == "bilaf" and self.cores.size < self.budget
+
     def role_counts(self) -> dict[str, int]:
         names, counts = np.unique(self.role, return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
@@ -282,9 +289,13 @@ def select(
                          params, {"stage1": stage1_time, "stage2": 0.0, "total": time.perf_counter() - start})
 
     stage2_progress = lambda f, m: report(0.6 + 0.4 * f, m)  # noqa: E731
+    # K = B: every label is a core and no boundary pick is left to make; denoising would
+    # only mark "removed" samples that play no part in the selection, so it is skipped
+    # (the clusters and the cores' order are the same either way). Selection.has_stage2.
+    denoise = p.denoise if n_cores < budget else "none"
     result = select_boundary(
         space, cores, budget, variant=variant, k_neighbors=p.k_neighbors, include_ratio=p.include_ratio,
-        removal_ratio=p.removal_ratio, opponent_penalty=p.opponent_penalty, denoise=p.denoise, criterion=p.criterion,
+        removal_ratio=p.removal_ratio, opponent_penalty=p.opponent_penalty, denoise=denoise, criterion=p.criterion,
         process=p.process, progress=stage2_progress, geometry=geometry,
     )
     total = time.perf_counter() - start

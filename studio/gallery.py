@@ -107,8 +107,8 @@ def rows_table(rows: np.ndarray, result: Selection, ids: np.ndarray, labels: np.
     if labels is not None:
         table.insert(1, "label", labels[rows])
     if marks is not None and marks.n_marks:
-        table["mark"] = ["excluded" if row in marks.excluded else "forced" if row in marks.forced else ""
-                         for row in rows.tolist()]
+        mark = session.row_marks(marks, ids)[rows]
+        table["mark"] = np.where(mark == "unmarked", "", mark)
     return table
 
 

@@ -109,7 +109,16 @@ MARKERS = {
     "selected": Marker("star", 14, "#111111"),  # a whole-budget method's picks (TypiClust, ProbCover), drawn as cores are
     "boundary": Marker("circle-open", 10, "#d62728"),
     "core": Marker("star", 14, "#111111"),
+    # Manual marks (Inspect's "Apply marks"), not roles: a ring around the sample, drawn
+    # on top of every role's marker, so a marked core or boundary pick shows both.
+    "excluded": Marker("circle-x-open", 18, "#ff7f0e", smallest=12, line=2),  # crossed out of the export
+    "forced": Marker("circle-cross-open", 18, "#2ca02c", smallest=12, line=2),  # added to the export
 }
+#: A sample's manual mark, as the maps, their filters and the galleries name it; the first
+#: two are drawn (:data:`MARKERS`), "unmarked" is the rest of the pool.
+MARKS = ("excluded", "forced", "unmarked")
+#: What each drawn mark means, in its legend entry and hover.
+MARK_MEANING = {"excluded": "excluded from the export", "forced": "forced into the export"}
 
 
 def draws_density(n: int) -> bool:
@@ -120,7 +129,8 @@ def draws_density(n: int) -> bool:
 @dataclass(frozen=True)
 class Colouring:
     """What colours the pool: ``codes`` (N,) a category per row (-1: outside the
-    filters, drawn grey), ``names`` the categories' names, ``title`` what they are."""
+    filters, drawn grey), ``names`` the categories' names, ``title`` what they are, in the
+    words of the page's "Colour pool by" control ("pseudo-class", "true label")."""
 
     codes: np.ndarray
     names: tuple[str, ...]
@@ -156,28 +166,42 @@ def spread_colours(centres: np.ndarray, n_colours: int) -> np.ndarray:
     return chosen
 
 
+def in_focus(selection: Selection, *, roles=ROLES, cluster: int | None = None, marks: np.ndarray | None = None,
+             mark_kinds=MARKS) -> np.ndarray:
+    """(N,) bool: the pool rows Inspect's filters keep: role in ``roles``, pseudo-class
+    ``cluster`` (None: any) and manual mark in ``mark_kinds`` (``marks``: each row's mark of
+    :data:`MARKS`, as :func:`studio.session.row_marks` gives it; None: no mark filter)."""
+    focus = np.isin(selection.role, list(roles))
+    if cluster is not None:
+        focus &= selection.cluster == cluster
+    if marks is not None:
+        focus &= np.isin(marks, list(mark_kinds))
+    return focus
+
+
 def pool_colouring(selection: Selection, labels=None, color_by: str = "pseudo-class", *, coords=None,
-                   roles=ROLES, cluster: int | None = None, pick_cells: bool = True) -> Colouring:
+                   roles=ROLES, cluster: int | None = None, marks: np.ndarray | None = None, mark_kinds=MARKS,
+                   pick_cells: bool = True) -> Colouring:
     """The pool's categories: true labels (when asked and the pool has them; class names
     keep their names) or pseudo-classes (the core each sample is assigned to; one
     category "pool" for a method without clusters, and with ``pick_cells=False`` for a
     whole-budget method, whose pseudo-classes are the cells of its picks: one per pick,
-    unreadable on a small map). Rows outside ``roles`` / ``cluster``
-    (Inspect's filters) get -1. With the map's ``coords``, categories beyond the palette
+    unreadable on a small map). Rows outside ``roles`` / ``cluster`` / ``mark_kinds``
+    (Inspect's filters, :func:`in_focus`) get -1. With the map's ``coords``, categories beyond the palette
     share colours only far apart (:func:`spread_colours` of their mean positions)."""
     n = selection.role.size
     if color_by == "true label" and labels is not None:
         names, codes = np.unique(np.asarray(labels), return_inverse=True)
-        colouring = (codes.astype(np.int64), tuple(str(v) for v in names), "label")
+        colouring = (codes.astype(np.int64), tuple(str(v) for v in names), "true label")
     elif (selection.cluster >= 0).any() and (pick_cells or selection.params.get("method") == "bilaf"):
         k = int(selection.cluster.max()) + 1
         colouring = (selection.cluster.astype(np.int64), tuple(str(c) for c in range(k)), "pseudo-class")
-    else:
-        colouring = (np.zeros(n, dtype=np.int64), ("pool",), "pool")
+    else:  # titled with the colouring asked for (the page's control), and why it is one colour
+        method = selection.params.get("method", "this method")
+        why = "makes none" if not (selection.cluster >= 0).any() else "has one per pick, not drawn here"
+        colouring = (np.zeros(n, dtype=np.int64), ("pool",), f"pseudo-class ({method} {why}: the pool is one colour)")
     codes, names, title = colouring
-    focus = np.isin(selection.role, list(roles))
-    if cluster is not None:
-        focus &= selection.cluster == cluster
+    focus = in_focus(selection, roles=roles, cluster=cluster, marks=marks, mark_kinds=mark_kinds)
     colour_of = None
     if coords is not None and len(names) > len(PALETTE_10):
         count = np.maximum(np.bincount(codes, minlength=len(names)), 1)[:, None]
@@ -314,20 +338,25 @@ def _discrete_scale(colours) -> list:
 
 def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=None,
                      color_by: str = "pseudo-class", height: int = FULL_HEIGHT, show_legend: bool = True,
-                     roles=ROLES, cluster: int | None = None, colouring: Colouring | None = None) -> go.Figure:
+                     roles=ROLES, cluster: int | None = None, marks: np.ndarray | None = None, mark_kinds=MARKS,
+                     colouring: Colouring | None = None) -> go.Figure:
     """The pool (coloured by pseudo-class or true label; :func:`pool_colouring`), then
-    the removed noise (crosses), boundary picks (circles) and cores (stars) on top.
+    the removed noise (crosses), boundary picks (circles) and cores (stars) on top, and
+    with ``marks`` (each row's manual mark, :data:`MARKS`) a ring around every sample
+    marked excluded or forced, one legend entry per kind, its hover naming the mark.
 
     Up to :data:`DENSITY_ABOVE` samples the pool is a marker layer; above, a density
     image under the overlays (:func:`density_png`; pick its samples with
-    :func:`rows_in_region`). ``roles`` and ``cluster`` (Inspect's filters) keep only the
-    matching overlays and grey the rest of the pool. Every marker carries its feature-set
+    :func:`rows_in_region`). ``roles``, ``cluster`` and ``mark_kinds`` (Inspect's
+    filters, :func:`in_focus`) keep only the matching overlays and grey the rest of the pool. Every marker carries its feature-set
     row first in ``customdata``, so a lasso or box selection maps back to samples
     (:func:`picked_rows`). The colour legend is :func:`legend_html` of the same
     ``colouring`` (made here when not given), drawn by the page.
     """
     n = coords.shape[0]
-    colouring = colouring or pool_colouring(selection, labels, color_by, roles=roles, cluster=cluster)
+    colouring = colouring or pool_colouring(selection, labels, color_by, roles=roles, cluster=cluster, marks=marks,
+                                            mark_kinds=mark_kinds)
+    focus = in_focus(selection, roles=roles, cluster=cluster, marks=marks, mark_kinds=mark_kinds)
     if labels is not None:
         labels = np.asarray(labels)
         if not np.issubdtype(labels.dtype, np.number):  # class names: their codes in the hover
@@ -362,8 +391,10 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
     score, opponent = np.full(n, np.nan), np.full(n, -1.0)
     score[selection.indices], opponent[selection.indices] = selection.boundary_score, selection.opponent
     for role, marker in MARKERS.items():
-        idx = np.flatnonzero((selection.role == role) & (True if cluster is None else selection.cluster == cluster))
-        if idx.size == 0 or role not in roles:
+        if role in MARK_MEANING:
+            continue  # the marks' rings go on top, below
+        idx = np.flatnonzero((selection.role == role) & focus)
+        if idx.size == 0:
             continue
         name = f"{role} ({idx.size})"
         if role == "removed" and draws_density(n) and idx.size > REMOVED_DRAWN:
@@ -377,6 +408,18 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])
                                        + ((score[idx], opponent[idx]) if role == "boundary" else ())).astype(np.float32),
             text=id_text(idx), hovertemplate=_hovertemplate(role, labels is not None, id_format)))
+    for mark, meaning in MARK_MEANING.items():
+        idx = np.flatnonzero((marks == mark) & focus) if marks is not None else np.empty(0, dtype=np.int64)
+        if idx.size == 0:
+            continue
+        # few points: a whole hover line each (id, label, role, cluster and the mark)
+        hover = [html.escape(str(np.asarray(ids)[i])) + ("" if labels is None else f"<br>label {label_column[i]:g}")
+                 + f"<br>role {selection.role[i]} · cluster {selection.cluster[i]}<br>mark: {meaning}" for i in idx]
+        fig.add_trace(go.Scattergl(
+            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=f"{meaning} ({idx.size})",
+            marker=MARKERS[mark].style(idx.size, height=height),
+            customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])).astype(np.float32),
+            text=hover, hovertemplate="%{text}<extra></extra>"))
     # The legend goes under the map: above it, plotly's toolbar would cover it.
     fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), showlegend=show_legend,
                       legend=dict(orientation="h", y=-0.02, yanchor="top", x=0), dragmode="lasso",

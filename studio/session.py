@@ -98,6 +98,22 @@ def save_marks(pool: PoolState, ids: np.ndarray) -> None:
         json.dump(marks, handle)
 
 
+def row_marks(pool: PoolState, ids: np.ndarray) -> np.ndarray:
+    """(N,) str: each pool row's manual mark, "excluded", "forced" or "unmarked"
+    (:data:`studio.maps.MARKS`), the pool's marks read from disk first (:func:`load_marks`)."""
+    load_marks(pool, ids)
+    marks = np.full(len(ids), "unmarked", dtype="<U8")
+    marks[sorted(pool.excluded)] = "excluded"
+    marks[sorted(pool.forced)] = "forced"
+    return marks
+
+
+def marks_drawn(pool: PoolState) -> tuple:
+    """The pool's marks as a value for a map's ``drawn`` (:func:`studio.gallery.selectable_map`):
+    new marks draw a new map."""
+    return tuple(sorted(pool.excluded)), tuple(sorted(pool.forced))
+
+
 def clear_marks(pool: PoolState, ids: np.ndarray) -> None:
     pool.excluded.clear()
     pool.forced.clear()

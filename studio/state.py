@@ -41,7 +41,8 @@ from bilaf_core.data import extract_image_zip, load_pool
 from bilaf_core.features import (FeatureSet, default_cache_dir, duplicate_rows, extract_features, load_backbone,
                                  load_feature_file, thumbnails)
 from bilaf_core.metrics import default_coverage_radius
-from bilaf_core.params import BILAF_ONLY_PARAMS, SelectionParams, param_specs
+from bilaf_core.params import (BILAF_ONLY_PARAMS, DEFAULT_BUDGET_PERCENT, SelectionParams, budget_from_percent,
+                               default_budget, param_specs)
 from bilaf_core.projection import cached_projection, project_2d
 from bilaf_core.store import RunStore, StoreError, default_store_path
 
@@ -263,7 +264,9 @@ def param_widget(name: str) -> dict:
     """The label, help and range (or options) of a selection parameter's widget, from its
     one definition (:func:`bilaf_core.params.param_specs`)."""
     spec = _SPECS[name]
-    widget = {"label": spec.label, "help": spec.help}
+    # a form cannot grey its BiLAF-only widgets when another method is chosen in it: each says so
+    only = " BiLAF only: a whole-budget method (any other) does not use it." if name in BILAF_ONLY_PARAMS else ""
+    widget = {"label": spec.label, "help": spec.help + only}
     if spec.kind == "choice":
         widget["options"] = list(spec.choices)
     elif spec.kind in ("int", "float"):
@@ -306,7 +309,7 @@ def select_defaults(n: int) -> dict:
     defaults (:class:`bilaf_core.params.SelectionParams`) plus the page's budget, seed and map."""
     library = SelectionParams().as_dict()
     return {**{name: library[name] for name in PAGE_PARAMS}, "budget_unit": "samples",
-            "budget": min(n, max(10, n // 20)), "budget_percent": 5.0, "seed": 0, "projection": "umap",
+            "budget": default_budget(n), "budget_percent": DEFAULT_BUDGET_PERCENT, "seed": 0, "projection": "umap",
             "color_by": "pseudo-class"}
 
 
@@ -334,12 +337,26 @@ def _whole(value):
 _KINDS = {"int": _whole, "float": float, "n_cores": n_cores_value, "choice": str}
 
 
+def selection_counts(result) -> dict[str, int]:
+    """The Select page's counts of a selection, by what took part in it: Selected and
+    Unselected always; Core for BiLAF; Boundary and Removed only where stage 2 ran
+    (:attr:`bilaf_core.Selection.has_stage2`: at K = B it does not, and a whole-budget
+    method has none)."""
+    counts = result.role_counts()
+    shown = {"Selected": result.budget}
+    if result.params["method"] == "bilaf":
+        shown["Core"] = counts.get("core", 0)
+    if result.has_stage2:
+        shown.update(Boundary=counts.get("boundary", 0), Removed=counts.get("removed", 0))
+    return {**shown, "Unselected": counts.get("unselected", 0)}
+
+
 def asked_budget(values: dict, n: int) -> int:
     """The whole number of samples the Select page's values ask for (it may lie outside
     the pool; a budget typed with a fraction, 12.5, asks for its whole part)."""
     if values["budget_unit"] == "samples":
         return int(values["budget"])
-    return round(n * float(values["budget_percent"]) / 100)
+    return budget_from_percent(n, values["budget_percent"])
 
 
 def budget_of(values: dict, n: int) -> int:

@@ -37,12 +37,24 @@ def test_select_page_runs_on_the_default_and_selects_the_budget():
     at = _app()
     _no_failure(at)
     assert not at.error
-    assert shown(at, "Selected") == at.number_input(key="budget").value == 89
-    assert shown(at, "Core") + shown(at, "Boundary") == 89
+    assert shown(at, "Selected") == at.number_input(key="budget").value == 90
+    assert shown(at, "Core") + shown(at, "Boundary") == 90
     assert [b.label for b in at.get("download_button")][:2] == ["CSV", "JSON"]
     # auto K, and why, in one line; the measured guidance in the help text
     assert any("K = 9 (auto: K = round(sqrt(B))" in c.value for c in at.caption)
     assert any("label-free" in c.value and "rho" in c.value for c in at.caption)
+
+
+def test_the_default_budget_is_what_the_pages_own_5_percent_selects():
+    """The default budget was B = 89 on the digits (n // 20: 4.95 % of 1,797) while the
+    page's own 5 % selected 90; the default is now that 5 %, one definition for both units."""
+    at = _app()
+    default = at.number_input(key="budget").value
+    at.radio(key="budget_unit").set_value("% of the pool").run()
+    at.number_input(key="budget_percent").set_value(5.0)
+    at.button[0].click().run()  # the form's submit button
+    _no_failure(at)
+    assert shown(at, "Selected") == default == 90
 
 
 def test_a_failed_background_map_is_said_once_on_each_page_and_pca_is_drawn(monkeypatch):
@@ -182,7 +194,7 @@ def test_inspect_page_opened_first_and_after_the_select_page():
     at = AppTest.from_file(APP, default_timeout=180)
     at.switch_page("views/inspect.py").run()  # a session opened on Inspect: the default selection
     _no_failure(at)
-    assert at.selectbox(key="cluster_view") is not None and "B = 89" in at.caption[0].value
+    assert at.selectbox(key="cluster_view") is not None and "B = 90" in at.caption[0].value
     at = _app()
     at.switch_page("views/inspect.py").run()
     _no_failure(at)
@@ -264,14 +276,14 @@ def test_finetune_page_runs_knn_in_the_background_and_records_it():
     assert any("k-NN" in s.value and "top-1" in s.value for s in at.success), [s.value for s in at.success]
     (run,) = RunStore().runs()
     assert run["status"] == "completed" and run["protocol"] == "knn" and run["metrics"]["top1"] > 0.5
-    assert run["dataset"] == "digits" and run["budget"] == 89  # the Select page's default budget
+    assert run["dataset"] == "digits" and run["budget"] == 90  # the Select page's default budget
     history = at.dataframe[-1].value
     assert history["status"].tolist() == ["completed"]
     assert list(history.columns).index("error") < list(history.columns).index("selection")  # not cut off at the edge
     assert history["selection"].tolist() == ["K=9 core_method=activeft P_rm=0.1 δ=1.1 denoise=idc variant=paper seed=0"]
-    # the accuracy-against-budget chart ticks the budgets run (89), not 88.5 and 89.5 around it
+    # the accuracy-against-budget chart ticks the budgets run (90), not 89.5 and 90.5 around it
     layout = json.loads(at.get("plotly_chart")[-1].proto.spec)["layout"]
-    assert layout["xaxis"]["tickvals"] == [89] and layout["xaxis"]["tickformat"] == ",d"
+    assert layout["xaxis"]["tickvals"] == [90] and layout["xaxis"]["tickformat"] == ",d"
     # the whole top-1 scale, and the panel named by its protocol (a newcomer saw "protocol=linear")
     assert layout["yaxis"]["range"] == [0, 1.02] and [a["text"] for a in layout["annotations"]] == ["k-NN"]
 
@@ -285,14 +297,14 @@ def test_a_finetune_run_trains_on_the_export_with_the_marks_applied(tmp_path, mo
     at = _app("views/inspect.py")
     exclude, force = (next(m for m in at.multiselect if m.label == label)
                       for label in ("Exclude from the export", "Force into the export"))
-    selected = exclude.options[:89]  # the selection first, in its order, then the rest of the pool
+    selected = exclude.options[:90]  # the selection first, in its order, then the rest of the pool
     exclude.set_value(selected[:2])
-    force.set_value(force.options[89:92])
+    force.set_value(force.options[90:93])
     next(b for b in at.button if b.label == "Apply marks").click().run()
     at.switch_page("views/finetune.py").run()
     _no_failure(at)
     said = [i.value for i in at.info]
-    assert any("take out 2 excluded samples and add 3 forced samples: the export has 90 samples. Runs train on "
+    assert any("take out 2 excluded samples and add 3 forced samples: the export has 91 samples. Runs train on "
                "the export" in line for line in said), said
     at.radio(key="protocol").set_value("knn").run()
     at.button[0].click().run()  # Launch
@@ -300,14 +312,14 @@ def test_a_finetune_run_trains_on_the_export_with_the_marks_applied(tmp_path, mo
     _no_failure(at)
     (selection,) = RunStore().selections()
     trained = set(selection["sample_ids"])
-    assert selection["budget"] == 90 and len(trained) == 90
-    assert not trained & {str(s) for s in selected[:2]} and trained >= {str(s) for s in force.options[89:92]}
+    assert selection["budget"] == 91 and len(trained) == 91
+    assert not trained & {str(s) for s in selected[:2]} and trained >= {str(s) for s in force.options[90:93]}
     history = at.dataframe[-1].value
     assert history["selection"].tolist()[0].endswith("seed=0 marks=-2+3")
     # not the method's own picks: apart from them in the table and on the learning curve
     assert history["method"].tolist() == ["bilaf + marks"] and history["protocol"].tolist() == ["k-NN (k = 20)"]
     assert [row["method"] for row in RunStore().learning_curve("digits")] == ["bilaf + marks"]
-    assert any("B = 90" in s.value for s in at.success)
+    assert any("B = 91" in s.value for s in at.success)
 
 
 def test_finetune_page_offers_a_new_store_when_the_store_is_corrupted(tmp_path, monkeypatch):
@@ -513,15 +525,15 @@ def test_the_export_says_what_the_marks_took_out_and_added_in_counts_not_a_signe
         _no_failure(at)
         return at
 
-    at = mark(list(range(89)), [])  # the first 89 offered are the selection, in its order
+    at = mark(list(range(90)), [])  # the first 90 offered are the selection, in its order
     assert any(h.value == "Export (0 samples)" for h in at.subheader)
     said = [w.value for w in at.warning] + [c.value for c in at.caption]
-    assert "The selection has B = 89; your marks take out 89 excluded samples: the export is empty." in said, said
-    assert not any("-89" in line for line in said)
+    assert "The selection has B = 90; your marks take out 90 excluded samples: the export is empty." in said, said
+    assert not any("-90" in line for line in said)
     at = mark([0, 1], [100, 101])  # a new session on the same pool's marks file: replaced by these
     said = [c.value for c in at.caption]
-    assert ("The selection has B = 89; your marks take out 2 excluded samples and add 2 forced samples: the export "
-            "has 89 samples." in said), said
+    assert ("The selection has B = 90; your marks take out 2 excluded samples and add 2 forced samples: the export "
+            "has 90 samples." in said), said
 
 
 def test_inspect_filters_and_finetune_protocol_survive_a_visit_to_another_page():
@@ -637,7 +649,7 @@ def test_a_link_with_nan_or_inf_parameters_opens_the_defaults_not_an_error():
     assert not at.error, [e.value for e in at.error]
     assert at.slider(key="include_ratio").value == 0.1 and at.slider(key="opponent_penalty").value == 1.1
     assert at.slider(key="removal_ratio").value == 0.1
-    assert shown(at, "Selected") == 89
+    assert shown(at, "Selected") == 90
 
 
 def test_a_link_to_a_feature_file_without_its_file_says_which_parameter_is_missing():
@@ -646,7 +658,7 @@ def test_a_link_to_a_feature_file_without_its_file_says_which_parameter_is_missi
     _no_failure(at)
     assert not at.error, [e.value for e in at.error]
     assert any("file=" in w.value and "feature file" in w.value for w in at.warning), [w.value for w in at.warning]
-    assert shown(at, "Selected") == 89  # the default pool instead
+    assert shown(at, "Selected") == 90  # the default pool instead
 
 
 def test_learn_page_settings_and_step_survive_a_visit_to_another_page():
@@ -669,13 +681,13 @@ def test_learn_page_settings_and_step_survive_a_visit_to_another_page():
 
 
 def test_a_session_opened_on_inspect_or_finetune_shows_its_run_in_the_sidebar():
-    """The sidebar's 'Run bilaf · B = 89 · K = auto' line was missing until the Select page
+    """The sidebar's 'Run bilaf · B = 90 · K = auto' line was missing until the Select page
     had run, while the page beside it showed that very selection."""
     for page in ("views/inspect.py", "views/finetune.py", "views/compare.py"):
         at = AppTest.from_file(APP, default_timeout=180)
         at.switch_page(page).run()
         _no_failure(at)
-        assert any(m.value.startswith("**Run** bilaf · B = 89 · K = auto") for m in at.sidebar.markdown), \
+        assert any(m.value.startswith("**Run** bilaf · B = 90 · K = auto") for m in at.sidebar.markdown), \
             (page, [m.value for m in at.sidebar.markdown])
 
 
@@ -733,7 +745,7 @@ def test_compare_says_which_cell_it_did_not_apply_and_why():
         _no_failure(at)
         said = [w.value for w in at.warning]
         k_line = next((w for w in said if "n_cores" in w and f"'{k}'" in w), None)
-        assert k_line is not None and "Row 1 (bilaf)" in k_line and "[1, 89]" in k_line, said
+        assert k_line is not None and "Row 1 (bilaf)" in k_line and "[1, 90]" in k_line, said
         assert "not applied" in k_line and "the Select page's n_cores = auto" in k_line, k_line
         p_line = next((w for w in said if "removal_ratio" in w and f"{p_rm:g}" in w), None)
         assert p_line is not None and "[0, 1)" in p_line and "not applied" in p_line, said
@@ -781,10 +793,10 @@ def test_a_link_with_unusable_values_says_which_and_what_it_used_instead():
     _no_failure(at)
     said = [w.value for w in at.warning if "link" in w.value]
     assert len(said) == 1, [w.value for w in at.warning]
-    for part in ("budget = 'abc'", "using 89 instead", "method = 'magic'", "using 'bilaf' instead",
+    for part in ("budget = 'abc'", "using 90 instead", "method = 'magic'", "using 'bilaf' instead",
                  "seed = '-1'", "using 0 instead", "k_neighbors = '80'", "using 50 instead"):
         assert part in said[0], (part, said[0])
-    assert shown(at, "Selected") == 89 and at.slider(key="k_neighbors").value == 50
+    assert shown(at, "Selected") == 90 and at.slider(key="k_neighbors").value == 50
     at.run()  # a rerun (the background map arriving) keeps it
     assert len([w for w in at.warning if "link" in w.value]) == 1
     at.button(key="dismiss_link_warning").click().run()
@@ -1100,7 +1112,7 @@ def test_the_gallery_shows_each_samples_mark(tmp_path, monkeypatch):
     exclude, force = (next(m for m in at.multiselect if m.label == label)
                       for label in ("Exclude from the export", "Force into the export"))
     exclude.set_value(exclude.options[:1])
-    force.set_value(force.options[89:90])  # the first sample past the selection (selected samples come first)
+    force.set_value(force.options[90:91])  # the first sample past the selection (selected samples come first)
     next(b for b in at.button if b.label == "Apply marks").click().run()
     _no_failure(at)
     grid = next(h.proto.body for h in at.get("html") if "bilaf-grid" in h.proto.body)

@@ -18,7 +18,7 @@ from bilaf_core.cli import main
     (50_000, 1_000, 1_000),  # 2 %: still low (N / B = 50)
     (50_000, 1_001, 32),     # just above: round(sqrt(1001)) = 32
     (50_000, 2_500, 50),     # 5 %: the paper's CIFAR-10 K
-    (1_797, 89, 9),          # the app's digits default (5 %)
+    (1_797, 90, 9),          # the app's digits default (5 %)
     (1_797, 35, 35),         # 1797 / 35 >= 50
     (10, 10, 3),             # the whole pool: round(sqrt(10))
     (1, 1, 1),
@@ -76,3 +76,16 @@ def test_a_budget_of_one_says_why_k_is_one_whatever_asked_for_it():
     assert resolve_n_cores(None, 100, 1).reason == "a budget of one sample has one core"
     with pytest.raises(ValueError):
         resolve_n_cores(2, 100, 1)  # still checked
+
+
+def test_at_k_equal_to_b_stage_2_does_not_run_and_removes_nothing():
+    """At K = B (auto's low budgets) every label is a core: the Select page still said
+    "Removed 5,226" and charted per-cluster budgets that played no part in the selection.
+    Stage 2 has no label to spend there: it does not denoise, and the selection says so."""
+    features = np.random.default_rng(0).standard_normal((600, 6)).astype(np.float32)
+    low = select(features, 12, core_method="kmeans", random_state=0)  # K = B = 12
+    assert not low.has_stage2 and low.removed.size == 0 and "removed" not in low.role_counts()
+    assert low.role_counts() == {"core": 12, "unselected": 588}
+    denoised = select(features, 12, core_method="kmeans", random_state=0, n_cores=11)  # K < B: stage 2 runs
+    assert denoised.has_stage2 and denoised.removed.size > 0
+    assert not select(features, 12, method="kmeans", random_state=0).has_stage2  # a whole-budget method has none

@@ -258,7 +258,7 @@ def test_an_emptied_budget_or_seed_field_keeps_the_last_value_and_says_so():
 def test_k_slider_ends_at_the_budget_and_a_larger_k_is_moved_down_with_a_warning():
     """K reached 1,000 whatever B was: a high K left an error-only page."""
     at = _page()
-    assert at.select_slider(key="n_cores").options[-1] == "89"  # B = 89 of the digits' 1,797
+    assert at.select_slider(key="n_cores").options[-1] == "90"  # B = 90 of the digits' 1,797
     at.number_input(key="budget").set_value(120)
     _select(at)
     assert at.select_slider(key="n_cores").options[-1] == "120"
@@ -359,7 +359,7 @@ def test_a_link_without_data_says_its_settings_were_not_read():
     at = _page(budget="120", n_cores="7")
     said = [w.value for w in at.warning]
     assert len(said) == 1 and "budget=120, n_cores=7" in said[0] and "no data= parameter" in said[0], said
-    assert _shown(at, "Selected") == 89
+    assert _shown(at, "Selected") == 90
 
 
 def test_the_link_warning_stays_until_dismissed_or_a_setting_changes():

@@ -38,9 +38,9 @@ def test_an_emptied_or_lettered_budget_keeps_the_last_budget_and_says_so(server,
         if typed:
             budget.press_sequentially(typed)
         _press_select(page)
-        expect(page.get_by_text("The Budget B field is empty or not a number: selecting B = 89, the last value "
+        expect(page.get_by_text("The Budget B field is empty or not a number: selecting B = 90, the last value "
                                 "given.")).to_be_visible()
-        expect(page.get_by_text("B = 89 samples, 4.95 % of the 1,797-sample pool.")).to_be_visible()
+        expect(page.get_by_text("B = 90 samples, 5.01 % of the 1,797-sample pool.")).to_be_visible()
         assert budget.input_value() == ""  # not 0
         expect(page.get_by_text("less than one sample")).to_have_count(0)
     assert_clean(page, browser)

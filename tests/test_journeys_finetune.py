@@ -109,7 +109,7 @@ def test_a_cancelled_run_says_once_where_it_stopped(server, browser):
     expect(cancel).to_be_visible(timeout=60_000)
     time.sleep(3.0)  # into an epoch past the first
     cancel.click()
-    said = page.get_by_text("Full finetuning · bilaf · B = 89: Cancelled during ", exact=False)
+    said = page.get_by_text("Full finetuning · bilaf · B = 90: Cancelled during ", exact=False)
     expect(said).to_be_visible(timeout=LONG)
     text = said.inner_text()
     assert text.count("ancelled") == 1 and " of 50" in text and "/" not in text, text  # no checkpoint path

@@ -8,7 +8,10 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from browser import LONG, assert_clean, digits_server, drag, go, map_box, open_select, pick_tool, wait_idle
+from bilaf_core.data import load_pool
+
+from browser import (LONG, assert_clean, choose, digits_server, drag, gallery_ids, go, map_box, open_select, pick_tool,
+                     wait_idle, wait_select)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -80,4 +83,66 @@ def test_a_double_click_on_the_select_map_still_clears_its_pick(server, browser)
     page.mouse.dblclick(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.9)
     expect(heading).to_have_count(0, timeout=60_000)
     wait_idle(page)
+    assert_clean(page, browser)
+
+
+def _overlay_rows(page, index: int = 0) -> dict[str, set[int]]:
+    """Each overlay layer of the index-th map (every layer but the pool's): its legend name
+    less the count -> the rows it draws."""
+    return {name.split(" (")[0]: set(rows) for name, rows in page.locator(".js-plotly-plot").nth(index).evaluate(
+        "gd => gd._fullData.filter(t => !t.name.startsWith('pool'))"
+        ".map(t => [t.name, Array.from(t.customdata, c => c[0])])")}
+
+
+def test_marks_are_drawn_on_both_maps_and_inspect_filters_by_mark(server, browser, tmp_path):
+    """A newcomer marked samples on Inspect and could find them on no map, nor list only
+    them: the maps now ring each marked sample (one legend entry per kind, the mark in its
+    hover), and Inspect's Mark filter keeps the excluded, forced or unmarked samples."""
+    page = open_select(server[0], browser)
+    go(page, "Inspect", "Inspect the selection")
+    expect(page.locator(".bilaf-caption").first).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    overlays = _overlay_rows(page)
+    selected = overlays["core"] | overlays["boundary"]
+    rows = {str(sample): row for row, sample in enumerate(load_pool("digits").ids)}
+    excluded = gallery_ids(page)[0]  # the selection comes first: a selected sample to exclude
+    forced = next(sample for sample, row in rows.items() if row not in selected)  # offered after the selection
+    for label, sample in (("Exclude from the export", excluded), ("Force into the export", forced)):
+        choose(page, page.locator('[data-testid="stMultiSelect"]').filter(has_text=label).locator("input"), sample,
+               typed=True)
+        page.keyboard.press("Escape")
+    page.get_by_role("button", name="Apply marks").click()
+    expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible(
+        timeout=30_000)
+    wait_idle(page)
+    rings = _overlay_rows(page)
+    assert rings["excluded from the export"] == {rows[excluded]} and rings["forced into the export"] == {rows[forced]}
+    legend = page.locator(".js-plotly-plot").first.locator(".legendtext").evaluate_all("els => els.map(e => e.textContent)")
+    assert "excluded from the export (1)" in legend and "forced into the export (1)" in legend, legend
+    hover = page.locator(".js-plotly-plot").first.evaluate(
+        "gd => gd._fullData.filter(t => t.name.startsWith('forced')).map(t => t.text[0])")
+    assert hover and "mark: forced into the export" in hover[0], hover
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "inspect_marks.png"))
+
+    for kind in ("excluded", "unmarked"):
+        page.locator('[data-testid="stMultiSelect"]').filter(has_text="Mark").get_by_role(
+            "button", name=f"Remove {kind}").click()
+        wait_idle(page)
+    expect(page.get_by_text("1 sample(s) match the filters")).to_be_visible(timeout=60_000)
+    assert gallery_ids(page) == [forced]
+    expect(page.get_by_text("outside the filters")).to_be_visible()
+    assert set(_overlay_rows(page)) == {"forced into the export"}
+    page.screenshot(path=str(tmp_path / "inspect_forced_only.png"), full_page=True)
+
+    go(page, "Select", "Select samples to label")
+    wait_select(page)
+    rings = _overlay_rows(page)
+    assert rings["excluded from the export"] == {rows[excluded]} and rings["forced into the export"] == {rows[forced]}
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "select_marks.png"))
+    page.get_by_role("button", name="Clear marks").click()
+    expect(page.get_by_text("Your marks on this pool")).to_have_count(0, timeout=30_000)
+    wait_idle(page)
+    assert not {"excluded from the export", "forced into the export"} & set(_overlay_rows(page))
     assert_clean(page, browser)

@@ -112,7 +112,7 @@ def test_pool_colouring_by_label_names_by_pseudo_class_and_by_inspect_filters():
     features, result = _pool(400, 60, 6)
     names = np.array(["cat", "dog", "emu"])[np.arange(400) % 3]
     by_label = pool_colouring(result, names, "true label")
-    assert by_label.names == ("cat", "dog", "emu") and by_label.title == "label"
+    assert by_label.names == ("cat", "dog", "emu") and by_label.title == "true label"
     assert (np.asarray(by_label.names)[by_label.codes] == names).all()
     by_cluster = pool_colouring(result, names, "pseudo-class")
     assert by_cluster.names == tuple(map(str, range(6))) and (by_cluster.codes == result.cluster).all()
@@ -248,3 +248,16 @@ def test_removed_noise_is_a_thin_cross_at_every_size_the_maps_draw():
     # the other roles keep their symbols, one definition each
     assert {role: MARKERS[role].symbol for role in ("core", "selected", "boundary")} == {
         "core": "star", "selected": "star", "boundary": "circle-open"}
+
+
+def test_the_colour_legend_names_the_colouring_as_the_page_control_does():
+    """With a whole-budget method that makes no pseudo-classes (TypiClust) the legend said
+    "Pool colour: pool", and by labels "Pool colour: label", where the page's control says
+    "pseudo-class" and "true label"."""
+    features = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)
+    typiclust = select(features, 20, method="typiclust", random_state=0)
+    legend = legend_html(pool_colouring(typiclust, None, "pseudo-class"))
+    assert "Pool colour: pseudo-class (typiclust makes none: the pool is one colour)" in legend, legend
+    kmeans = select(features, 20, method="kmeans", random_state=0)
+    assert pool_colouring(kmeans, None, "pseudo-class", pick_cells=False).title.startswith("pseudo-class (kmeans has")
+    assert "Pool colour: true label" in legend_html(pool_colouring(kmeans, np.arange(300) % 3, "true label"))

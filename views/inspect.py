@@ -5,7 +5,7 @@ import streamlit as st
 from bilaf_core.data import sample_rows
 from bilaf_core.selection import ROLES
 from studio import exports, gallery, session, state
-from studio.maps import legend_html, pool_colouring, selection_figure
+from studio.maps import MARKS, in_focus, legend_html, pool_colouring, selection_figure
 
 st.title("Inspect the selection")
 source, fs = state.current_feature_set()
@@ -23,23 +23,30 @@ thumbs = state.thumbs(source)
 
 tab_map, tab_cluster = st.tabs(["From the map", "One cluster, in the algorithm's order"])
 with tab_map:
-    a, b = st.columns(2)
+    a, b, c = st.columns([3, 1, 2])
     roles = session.kept(a.multiselect, "inspect_roles", "Roles", options=list(ROLES), default=list(ROLES), state=pool)
     clusters = ["all"] + sorted(set(result.cluster[result.cluster >= 0].tolist()))
     cluster = session.kept(b.selectbox, "inspect_cluster", "Cluster", options=clusters, default="all", state=pool)
+    mark_kinds = session.kept(c.multiselect, "inspect_marks", "Mark", options=list(MARKS), default=list(MARKS),
+                              state=pool, help="Your manual marks (below): samples excluded from or forced into the "
+                                               "export, and the unmarked rest of the pool.")
+    marks = session.row_marks(pool, fs.ids)
     projection = session.setting(pool, "projection", "umap")
     coords, shown, failure = state.map_to_draw(source, projection)
     if failure:
         st.error(failure)
     color_by = session.setting(pool, "color_by", "pseudo-class")
-    focus = dict(roles=roles, cluster=None if cluster == "all" else cluster)  # the map shows the filters
+    # the map shows the filters
+    focus = dict(roles=roles, cluster=None if cluster == "all" else cluster, marks=marks, mark_kinds=mark_kinds)
     colouring = pool_colouring(result, fs.labels, color_by, coords=coords, **focus)
     picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, colouring=colouring,
                                                      **focus),
                                     "inspect_map", pool, height=460, coords=coords,
-                                    drawn=(result.params, shown, color_by, tuple(roles), cluster))
+                                    drawn=(result.params, shown, color_by, tuple(roles), cluster, tuple(mark_kinds),
+                                           session.marks_drawn(pool)))
     st.html(legend_html(colouring))
-    chosen = result.members(picked if picked.size else None, roles=roles, cluster=None if cluster == "all" else cluster)
+    chosen = result.members(picked if picked.size else None)
+    chosen = chosen[in_focus(result, **focus)[chosen]]
     matching = f"{chosen.size:,} sample(s) match the filters; selected samples first, in selection order."
     if picked.size:  # picked here or on the Select page (not drawn on this map): a button clears it
         said, clear = st.columns([5, 1], vertical_alignment="center")

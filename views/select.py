@@ -102,13 +102,14 @@ except ValueError as exc:
 if result.params["method"] == "bilaf" and result.cores.size == 1 < result.budget:  # with B = 1, K cannot be raised
     st.warning("K = 1: a single core has no opponent, so the boundary score only ranks how far a sample lies from "
                "its core. Raise K (the number of classes, if you know it, is a good start).")
-counts = result.role_counts()
-metrics = {"Selected": result.budget, "Core": counts.get("core", 0), "Boundary": counts.get("boundary", 0),
-           "Removed": counts.get("removed", 0), "Unselected": counts.get("unselected", 0)}
-for col, (name, value) in zip(st.columns(5), metrics.items()):
-    col.metric(name, f"{value:,}")
+metrics = st.container(horizontal=True, gap="medium")  # they wrap onto a second row in a narrow window
+for name, value in state.selection_counts(result).items():
+    metrics.metric(name, f"{value:,}", width="content")
 k_line = (f" K = {result.params['n_cores']:,} ({result.params['n_cores_rule']})."
           if result.params["method"] == "bilaf" else "")
+if result.params["method"] == "bilaf" and not result.has_stage2:
+    k_line += (" With K = B every label is a core: stage 2 (denoising, boundary picks) did not run, so P_rm, P_in, "
+               "k and delta have no effect.")
 st.caption(f"B = {result.budget:,} sample{'s' if result.budget != 1 else ''}, {pool_share(result.budget / n)} of the {n:,}-sample "
            f"pool.{k_line}")
 
@@ -144,14 +145,19 @@ with st.container():  # the map takes the page's width; the diagnostics go under
 
             wait_for_map()
     colouring = pool_colouring(result, fs.labels, color_by, coords=coords)
-    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, colouring=colouring),
-                                    "select_map", pool, drawn=(result.params, shown, color_by), coords=coords)
+    marks = session.row_marks(pool, fs.ids)  # drawn as rings: the marks made on Inspect
+    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, marks=marks,
+                                                     colouring=colouring),
+                                    "select_map", pool, drawn=(result.params, shown, color_by, session.marks_drawn(pool)),
+                                    coords=coords)
     st.html(legend_html(colouring))
     density = f" The pool ({n:,}) is drawn as a density: darker where more samples lie." if draws_density(n) else ""
-    layers = ("Stars: cores; circles: boundary picks; crosses: removed noise." if result.params["method"] == "bilaf"
+    layers = ("Stars: cores; circles: boundary picks; crosses: removed noise." if result.has_stage2
+              else "Stars: the cores (K = B: every label a core)." if result.params["method"] == "bilaf"
               else f"Stars: {result.params['method']}'s picks (a whole-budget method: no cores, boundaries or noise).")
-    st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). {layers}{density} Click a legend entry to hide a "
-               "layer; lasso or box points to see them below.")
+    rings = " Rings: your marks (⊗ excluded from, ⊕ forced into the export; set on Inspect)." if pool.n_marks else ""
+    st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). {layers}{rings}{density} Click a legend entry to "
+               "hide a layer; lasso or box points to see them below.")
 text_col, class_col, cluster_col = st.columns(3)
 report = state.selection_diagnostics(source, result, normalize=result.params["normalize"])
 with text_col:
@@ -159,7 +165,7 @@ with text_col:
     lines = [f"**EMD proxy** {report['emd_proxy']:.4f} (ActiveFT Eq. 16; lower is better{estimate})",
              f"**Coverage** {report['coverage']:.1%} of the pool within r = {report['coverage_radius']:.3f}",
              f"**Time** stage 1 {result.timings['stage1']:.2f} s · stage 2 {result.timings['stage2']:.2f} s"
-             if result.params["method"] == "bilaf" else f"**Time** {result.timings['total']:.2f} s"]
+             if result.has_stage2 else f"**Time** {result.timings['total']:.2f} s"]
     if "classes_covered" in report:
         lines.insert(0, f"**Classes covered** {report['classes_covered']} / {report['n_classes']}")
     advice, value = state.guide(source, result)
@@ -174,7 +180,7 @@ if "per_class" in report:
     with class_col:
         st.caption("Selected per class")
         st.bar_chart(pd.Series(report["per_class"], name="selected"), height=180)  # every class, zeros too
-if result.allocation.size and result.params["method"] == "bilaf":
+if result.has_stage2:  # at K = B every cluster's budget is its core: nothing to chart
     with cluster_col:
         st.caption("Per-cluster budgets (after denoising)")
         st.bar_chart(pd.Series(result.allocation, name="budget"), height=180)

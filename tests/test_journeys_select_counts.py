@@ -1,0 +1,89 @@
+"""Browser journeys on the Select page's counts and legend: what they say at K = B, with a
+whole-budget method, and in a narrow window."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from browser import LONG, assert_clean, digits_server, metric, radio_value, wait_idle, wait_select
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with digits_server(tmp_path_factory) as served:
+        yield served
+
+
+def _drawn(page, link: str) -> None:
+    """Open the Select page at ``link``; wait for its map with its cores (none may be boundary picks)."""
+    page.goto(link)
+    expect(page.get_by_role("heading", name="Select samples to label")).to_be_visible(timeout=LONG)
+    expect(page.locator(".legendtext").filter(has_text=re.compile(r"^core \(")).first).to_be_attached(timeout=LONG)
+    wait_idle(page)
+
+
+def _labels(page) -> list[str]:
+    return page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+
+
+def test_at_k_equal_to_b_the_page_says_stage_2_did_not_run(server, browser, tmp_path):
+    """B = 30 of the digits' 1,797 is auto's low budget, K = B: the page showed a Removed
+    count and per-cluster budgets that played no part in the selection."""
+    page = browser.page()
+    _drawn(page, server[0] + "/?data=digits&budget=30")
+    assert _labels(page) == ["Selected", "Core", "Unselected"]
+    assert metric(page, "Selected") == metric(page, "Core") == "30"
+    expect(page.get_by_text("With K = B every label is a core: stage 2 (denoising, boundary picks) did not run",
+                            exact=False)).to_be_visible()
+    expect(page.get_by_text("Per-cluster budgets")).to_have_count(0)
+    legend = page.locator(".js-plotly-plot").first.locator(".legendtext").evaluate_all(
+        "els => els.map(e => e.textContent)")
+    assert not [name for name in legend if name.startswith(("removed", "boundary"))], legend
+    page.screenshot(path=str(tmp_path / "k_equals_b.png"), full_page=True)
+
+    _drawn(page, server[0] + "/?data=digits&budget=30&n_cores=10")  # K < B: stage 2 runs, and is counted
+    assert _labels(page) == ["Selected", "Core", "Boundary", "Removed", "Unselected"]
+    expect(page.get_by_text("Per-cluster budgets")).to_be_visible()
+    assert_clean(page, browser)
+
+
+def test_a_whole_budget_methods_legend_names_the_colouring_as_the_control_does(server, browser, tmp_path):
+    """TypiClust has no pseudo-classes: the legend said "Pool colour: pool" while the control
+    said "pseudo-class"; the BiLAF-only settings say they do not apply to it."""
+    page = browser.page()
+    page.goto(server[0] + "/?data=digits&method=typiclust")
+    expect(page.locator(".legendtext").filter(has_text=re.compile(r"^selected \(")).first).to_be_attached(
+        timeout=LONG)
+    wait_idle(page)
+    assert radio_value(page, "true label") == "pseudo-class"
+    expect(page.locator(".bilaf-legend")).to_contain_text(
+        "Pool colour: pseudo-class (typiclust makes none: the pool is one colour)")
+    expect(page.get_by_text("the method selected now spends the whole budget in one stage and does not use them",
+                            exact=False)).to_be_visible()
+    page.get_by_role("button", name="Help for P_rm: removal ratio").hover()
+    expect(page.get_by_text("BiLAF only: a whole-budget method (any other) does not use it.")).to_be_visible()
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "typiclust_legend.png"))
+    page.get_by_text("true label", exact=True).click()
+    expect(page.locator(".bilaf-legend")).to_contain_text("Pool colour: true label", timeout=LONG)
+    wait_idle(page)
+    assert_clean(page, browser)
+
+
+def test_the_counts_read_whole_in_a_900_px_window(server, browser, tmp_path):
+    """At 900 px the five counts shared five columns and "Unselected" read "1,…"."""
+    page = browser.page(width=900)
+    page.goto(server[0] + "/?data=digits")
+    wait_select(page)
+    values = page.locator('[data-testid="stMetricValue"], [data-testid="stMetricLabel"]')
+    assert values.count() == 10
+    cut = values.evaluate_all("""els => els.flatMap(e => [e, ...e.querySelectorAll('*')])
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+    assert not cut, cut  # no label or number cut with an ellipsis
+    assert re.fullmatch(r"1,\d{3}", metric(page, "Unselected"))  # the whole number
+    page.locator('[data-testid="stMetric"]').first.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "counts_900.png"))
+    assert_clean(page, browser)
