@@ -187,7 +187,7 @@ if result.has_stage2:  # at K = B every cluster's budget is its core: nothing to
 
 if picked.size:
     st.subheader(f"Picked on the map ({picked.size:,})")
-    gallery.show(picked, result, fs, state.thumbs(source), key="select_picked",
+    gallery.show(result.members(picked), result, fs, state.thumbs(source), key="select_picked",  # as on Inspect
                  closer=state.closer(source, result, coords), marks=pool)
 
 exports.section(source, fs, result, pool)
