@@ -39,6 +39,16 @@ class Job:
     run_id: int | None = None
     future: Future | None = None
     backbone: str | None = None  # finetuning: the backbone asked for
+    source: Source | None = None  # the data set it trains on
+
+    def title(self, current: Source) -> str:
+        """What the Finetune page calls this run: protocol, method and budget, and the data
+        set where it is not the one the page is on (a result shown after a switch of data
+        set read as one of the new data set)."""
+        name = f"{PROTOCOL_NAMES[self.protocol]} · {self.method} · B = {self.budget:,}"
+        if self.source is not None and self.source != current:
+            name += f" · on {self.source.label} (not the current data set)"
+        return name
 
     @property
     def done(self) -> bool:
@@ -117,7 +127,8 @@ def submit(store_path: Path, data: TrainingInput, selection, protocol: str, opti
     labels, in that order, for a pool without labels."""
     indices = exported_indices(selection, excluded=excluded, forced=forced)
     executor, jobs, counter = _worker()
-    job = Job(next(counter), protocol, int(indices.size), selection.params["method"], backbone=options.get("backbone"))
+    job = Job(next(counter), protocol, int(indices.size), selection.params["method"], backbone=options.get("backbone"),
+              source=data.source)
     job.future = executor.submit(_run, job, store_path, data, selection, indices, protocol, dict(options),
                                  selected_labels)
     jobs[job.id] = job

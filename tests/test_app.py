@@ -1140,3 +1140,23 @@ def test_the_sidebar_names_the_backbone_used_after_an_offline_fallback(monkeypat
     _no_failure(at)
     frame = " ".join(m.value for m in at.sidebar.markdown)
     assert f"asked {DEFAULT_BACKBONE}, used {BUNDLED_BACKBONE}" in frame, frame
+
+
+def test_a_finished_run_shown_after_a_switch_of_data_set_names_its_own_data_set(tmp_path, monkeypatch):
+    """A newcomer's walk: after a switch from a feature file to the digits, the Finetune
+    page's banner "k-NN · bilaf · B = 2,301: top-1 70.8 %" read as a result on the digits."""
+    from studio.state import Source
+
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))
+    at = _app("views/finetune.py")
+    at.radio(key="protocol").set_value("knn").run()
+    at.button[0].click().run()  # Launch
+    _wait_for_job(at)
+    assert any(s.value.startswith("k-NN · bilaf · B = 90: top-1") for s in at.success), [s.value for s in at.success]
+    path = tmp_path / "other pool.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32))
+    at.session_state["source"] = Source(dataset="features", feature_file=str(path), backbone="")
+    at.run()
+    _no_failure(at)
+    said = [s.value for s in at.success]
+    assert any(s.startswith("k-NN · bilaf · B = 90 · on digits (not the current data set): top-1") for s in said), said

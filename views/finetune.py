@@ -141,7 +141,7 @@ if result is not None:
         current = jobs.get(st.session_state.get("job_id"))
         if current is None:
             return
-        title = f"{jobs.PROTOCOL_NAMES[current.protocol]} · {current.method} · B = {current.budget:,}"
+        title = current.title(state.current_source())
         if not current.done:
             st.progress(min(1.0, current.progress), text=f"{title}: {current.message}")
             st.button("Cancel", on_click=current.cancel.set, key=f"cancel_{current.id}")
