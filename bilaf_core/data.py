@@ -312,14 +312,20 @@ def sample_rows(ids, wanted) -> np.ndarray:
     asked = list(dict.fromkeys(str(sample).strip() for sample in wanted))
     unknown = [sample for sample in asked if sample not in row]
     if unknown:
+        listed = some_of(list(map(repr, unknown)))
         if not ids:
-            raise ValueError(f"{', '.join(map(repr, unknown[:10]))}: this pool has no samples")
-        listed = ", ".join(map(repr, unknown[:10])) + (f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else "")
+            raise ValueError(f"{listed}: this pool has no samples")
         rows = [int(s) for s in unknown if s.isdigit() and int(s) < len(ids)]
         hint = (f" (a row number is not an id: row {rows[0]} is {ids[rows[0]]!r})" if rows else "")
         raise ValueError(f"{listed} {'is not an id' if len(unknown) == 1 else 'are not ids'} of this pool: its "
                          f"{len(ids):,} ids run from {ids[0]!r} to {ids[-1]!r}{hint}")
     return np.array([row[sample] for sample in asked], dtype=np.int64)
+
+
+def some_of(names: list[str], *, limit: int = 10) -> str:
+    """The first ``limit`` names, comma-separated, and how many more there are ("a, b, c
+    and 195 more"): a message about many samples stays readable."""
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
 
 
 def read_label_csv(path: str | os.PathLike, sample_ids, *, class_names: tuple[str, ...] = ()) -> tuple[np.ndarray, tuple[str, ...]]:

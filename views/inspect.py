@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from bilaf_core.data import sample_rows
+from bilaf_core.data import sample_rows, some_of
 from bilaf_core.selection import ROLES
 from studio import exports, gallery, session, state
 from studio.maps import MARKS, in_focus, legend_html, pool_colouring, selection_figure
@@ -99,8 +99,9 @@ with tab_map:
                 st.rerun()
     conflict = st.session_state.pop("marks_conflict", None)
     if conflict:
-        st.warning(f"{', '.join(conflict)}: marked both to exclude and to force; excluded (a sample is one or the "
-                   "other).")
+        st.warning(f"{len(conflict):,} sample{'s were' if len(conflict) > 1 else ' was'} marked both to exclude and "
+                   f"to force, and {'are' if len(conflict) > 1 else 'is'} excluded (a sample is one or the other): "
+                   f"{some_of(conflict)}.")
 
 with tab_cluster:
     if result.params["method"] != "bilaf":
