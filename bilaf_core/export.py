@@ -76,11 +76,17 @@ def to_csv(table: pd.DataFrame) -> str:
     return table.to_csv(index=False)
 
 
-def to_json(table: pd.DataFrame, params: dict, *, provenance: dict | None = None) -> str:
-    """``{"params": ..., "provenance": ..., "samples": [...]}``; ``provenance`` says where the
-    selection came from (data source, features), and is left out when not given."""
+def to_json(table: pd.DataFrame, params: dict, *, provenance: dict | None = None,
+            marks: dict[str, list[str]] | None = None) -> str:
+    """``{"params": ..., "provenance": ..., "marks": ..., "samples": [...]}``; ``provenance``
+    says where the selection came from (data source, features), ``marks`` the manual marks
+    applied (``{"excluded": [ids], "forced": [ids]}``: the excluded samples are in no row,
+    so the file alone tells how the export differs from ``params``' selection); each is left
+    out when not given."""
     records = json.loads(table.to_json(orient="records"))
     about = {} if provenance is None else {"provenance": provenance}
+    if marks is not None:
+        about["marks"] = {kind: sorted(map(str, marks.get(kind, ()))) for kind in ("excluded", "forced")}
     return json.dumps({"params": params, **about, "samples": records}, indent=1)
 
 

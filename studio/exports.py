@@ -71,8 +71,10 @@ def section(source: Source, fs, result: Selection, pool: session.PoolState) -> N
     # does not rerun the page, so several downloads in a row all arrive.
     c1.download_button("CSV", lambda: to_csv(table), file_name=f"{stem}.csv", mime="text/csv", key="export_csv",
                        on_click="ignore")
-    c2.download_button("JSON", lambda: to_json(table, result.params, provenance=about), file_name=f"{stem}.json",
-                       mime="application/json", key="export_json", on_click="ignore")
+    marks = {"excluded": fs.ids[sorted(pool.excluded)].tolist(), "forced": fs.ids[sorted(pool.forced)].tolist()} \
+        if pool.n_marks else None
+    c2.download_button("JSON", lambda: to_json(table, result.params, provenance=about, marks=marks),
+                       file_name=f"{stem}.json", mime="application/json", key="export_json", on_click="ignore")
     if source.dataset == "folder":
         # An uploaded zip was unpacked into the app's cache: its tasks name the paths inside
         # the zip, for Label Studio's local-files storage pointed at the user's own copy.

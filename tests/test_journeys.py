@@ -238,6 +238,10 @@ def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path
     expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible()
     rows = list(csv.DictReader(open(_download(page, "CSV", tmp_path / "d.csv"))))
     assert first not in {r["id"] for r in rows} and {r["id"]: r["role"] for r in rows}[second] == "forced"
+    # the JSON file alone says which samples the marks took out and added (it had no word of the excluded one)
+    exported = json.loads(_download(page, "JSON", tmp_path / "d.json").read_text())
+    assert exported["marks"] == {"excluded": [first], "forced": [second]}
+    assert [r["id"] for r in exported["samples"]] == [r["id"] for r in rows]
     page.get_by_role("button", name="Clear marks").click()
     expect(page.get_by_text("Your marks on this pool")).to_have_count(0, timeout=30_000)
     rows = list(csv.DictReader(open(_download(page, "CSV", tmp_path / "c.csv"))))
