@@ -726,10 +726,12 @@ def test_compare_says_which_cell_it_did_not_apply_and_why():
         _no_failure(at)
         said = [w.value for w in at.warning]
         k_line = next((w for w in said if "n_cores" in w and f"'{k}'" in w), None)
-        assert k_line is not None and "Row 1 (bilaf)" in k_line and "[1, 89]" in k_line, said
+        assert k_line is not None and "Row 1 (bilaf)" in k_line and "outside 1 to 89, the Select page's range" \
+            in k_line, said
         assert "not applied" in k_line and "the Select page's n_cores = auto" in k_line, k_line
         p_line = next((w for w in said if "removal_ratio" in w and f"{p_rm:g}" in w), None)
-        assert p_line is not None and "[0, 1)" in p_line and "not applied" in p_line, said
+        assert p_line is not None and "outside 0 to 0.9, the Select page's range" in p_line, said
+        assert "not applied" in p_line, p_line
         assert at.dataframe[-1].value["setting"].iloc[0] == "bilaf K=auto Prm=0.1 δ=1.1"  # the Select page's values
 
 
