@@ -61,6 +61,7 @@ class PoolState:
     url_values: dict = field(default_factory=dict)  # from a shared link / reload, as strings, until used
     url_notes: dict = field(default_factory=dict)  # URL values not used: name -> (text, value used, why), see url_warning
     notes: dict = field(default_factory=dict)  # a page's messages about values it moved (K above B), until a change
+    held: dict = field(default_factory=dict)  # kept widget -> the value chosen, above its range now (kept's restore)
     excluded: set = field(default_factory=set)  # feature-set rows marked "exclude from the export"
     forced: set = field(default_factory=set)  # rows marked "force into the export"
     marks_loaded: bool = False  # read from disk once per session (load_marks)
@@ -203,24 +204,31 @@ def put(state: PoolState, name: str, value: Any) -> None:
 
 
 def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolState, options=None,
-         min_value=None, max_value=None, **kwargs) -> Any:
+         min_value=None, max_value=None, restore: bool = False, **kwargs) -> Any:
     """Create ``widget`` (e.g. ``st.slider`` or ``column.selectbox``) with key ``name``,
     its value kept in ``state``: seeded from there (else from the URL, else ``default``)
     whenever the widget is new on this run, was last seeded for another pool or has
     another range or other options than on the last run; the value it returns is stored
     back. Out-of-range values are clamped, unknown options
-    replaced by the default."""
+    replaced by the default. With ``restore``, a value a narrower range clamped is held
+    (:func:`held`) and comes back when the range allows it again, until the user moves
+    the widget (Learn's Budget B stayed 200 after Points went to 200 and back to 600)."""
     owners = st.session_state.setdefault("_widget_pool", {})
     # A widget whose range or options change is a new widget to Streamlit, which then
     # starts it at its minimum (Learn's Budget B fell from 60 to 2 when Points lowered
     # its maximum): seed it again from the kept value, clamped to the new range.
     ranges = st.session_state.setdefault("_widget_range", {})
     span = (min_value, max_value, None if options is None else tuple(options))
-    if name not in st.session_state or owners.get(name) != state.key or ranges.get(name, span) != span:
+    seeded = name not in st.session_state or owners.get(name) != state.key or ranges.get(name, span) != span
+    if seeded:
         asked = pending(state, name, default)  # a new range: what the user left in the widget, if this pool's
+        if restore:
+            asked = state.held.pop(name, asked)  # the value chosen before a narrower range clamped it
         value = _valid(asked, options, min_value, max_value)
         st.session_state[name] = default if value is None else value
         owners[name] = state.key
+        if restore and value is not None and _differs(value, asked):
+            state.held[name] = asked
         if value != asked and name not in state.values and name in state.url_values:  # a link's, which this widget lacks
             why = (_choices(name, options) if options is not None
                    else f"this input takes {min_value:g} to {max_value:g}" if None not in (min_value, max_value)
@@ -235,8 +243,16 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
         return None                            # value, the page says so (state.empty_input_warning)
     if name in state.values and _differs(value, state.values[name]):
         changed(state)
+        if not seeded:  # the user moved it: their new choice replaces the held one
+            state.held.pop(name, None)
     state.values[name] = value
     return value
+
+
+def held(state: PoolState, name: str) -> Any:
+    """The value the user chose for kept widget ``name`` (made with ``restore``) that its
+    range now clamps, which comes back when the range allows it; None when none is held."""
+    return state.held.get(name)
 
 
 def _differs(a: Any, b: Any) -> bool:
