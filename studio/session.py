@@ -26,8 +26,8 @@ import streamlit as st
 from bilaf_core._io import atomic_open
 from bilaf_core.features import default_cache_dir
 
-from .state import (PAGE_OPTIONS, Source, budget_of, budget_warning, check_allowed, param_problem, select_defaults,
-                    selection, selection_params)
+from .state import (PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of, budget_warning, check_allowed, page_range,
+                    param_problem, select_defaults, selection, selection_params, values_in_use)
 
 #: Widget values written to the URL (besides the source); everything else stays in the session.
 URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
@@ -177,9 +177,24 @@ def setting(state: PoolState, name: str, default: Any) -> Any:
         except ValueError as exc:
             problem = str(exc)
         if problem is None:
-            return value
+            used = _in_range(name, value)
+            if used != value:  # as the Select page's slider would take it (k = 80: 50), on every page
+                low, high = page_range(name)
+                state.url_notes[name] = (state.url_values[name], used, f"this input takes {low:g} to {high:g}")
+                state.url_values[name] = str(used)
+            return used
         state.url_notes[name] = (state.url_values.pop(name), default, problem)
     return default
+
+
+def _in_range(name: str, value: Any) -> Any:
+    """A selection parameter's number moved into the Select page's range for it (its
+    slider's, :func:`studio.state.page_range`); other values as they are. A link's P_rm
+    of 0.95 was used on Inspect while the Select page's slider showed 0.9."""
+    if name not in RANGED_PARAMS:
+        return value
+    low, high = page_range(name)
+    return min(max(value, low), high)
 
 
 def _holds(state: PoolState, name: str) -> bool:
@@ -322,10 +337,14 @@ def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
 
 
 def url_params(source: Source, state: PoolState) -> dict[str, str]:
-    """The query parameters that reopen this source with these settings."""
+    """The query parameters that reopen this source with these settings: the values in use
+    once a page has read them (:func:`studio.state.values_in_use`: a link's budget of
+    99,999 or P_rm of 5 stayed in the address after the page had used 1,797 and 0.1)."""
     out = {SOURCE_KEYS[f.name]: str(getattr(source, f.name)) for f in fields(Source) if getattr(source, f.name)}
+    used = {} if state.n is None else values_in_use(settings(source, state.n), state.n)
     for name in URL_FIELDS:
-        value = state.values.get(name, state.url_values.get(name))
+        given = name in state.values or name in state.url_values or name in state.url_notes
+        value = used.get(name, state.values.get(name, state.url_values.get(name))) if given else None
         if value is not None:
             out[name] = f"{value:.15g}" if isinstance(value, float) else str(value)  # 1e+06 would not read back
     return out

@@ -250,6 +250,8 @@ def geometry(source: Source, n_cores: int, core_method: str, seed: int, variant:
 #: "seed"; L2 normalisation follows the variant).
 PAGE_PARAMS = tuple(spec.name for spec in param_specs() if spec.stage != "run")
 _SPECS = {spec.name: spec for spec in param_specs()}
+#: The selection parameters the Select page sets with a ranged slider (:func:`page_range`).
+RANGED_PARAMS = tuple(name for name in PAGE_PARAMS if _SPECS[name].kind in ("int", "float"))
 
 
 def param_widget(name: str) -> dict:
@@ -398,6 +400,20 @@ def budget_warning(values: dict, n: int) -> str | None:
     if typed is not None and typed != asked:
         return f"{said} is not a whole number: selecting {asked:,}."
     return None
+
+
+def values_in_use(values: dict, n: int) -> dict:
+    """The Select page's values as its selection uses them (for the page's address): the
+    budget moved into the pool (:func:`budget_of`, a budget of 99,999 selects all 1,797)
+    and the seed into the library's (:func:`seed_of`); the others as they are."""
+    used = {**values, "seed": seed_of(values["seed"])}
+    if budget_warning(values, n):
+        budget = budget_of(values, n)
+        if values["budget_unit"] == "samples":
+            used["budget"] = budget
+        else:
+            used["budget_percent"] = 100 * budget / n
+    return used
 
 
 def empty_input_warning(name: str, values: dict) -> str:

@@ -796,6 +796,7 @@ def test_an_inspect_page_number_out_of_range_says_which_pages_exist():
     said = [w.value for w in at.warning]
     assert any("Page 99 does not exist" in w and "pages 1 to 30" in w and "showing page 30" in w for w in said), said
     assert any("(page 30 of 30)" in c.value for c in at.caption)
+    assert at.number_input(key="inspect_gallery_page").value == 30  # the field shows the page shown, not 99
 
 
 def test_the_run_history_names_each_runs_backbone_and_epochs():

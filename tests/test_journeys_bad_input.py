@@ -1,13 +1,15 @@
 """Browser journeys of a newcomer's bad inputs on the built-in digits: an emptied or
 lettered budget, K above a lowered budget, a .csv upload, a file given as the image
 folder, a bad Ray address, a one-sample feature file, a link without its data source, a
-link's warning that must outlive the background map, Compare rows differing by seed, and
-Compare cells outside the Select page's ranges.
+link's warning that must outlive the background map, Compare rows differing by seed,
+Compare cells outside the Select page's ranges, and an Inspect page number and a link's
+values out of range.
 Each drives Debian's chromium against `streamlit run app.py` and fails on any Streamlit
 exception box, console error or page error."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -222,4 +224,32 @@ def test_compare_takes_the_select_pages_ranges_and_shows_what_each_row_runs_with
     expect(page.get_by_text("Seed -1 is outside 0 to 2,147,483,647: selecting with seed 0.")).to_be_visible(
         timeout=LONG)
     wait_idle(page)
+    assert_clean(page, browser)
+
+
+def test_inspect_shows_the_page_it_shows_and_the_address_the_values_in_use(server, browser):
+    # The page field kept 0 or 999 while page 1 or 30 was shown; a link's budget of 99,999
+    # and P_rm of 0.95 (above the Select page's slider) stayed in the address after the
+    # app had selected 1,797 with P_rm 0.9, so a reload or a shared link said otherwise.
+    page = browser.page()
+    page.goto(server[0] + "/inspect?data=digits&budget=99999&removal_ratio=0.95")
+    expect(page.get_by_role("heading", name="Inspect the selection")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    expect(page.get_by_text("B = 1,797 (the Select page's selection)", exact=False)).to_be_visible()
+    expect(page.get_by_text("removal_ratio = '0.95' (this input takes 0 to 0.9): using 0.9 instead",
+                            exact=False)).to_be_visible()
+    expect(page).to_have_url(re.compile(r"[?&]budget=1797(&|$)"))
+    expect(page).to_have_url(re.compile(r"[?&]removal_ratio=0\.9(&|$)"))
+    field = page.get_by_label("Page (of 30, 60 per page)")
+    for typed, shown in (("999", "30"), ("0", "1")):
+        field.fill(typed)
+        field.press("Enter")
+        expect(page.get_by_text(f"Page {typed} does not exist: there are pages 1 to 30 (1,797 samples, 60 per page); "
+                                f"showing page {shown}.")).to_be_visible(timeout=LONG)
+        wait_idle(page)
+        assert field.input_value() == shown
+        expect(page.get_by_text(f"(page {shown} of 30)", exact=False)).to_be_visible()
+        if typed == "999":
+            field.scroll_into_view_if_needed()
+            page.screenshot(path=str(Path(server[1]) / "inspect_page_field.png"))
     assert_clean(page, browser)
