@@ -125,12 +125,17 @@ def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=No
     page = 1
     if pages > 1:
         # No bounds: a number outside them only turned the input red (its range in a tooltip)
-        # and kept the page shown; the warning below says which pages exist.
-        asked = int(st.number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", value=1, step=1, key=f"{key}_page"))
+        # and kept the page shown; the warning below says which pages exist. A page asked for
+        # outside them is moved into them before the field is drawn: the field kept 0 or 999
+        # while page 1 or 30 was shown.
+        field = f"{key}_page"
+        asked = int(st.session_state.setdefault(field, 1))
         page = min(max(asked, 1), pages)
         if page != asked:
+            st.session_state[field] = page
             st.warning(f"Page {asked:,} does not exist: there are pages 1 to {pages} ({rows.size:,} samples, "
                        f"{PAGE_SIZE} per page); showing page {page}.")
+        st.number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", step=1, key=field)
     shown = rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
     if marks is not None:
         session.load_marks(marks, fs.ids)  # read from disk once per session

@@ -85,6 +85,20 @@ def protocol_line(run: dict) -> str:
         if setting in params else name
 
 
+def error_to_read(runs: list[dict], chosen: list[int]) -> dict | None:
+    """The run whose error the Finetune page writes out under its history table (where the
+    table's error column is cut in a narrow window): the chosen row's (``chosen``: the
+    table's selected row positions), else the newest run with an error; None when that
+    row, or every run, has none. ``runs``: the table's rows, newest first."""
+    def has_error(run: dict | None) -> bool:  # a table's run without one holds NaN (or None)
+        return run is not None and isinstance(run.get("error"), str) and bool(run["error"].strip())
+
+    if chosen:
+        run = runs[chosen[0]] if chosen[0] < len(runs) else None
+        return run if has_error(run) else None
+    return next((run for run in runs if has_error(run)), None)
+
+
 def backbone_line(asked: str | None, used: str | None) -> str | None:
     """The backbone a finetuning run trained, said against the one asked for where they
     differ ("asked vit_small_patch16_224.dino, used tf_efficientnet_lite0": the offline

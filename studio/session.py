@@ -26,8 +26,8 @@ import streamlit as st
 from bilaf_core._io import atomic_open
 from bilaf_core.features import default_cache_dir
 
-from .state import (PAGE_OPTIONS, Source, budget_of, budget_warning, check_allowed, param_problem, select_defaults,
-                    selection, selection_params)
+from .state import (PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of, budget_warning, check_allowed, page_range,
+                    param_problem, select_defaults, selection, selection_params, values_in_use)
 
 #: Widget values written to the URL (besides the source); everything else stays in the session.
 URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
@@ -61,6 +61,7 @@ class PoolState:
     url_values: dict = field(default_factory=dict)  # from a shared link / reload, as strings, until used
     url_notes: dict = field(default_factory=dict)  # URL values not used: name -> (text, value used, why), see url_warning
     notes: dict = field(default_factory=dict)  # a page's messages about values it moved (K above B), until a change
+    held: dict = field(default_factory=dict)  # kept widget -> the value chosen, above its range now (kept's restore)
     excluded: set = field(default_factory=set)  # feature-set rows marked "exclude from the export"
     forced: set = field(default_factory=set)  # rows marked "force into the export"
     marks_loaded: bool = False  # read from disk once per session (load_marks)
@@ -192,9 +193,24 @@ def setting(state: PoolState, name: str, default: Any) -> Any:
         except ValueError as exc:
             problem = str(exc)
         if problem is None:
-            return value
+            used = _in_range(name, value)
+            if used != value:  # as the Select page's slider would take it (k = 80: 50), on every page
+                low, high = page_range(name)
+                state.url_notes[name] = (state.url_values[name], used, f"this input takes {low:g} to {high:g}")
+                state.url_values[name] = str(used)
+            return used
         state.url_notes[name] = (state.url_values.pop(name), default, problem)
     return default
+
+
+def _in_range(name: str, value: Any) -> Any:
+    """A selection parameter's number moved into the Select page's range for it (its
+    slider's, :func:`studio.state.page_range`); other values as they are. A link's P_rm
+    of 0.95 was used on Inspect while the Select page's slider showed 0.9."""
+    if name not in RANGED_PARAMS:
+        return value
+    low, high = page_range(name)
+    return min(max(value, low), high)
 
 
 def _holds(state: PoolState, name: str) -> bool:
@@ -219,24 +235,31 @@ def put(state: PoolState, name: str, value: Any) -> None:
 
 
 def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolState, options=None,
-         min_value=None, max_value=None, **kwargs) -> Any:
+         min_value=None, max_value=None, restore: bool = False, **kwargs) -> Any:
     """Create ``widget`` (e.g. ``st.slider`` or ``column.selectbox``) with key ``name``,
     its value kept in ``state``: seeded from there (else from the URL, else ``default``)
     whenever the widget is new on this run, was last seeded for another pool or has
     another range or other options than on the last run; the value it returns is stored
     back. Out-of-range values are clamped, unknown options
-    replaced by the default."""
+    replaced by the default. With ``restore``, a value a narrower range clamped is held
+    (:func:`held`) and comes back when the range allows it again, until the user moves
+    the widget (Learn's Budget B stayed 200 after Points went to 200 and back to 600)."""
     owners = st.session_state.setdefault("_widget_pool", {})
     # A widget whose range or options change is a new widget to Streamlit, which then
     # starts it at its minimum (Learn's Budget B fell from 60 to 2 when Points lowered
     # its maximum): seed it again from the kept value, clamped to the new range.
     ranges = st.session_state.setdefault("_widget_range", {})
     span = (min_value, max_value, None if options is None else tuple(options))
-    if name not in st.session_state or owners.get(name) != state.key or ranges.get(name, span) != span:
+    seeded = name not in st.session_state or owners.get(name) != state.key or ranges.get(name, span) != span
+    if seeded:
         asked = pending(state, name, default)  # a new range: what the user left in the widget, if this pool's
+        if restore:
+            asked = state.held.pop(name, asked)  # the value chosen before a narrower range clamped it
         value = _valid(asked, options, min_value, max_value)
         st.session_state[name] = default if value is None else value
         owners[name] = state.key
+        if restore and value is not None and _differs(value, asked):
+            state.held[name] = asked
         if value != asked and name not in state.values and name in state.url_values:  # a link's, which this widget lacks
             why = (_choices(name, options) if options is not None
                    else f"this input takes {min_value:g} to {max_value:g}" if None not in (min_value, max_value)
@@ -251,8 +274,16 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
         return None                            # value, the page says so (state.empty_input_warning)
     if name in state.values and _differs(value, state.values[name]):
         changed(state)
+        if not seeded:  # the user moved it: their new choice replaces the held one
+            state.held.pop(name, None)
     state.values[name] = value
     return value
+
+
+def held(state: PoolState, name: str) -> Any:
+    """The value the user chose for kept widget ``name`` (made with ``restore``) that its
+    range now clamps, which comes back when the range allows it; None when none is held."""
+    return state.held.get(name)
 
 
 def _differs(a: Any, b: Any) -> bool:
@@ -322,10 +353,14 @@ def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
 
 
 def url_params(source: Source, state: PoolState) -> dict[str, str]:
-    """The query parameters that reopen this source with these settings."""
+    """The query parameters that reopen this source with these settings: the values in use
+    once a page has read them (:func:`studio.state.values_in_use`: a link's budget of
+    99,999 or P_rm of 5 stayed in the address after the page had used 1,797 and 0.1)."""
     out = {SOURCE_KEYS[f.name]: str(getattr(source, f.name)) for f in fields(Source) if getattr(source, f.name)}
+    used = {} if state.n is None else values_in_use(settings(source, state.n), state.n)
     for name in URL_FIELDS:
-        value = state.values.get(name, state.url_values.get(name))
+        given = name in state.values or name in state.url_values or name in state.url_notes
+        value = used.get(name, state.values.get(name, state.url_values.get(name))) if given else None
         if value is not None:
             out[name] = f"{value:.15g}" if isinstance(value, float) else str(value)  # 1e+06 would not read back
     return out

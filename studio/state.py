@@ -258,6 +258,8 @@ def geometry(source: Source, n_cores: int, core_method: str, seed: int, variant:
 #: "seed"; L2 normalisation follows the variant).
 PAGE_PARAMS = tuple(spec.name for spec in param_specs() if spec.stage != "run")
 _SPECS = {spec.name: spec for spec in param_specs()}
+#: The selection parameters the Select page sets with a ranged slider (:func:`page_range`).
+RANGED_PARAMS = tuple(name for name in PAGE_PARAMS if _SPECS[name].kind in ("int", "float"))
 
 
 def param_widget(name: str) -> dict:
@@ -275,15 +277,59 @@ def param_widget(name: str) -> dict:
     return widget
 
 
-def param_column(name: str):
-    """A Compare table column for a selection parameter: its options or range and help,
-    from the same definition as the Select page's widget."""
+def page_range(name: str, budget: int | None = None, n: int | None = None) -> tuple[float, float]:
+    """(low, high): the values the Select page takes for its setting ``name``, the one
+    definition every page checks against: a selection parameter's slider range
+    (:func:`param_widget`), K's slider (1 .. :func:`n_cores_max` of ``budget`` and ``n``),
+    the seed's 0 .. MAX_SEED."""
+    if name == "seed":
+        return 0, MAX_SEED
+    if name == "n_cores":
+        return 1, n_cores_max(budget, n)
+    widget = param_widget(name)
+    return widget["min_value"], widget["max_value"]
+
+
+def _whole_setting(name: str) -> bool:
+    return name in ("seed", "n_cores") or _SPECS[name].kind == "int"
+
+
+def range_text(name: str, budget: int | None = None, n: int | None = None, *, auto: bool = False) -> str:
+    """The Select page's range of ``name`` in words: "a number from 0 to 0.9", "a whole
+    number from 0 to 2,147,483,647" (``auto``: K's "'auto' or a whole number from 1 to 89")."""
+    low, high = page_range(name, budget, n)
+    return (("'auto' or " if auto and name == "n_cores" else "")
+            + f"{'a whole number' if _whole_setting(name) else 'a number'} from {_number(low)} to {_number(high)}")
+
+
+def range_problem(name: str, value: float, budget: int | None = None, n: int | None = None) -> str | None:
+    """Why the Select page would not take the number ``value`` for ``name``, in the words
+    every page uses: "not a whole number" or "outside 0 to 0.9" (:func:`page_range`);
+    None when it takes it."""
+    low, high = page_range(name, budget, n)
+    if not low <= value <= high:
+        return f"outside {_number(low)} to {_number(high)}"
+    if _whole_setting(name) and not float(value).is_integer():
+        return "not a whole number"
+    return None
+
+
+def param_column(name: str, budget: int, n: int):
+    """A Compare table column for a Select page setting (a selection parameter, or the
+    seed): its options, or its help naming the range (:func:`range_text`), from the same
+    definition as the Select page's widget."""
+    if name == "seed":
+        return st.column_config.NumberColumn(step=1, help=f"Seed: {range_text('seed')}. Empty: the Select page's seed.")
     widget = param_widget(name)
     if "options" in widget:
         return st.column_config.SelectboxColumn(options=widget["options"], help=widget["help"], required=name == "method")
+    if name == "n_cores":
+        return st.column_config.TextColumn(help=f"K: {range_text(name, budget, n, auto=True)} (at most the budget "
+                                                "B). Empty: the Select page's K.")
     # No min / max: the table reverted a number outside them without a word; the page says
     # which cell it did not apply and why (compare_problems).
-    return st.column_config.NumberColumn(step=widget["step"], help=widget["help"])
+    return st.column_config.NumberColumn(step=widget["step"], help=f"{widget['help']} {widget['label']}: "
+                                         f"{range_text(name)}, as on the Select page. Empty: the Select page's value.")
 
 
 #: What a table shows in a cell with no value (a parameter that does not apply, a run
@@ -380,6 +426,20 @@ def budget_warning(values: dict, n: int) -> str | None:
     return None
 
 
+def values_in_use(values: dict, n: int) -> dict:
+    """The Select page's values as its selection uses them (for the page's address): the
+    budget moved into the pool (:func:`budget_of`, a budget of 99,999 selects all 1,797)
+    and the seed into the library's (:func:`seed_of`); the others as they are."""
+    used = {**values, "seed": seed_of(values["seed"])}
+    if budget_warning(values, n):
+        budget = budget_of(values, n)
+        if values["budget_unit"] == "samples":
+            used["budget"] = budget
+        else:
+            used["budget_percent"] = 100 * budget / n
+    return used
+
+
 def empty_input_warning(name: str, values: dict) -> str:
     """What the Select page says when its number field ``name`` (budget, budget_percent,
     seed) was left empty, or held text that is not a number (a browser sends both as no
@@ -468,14 +528,11 @@ def seed_of(asked: int) -> int:
 def seed_warning(asked: int, *, doing: str = "selecting", again: str = "(Advanced) for another selection") -> str | None:
     """What a page says when :func:`seed_of` had to move the seed asked for (None when it
     did not): ``doing`` what with the seed used, and where to type another for what."""
-    used = seed_of(asked)
-    if float(asked) == used:
+    problem = range_problem("seed", float(asked))
+    if problem is None:
         return None
-    if 0 <= float(asked) <= MAX_SEED:  # a fraction: 1.5 was used as 1 without a word
-        return (f"Seed {_number(float(asked))} is not a whole number: {doing} with seed {used:,}. Type a whole number "
-                f"{again}.")
-    return (f"Seed {_number(float(asked))} is outside 0 to {MAX_SEED:,}: {doing} with seed {used:,}. Type a seed in "
-            f"that range {again}.")
+    what = "a whole number" if problem == "not a whole number" else "a seed in that range"  # 1.5 was used as 1
+    return f"Seed {_number(float(asked))} is {problem}: {doing} with seed {seed_of(asked):,}. Type {what} {again}."
 
 
 def selection_params(values: dict) -> tuple:
@@ -500,26 +557,26 @@ def param_problem(name: str, value) -> str | None:
 
 
 def compare_problems(row: dict, budget: int, n: int) -> dict[str, str]:
-    """The filled cells of a Compare row that a selection would refuse: column -> why, with
-    the allowed range. Decided by the library's own checks (:func:`param_problem`, K
-    against the budget and the pool); the page applies the other cells."""
+    """The filled cells of a Compare row that the Select page would not take: column ->
+    why, in the Select page's words and range (:func:`range_problem`, the one definition
+    of its bounds: a P_rm of 0.95 is refused as on its slider). A cell that is no value of
+    its parameter at all is refused by the library's own check (:func:`param_problem`)."""
     problems = {}
     for name, value in row.items():
         if value is None or pd.isna(value):
             continue
-        if name == "n_cores":
-            try:
-                k = n_cores_value(value)
-                if k != AUTO:
-                    resolve_n_cores(k, n, budget)
-            except ValueError:
-                problems[name] = (f"K must be 'auto' or a whole number in [1, {min(budget, n):,}] (at most the "
-                                  f"budget B = {budget:,} and the pool's {n:,} samples)")
-            continue
         try:  # a cell's text or float made the parameter's type
-            typed = _whole(value) if name not in _SPECS else _KINDS[_SPECS[name].kind](value)
-        except ValueError as exc:
-            problems[name] = str(exc)
+            typed = n_cores_value(value) if name == "n_cores" else _whole(value) if name not in _SPECS else (
+                _KINDS[_SPECS[name].kind](value))
+        except ValueError:
+            problems[name] = f"it is not {range_text(name, budget, n, auto=True)}"
+            continue
+        if name in ("seed", "n_cores") or _SPECS[name].kind in ("int", "float"):
+            problem = None if typed == AUTO else range_problem(name, float(typed), budget, n)
+            if problem:
+                top = page_range(name, budget, n)[1]
+                problems[name] = f"it is {problem}, the Select page's range" + (
+                    f" (K is at most the budget B = {budget:,})" if name == "n_cores" and top == budget else "")
             continue
         problem = param_problem(name, typed)
         if problem:
@@ -547,6 +604,36 @@ def compare_setting(select_values: dict, row: dict) -> tuple[dict, str]:
         if mine != page:
             name += f" {cell}={mine}"
     return values, name
+
+
+#: How the Compare page's "runs with" table marks a value a row takes from the Select page
+#: (its cell empty, or not applied), and a parameter its method does not use.
+FROM_SELECT, NOT_USED = " (Select)", "not used"
+
+
+def compare_effective(select_values: dict, rows: list[dict], numbers: list[int]) -> pd.DataFrame:
+    """What each Compare row runs with, cell by cell (the table under the editor, where an
+    empty cell showed only "–"): the row's own value, the Select page's marked
+    :data:`FROM_SELECT`, or :data:`NOT_USED` for BiLAF's parameters in a whole-budget
+    method's row. ``rows``: the cells applied (:func:`compare_problems`' emptied)."""
+    def shown(name: str, value) -> str:
+        if name == "seed":
+            return _number(float(value))
+        return f"{value:g}" if isinstance(value, float) else str(value).strip()
+
+    table = []
+    for number, row in zip(numbers, rows):
+        values, _ = compare_setting(select_values, row)
+        line = {"row": number}
+        for name, cell in row.items():
+            if values["method"] != "bilaf" and name in BILAF_ONLY_PARAMS:
+                line[name] = NOT_USED
+            elif cell is None or pd.isna(cell):
+                line[name] = shown(name, values[name]) + FROM_SELECT
+            else:
+                line[name] = shown(name, values[name])
+        table.append(line)
+    return pd.DataFrame(table)
 
 
 def selection(source: Source, budget: int, params: tuple, *, progress=None):

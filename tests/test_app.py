@@ -361,11 +361,14 @@ def test_learn_page_runs_every_data_set_at_every_step():
     _no_failure(at)
     for data in ("blobs", "moons", "anisotropic", "rings", "2-D PCA of the current feature set"):
         at.selectbox(key="learn_data").set_value(data).run()
-        for _ in range(5):  # steps 1..5, then back to 1
+        for _ in range(4):  # steps 1..5
             _no_failure(at)
             assert not at.error, [e.value for e in at.error]
             at.button(key="learn_next").click().run()
-        assert at.radio(key="learn_step").value.startswith("1")
+        _no_failure(at)
+        assert not at.error, [e.value for e in at.error]
+        assert at.radio(key="learn_step").value.startswith("5") and at.button(key="learn_next").disabled
+        at.radio(key="learn_step").set_value(at.radio(key="learn_step").options[0]).run()  # Next no longer wraps
     at.toggle(key="learn_play").set_value(True).run()  # autoplay on: the page still renders
     _no_failure(at)
     at.toggle(key="learn_play").set_value(False).run()
@@ -748,10 +751,12 @@ def test_compare_says_which_cell_it_did_not_apply_and_why():
         _no_failure(at)
         said = [w.value for w in at.warning]
         k_line = next((w for w in said if "n_cores" in w and f"'{k}'" in w), None)
-        assert k_line is not None and "Row 1 (bilaf)" in k_line and "[1, 90]" in k_line, said
+        assert k_line is not None and "Row 1 (bilaf)" in k_line and "outside 1 to 90, the Select page's range" \
+            in k_line, said
         assert "not applied" in k_line and "the Select page's n_cores = auto" in k_line, k_line
         p_line = next((w for w in said if "removal_ratio" in w and f"{p_rm:g}" in w), None)
-        assert p_line is not None and "[0, 1)" in p_line and "not applied" in p_line, said
+        assert p_line is not None and "outside 0 to 0.9, the Select page's range" in p_line, said
+        assert "not applied" in p_line, p_line
         assert at.dataframe[-1].value["setting"].iloc[0] == "bilaf K=auto Prm=0.1 δ=1.1"  # the Select page's values
 
 
@@ -813,6 +818,7 @@ def test_an_inspect_page_number_out_of_range_says_which_pages_exist():
     said = [w.value for w in at.warning]
     assert any("Page 99 does not exist" in w and "pages 1 to 30" in w and "showing page 30" in w for w in said), said
     assert any("(page 30 of 30)" in c.value for c in at.caption)
+    assert at.number_input(key="inspect_gallery_page").value == 30  # the field shows the page shown, not 99
 
 
 def test_the_run_history_names_each_runs_backbone_and_epochs():

@@ -19,7 +19,7 @@ from bilaf_core.data import load_pool
 from bilaf_core.store import RunStore
 
 from browser import (LONG, assert_clean, choose, digits_server, drag, gallery_ids, go, inside, map_box, map_points,
-                     metric, nudge, open_select, pick_tool, radio_value, slider_value, wait_idle, wait_select)
+                     metric, nudge, open_select, pick_tool, radio_value, slider, slider_value, wait_idle, wait_select)
 
 DIGIT_IDS = load_pool("digits").ids
 
@@ -419,4 +419,37 @@ def test_inspect_map_shows_the_cluster_filter(server, browser, tmp_path):
     assert shown and all(clusters == {2} for clusters in shown.values()), shown
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "inspect_cluster_filter.png"))
+    assert_clean(page, browser)
+
+
+def test_learn_keeps_budget_b_through_fewer_points_and_next_stops_at_the_last_step(server, browser):
+    # Points lowered to 200 cut Budget B from 400 to 200 for good (raised again, B stayed
+    # 200), and Next on step 5 went back to step 1.
+    page = open_select(server[0], browser)
+    go(page, "Learn", "Learn: BiLAF step by step")
+    wait_idle(page)
+    page.get_by_text("Data: a generated 2-D set").click()
+    page.get_by_text("Parameters (the Select page's").click()
+    slider(page, "Budget B").focus()
+    slider(page, "Budget B").press("End")  # the slider's largest value
+    wait_idle(page)
+    assert slider_value(page, "Budget B") == "400"
+    nudge(page, "Points", -4)  # 600 -> 200
+    wait_idle(page)
+    assert (slider_value(page, "Points"), slider_value(page, "Budget B")) == ("200", "200")
+    expect(page.get_by_text("B = 400 is more than these 200 points allow: using B = 200. B = 400 comes back when "
+                            "there are points enough.")).to_be_visible()
+    nudge(page, "Points", 4)
+    wait_idle(page)
+    assert (slider_value(page, "Points"), slider_value(page, "Budget B")) == ("600", "400")
+    expect(page.get_by_text("is more than these")).to_have_count(0)
+    previous, following = (page.get_by_role("button", name=name) for name in ("◀ Previous", "Next ▶"))
+    expect(previous).to_be_disabled()
+    for _ in range(4):
+        following.click()
+        wait_idle(page)
+    assert radio_value(page, "5 · Result") == "5 · Result"
+    expect(following).to_be_disabled()  # it went back to step 1
+    expect(previous).to_be_enabled()
+    page.screenshot(path=str(Path(server[1]) / "learn_last_step.png"))
     assert_clean(page, browser)

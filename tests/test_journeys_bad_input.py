@@ -1,12 +1,15 @@
 """Browser journeys of a newcomer's bad inputs on the built-in digits: an emptied or
 lettered budget, K above a lowered budget, a .csv upload, a file given as the image
 folder, a bad Ray address, a one-sample feature file, a link without its data source, a
-link's warning that must outlive the background map, and Compare rows differing by seed.
+link's warning that must outlive the background map, Compare rows differing by seed,
+Compare cells outside the Select page's ranges, and an Inspect page number and a link's
+values out of range.
 Each drives Debian's chromium against `streamlit run app.py` and fails on any Streamlit
 exception box, console error or page error."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -194,4 +197,90 @@ def test_a_feature_file_opened_by_a_link_shows_on_the_data_page_and_a_typed_one_
     wait_idle(page)
     expect(page.locator('[data-testid="stMetric"]').filter(has_text="Samples")).to_contain_text("120")
     page.screenshot(path=str(folder / "feature_path.png"), full_page=True)
+    assert_clean(page, browser)
+
+
+def _edit_cell(page, row: int, column: int, text: str) -> None:
+    """Type ``text`` into the Compare table's cell (row, column), both from 0 (column 0:
+    method): the grid is a canvas, so click the first row's method cell, step to the cell
+    with the arrow keys, open its editor with Enter."""
+    wait_idle(page)  # a rerun still drawing the page takes the grid's focus from the cell (seen under load)
+    editor = page.locator('[data-testid="stDataFrame"]').first
+    editor.scroll_into_view_if_needed()
+    box = editor.bounding_box()
+    page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)
+    for key, times in (("ArrowDown", row), ("ArrowRight", column)):
+        for _ in range(times):
+            page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    cell = page.locator(".gdg-input")
+    expect(cell).to_be_focused(timeout=30_000)
+    cell.fill(text)
+    cell.press("Enter")
+    time.sleep(0.5)
+    wait_idle(page)
+
+
+def _runs_with(page) -> list[list[str]]:
+    """The rows of the Compare page's "what each row runs with" table (its second table)."""
+    cells = page.locator('[data-testid="stDataFrame"]').nth(1).locator('[role="gridcell"]').all_inner_texts()
+    return [cells[i:i + 7] for i in range(0, len(cells), 7)]
+
+
+def test_compare_takes_the_select_pages_ranges_and_shows_what_each_row_runs_with(server, browser):
+    # A P_rm of 0.95 was applied though the Select page's slider stops at 0.9, the seed's
+    # range was worded otherwise than there, and an empty cell showed "–": not which value
+    # the row ran with (the Select page's).
+    page = open_select(server[0], browser)
+    go(page, "Compare", "Compare selections")
+    expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=LONG)
+    wait_idle(page)
+    _edit_cell(page, 0, 2, "0.95")  # row 1's removal_ratio
+    expect(page.get_by_text("Row 1 (bilaf), removal_ratio = 0.95 was not applied: it is outside 0 to 0.9, the "
+                            "Select page's range.", exact=False)).to_be_visible(timeout=LONG)
+    _edit_cell(page, 1, 5, "-1")  # row 2's seed
+    expect(page.get_by_text("Row 2 (activeft), seed = -1 was not applied: it is outside 0 to 2,147,483,647, the "
+                            "Select page's range.", exact=False)).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    rows = _runs_with(page)
+    assert rows[0] == ["1", "bilaf", "auto", "0.1 (Select)", "1.1", "idc", "0"], rows
+    assert rows[1] == ["2", "activeft", "not used", "not used", "not used", "not used", "0 (Select)"], rows
+    expect(page.get_by_text("What each row runs with.", exact=False)).to_be_visible()
+    page.screenshot(path=str(Path(server[1]) / "compare_ranges.png"), full_page=True)
+    # the same words as the Select page's, for the same range
+    go(page, "Select", "Select samples to label")
+    page.get_by_text("Advanced").click()
+    page.get_by_label("Seed").fill("-1")
+    page.get_by_role("button", name="Select", exact=True).click()
+    expect(page.get_by_text("Seed -1 is outside 0 to 2,147,483,647: selecting with seed 0.")).to_be_visible(
+        timeout=LONG)
+    wait_idle(page)
+    assert_clean(page, browser)
+
+
+def test_inspect_shows_the_page_it_shows_and_the_address_the_values_in_use(server, browser):
+    # The page field kept 0 or 999 while page 1 or 30 was shown; a link's budget of 99,999
+    # and P_rm of 0.95 (above the Select page's slider) stayed in the address after the
+    # app had selected 1,797 with P_rm 0.9, so a reload or a shared link said otherwise.
+    page = browser.page()
+    page.goto(server[0] + "/inspect?data=digits&budget=99999&removal_ratio=0.95")
+    expect(page.get_by_role("heading", name="Inspect the selection")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    expect(page.get_by_text("B = 1,797 (the Select page's selection)", exact=False)).to_be_visible()
+    expect(page.get_by_text("removal_ratio = '0.95' (this input takes 0 to 0.9): using 0.9 instead",
+                            exact=False)).to_be_visible()
+    expect(page).to_have_url(re.compile(r"[?&]budget=1797(&|$)"))
+    expect(page).to_have_url(re.compile(r"[?&]removal_ratio=0\.9(&|$)"))
+    field = page.get_by_label("Page (of 30, 60 per page)")
+    for typed, shown in (("999", "30"), ("0", "1")):
+        field.fill(typed)
+        field.press("Enter")
+        expect(page.get_by_text(f"Page {typed} does not exist: there are pages 1 to 30 (1,797 samples, 60 per page); "
+                                f"showing page {shown}.")).to_be_visible(timeout=LONG)
+        wait_idle(page)
+        assert field.input_value() == shown
+        expect(page.get_by_text(f"(page {shown} of 30)", exact=False)).to_be_visible()
+        if typed == "999":
+            field.scroll_into_view_if_needed()
+            page.screenshot(path=str(Path(server[1]) / "inspect_page_field.png"))
     assert_clean(page, browser)

@@ -1,15 +1,20 @@
 """Browser journeys of the Finetune page's full finetuning, as a newcomer walked it in
-Chromium: settings out of range, a finished run's per-epoch charts, a cancelled run.
+Chromium: settings out of range, a finished run's per-epoch charts, a cancelled run, a
+failed run's error in a narrow window.
 ``BILAF_SHOTS=folder`` keeps a screenshot of each step there."""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect
+
+from bilaf_core.store import RunStore
 
 from browser import LONG, assert_clean, go, slider, streamlit_server, wait_idle, wait_select
 
@@ -138,4 +143,40 @@ def test_maps_draw_each_role_with_one_marker_learn_and_select_alike(server, brow
     for entry in ("removed (", "boundary (", "cores (", "picks ("):
         expect(figure.locator(".legendtext").filter(has_text=entry)).to_have_count(1, timeout=30_000)
     _shot(page, "4_learn_result")
+    assert_clean(page, browser)
+
+
+def test_a_failed_runs_error_reads_whole_in_a_900_px_window(server, browser):
+    # The history's error column was cut at the table's edge in a 900 px window: the
+    # message is written out under the table (the newest failed run's, or the selected run's).
+    page = browser.page(width=900, height=1000)
+    page.goto(server + "/finetune")
+    expect(page.get_by_role("heading", name="Finetune and compare")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    said = page.get_by_text(re.compile(r"^(No runs yet in |Store: )")).first.inner_text()
+    store = RunStore(re.sub(r"^(No runs yet in |Store: )", "", said).strip().rstrip("."))
+    picked = store.add_selection(dataset="digits", backbone="pixels", params={"method": "bilaf", "random_state": 0},
+                                 indices=np.arange(89), sample_ids=None, n_pool=1797)
+    error = ("RuntimeError: out of memory while allocating a batch of 64 images at 224 px; lower the batch size or "
+             "the image size and launch again")
+    store.finish_run(store.start_run(protocol="finetune", params={"epochs": 3}, selection_id=picked), status="failed",
+                     error=error)
+    store.finish_run(store.start_run(protocol="knn", params={"k": 20}, selection_id=picked), status="completed",
+                     metrics={"top1": 0.8})
+    page.reload()
+    expect(page.get_by_role("heading", name="Run history")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    written = page.locator('[data-testid="stCode"]').filter(has_text="RuntimeError")
+    expect(written).to_be_visible()
+    assert " ".join(written.inner_text().split()) == error
+    written.scroll_into_view_if_needed()
+    box = written.bounding_box()
+    assert box["x"] + box["width"] <= 900, box  # inside the window, wrapped
+    page.screenshot(path=str(Path(store.path).parent / "history_error_900.png"))
+    table = page.locator('[data-testid="stDataFrame"]').last
+    top = table.bounding_box()
+    page.mouse.click(top["x"] + 17, top["y"] + 35 + 17)  # the newest run's (the k-NN run's) selection box
+    expect(page.get_by_text("The selected run has no error.")).to_be_visible(timeout=LONG)
+    expect(written).to_have_count(0)
+    wait_idle(page)
     assert_clean(page, browser)

@@ -27,11 +27,8 @@ if key not in st.session_state:  # new on this run (first visit, back from a pag
          for method in ("bilaf", "activeft", "kmeans", "random")])))
 settings = st.data_editor(
     pool.values["compare_base"], num_rows="dynamic", hide_index=True, key=key, placeholder=state.NO_VALUE,
-    column_config={**{name: state.param_column(name) for name in ("method", "removal_ratio", "opponent_penalty",
-                                                                   "denoise")},
-                   # no validate= / min_value: the table reverted a bad cell without a word; checked below
-                   "n_cores": st.column_config.TextColumn(help="K: 'auto' or a whole number"),
-                   "seed": st.column_config.NumberColumn(step=1)},
+    # no validate= / min_value: the table reverted a bad cell without a word; checked below
+    column_config={name: state.param_column(name, budget, n) for name in EDITABLE},
 )
 if not state.compare_rows(settings).isna().equals(settings.isna()):
     # a row's method became a baseline: the editor starts again on the rows with its cells emptied
@@ -56,6 +53,12 @@ for index, row in rows.iterrows():
                    f"{repr(given) if isinstance(given, str) else f'{given:g}'} was not applied: {why}. This row uses "
                    f"the Select page's {column} = {select_values[column]}; type a value in that range.")
         cells[-1][column] = None
+effective = state.compare_effective(select_values, cells, numbers)
+st.dataframe(effective.style.map(lambda text: "color: #8a8a8a" if text == state.NOT_USED or str(text).endswith(
+    state.FROM_SELECT) else ""), hide_index=True, width="stretch")
+st.caption(f"What each row runs with. Grey, '{state.FROM_SELECT.strip()}': the Select page's value (the row's cell is "
+           f"empty, or was not applied); it follows that page. '{state.NOT_USED}': a whole-budget method has no cores, "
+           "denoising or boundary picks.")
 
 # Rows that are the same setting (the same name: every cell that selects differently shows
 # in it) are computed and drawn once, and said.

@@ -221,9 +221,10 @@ if store is not None:
                            protocol=[jobs.protocol_line(run) for run in mine.to_dict("records")],
                            **{"top-1": 100 * mine["top-1"].astype(float)})
         # the error before the long selection column: after it, the table's edge cut it to "ValueError:"
-        st.dataframe(mine[["id", "started", "status", "protocol", "backbone", "epochs", "method", "budget", "top-1",
-                           "error", "selection"]],
-                     hide_index=True, width="stretch", placeholder=state.NO_VALUE,
+        table = st.dataframe(mine[["id", "started", "status", "protocol", "backbone", "epochs", "method", "budget",
+                                   "top-1", "error", "selection"]],
+                             hide_index=True, width="stretch", placeholder=state.NO_VALUE, key="run_history",
+                             on_select="rerun", selection_mode="single-row",
                      column_config={"top-1": st.column_config.NumberColumn(format="%.1f %%"),  # "5%" beside "84.66%"
                                     "backbone": st.column_config.TextColumn(
                                         # as wide as its longest name, "asked X, used Y" (seen cut in Chromium),
@@ -233,5 +234,16 @@ if store is not None:
                                              "asked for could not be had offline and the bundled one was trained); "
                                              "linear probe and k-NN: the backbone of the frozen features"),
                                     "epochs": st.column_config.NumberColumn(help="Finetuning only"),
-                                    "error": st.column_config.TextColumn(width="large")})
+                                    "error": st.column_config.TextColumn(
+                                        width="large", help="Written out in full under the table: the selected "
+                                                            "run's, else the newest run's with an error")})
+        # the column is cut in a narrow window (900 px): the message in full, wrapped
+        failed = jobs.error_to_read(mine.to_dict("records"), table.selection.rows)
+        if failed is not None:
+            st.markdown(f"**Run {failed['id']}**, {failed['status']} ({failed['started']}, {failed['protocol']}, "
+                        f"{failed['method']}, B = {failed['budget']:,}):")
+            st.code(failed["error"], language=None, wrap_lines=True)
+            st.caption("Select a run in the table (the box at its left edge) to read its error here.")
+        elif table.selection.rows:
+            st.caption("The selected run has no error.")
         st.caption(f"Store: {store.path}")

@@ -71,7 +71,12 @@ if n < 3:
 
 with st.expander("Parameters (the Select page's, with values of their own for this 2-D data)"):
     a, b, c, d = st.columns(4)
-    budget = int(keep(a.slider, "learn_budget", "Budget B", min(n, 60), min_value=2, max_value=min(n, 400)))
+    budget = int(keep(a.slider, "learn_budget", "Budget B", min(n, 60), min_value=2, max_value=min(n, 400),
+                      restore=True))
+    chosen = session.held(SETTINGS, "learn_budget")
+    if chosen is not None:  # kept, not lost: it comes back with more points
+        a.caption(f"B = {chosen} is more than these {n} points allow: using B = {budget}. B = {chosen} comes back "
+                  "when there are points enough.")
     n_cores = int(keep(b.slider, "learn_k", state.param_widget("n_cores")["label"], min(8, budget), min_value=1, max_value=min(n, 60)))
     removal_ratio = keep(c.slider, "learn_prm", state.param_widget("removal_ratio")["label"], 0.1, min_value=0.0, max_value=0.9, step=0.05)
     include_ratio = keep(d.slider, "learn_pin", state.param_widget("include_ratio")["label"], 0.1, min_value=0.05, max_value=1.0,
@@ -101,15 +106,20 @@ except ValueError as exc:
     session.halt()
 
 
-def move(delta: int) -> None:
-    st.session_state.learn_step = STEPS[(STEPS.index(st.session_state.learn_step) + delta) % len(STEPS)]
+def move(delta: int, *, wrap: bool = False) -> None:
+    """Go ``delta`` steps on; past the last step only with ``wrap`` (Play starts again
+    at step 1; Next stops at the last step, it wrapped to step 1 without a word)."""
+    at = STEPS.index(st.session_state.learn_step) + delta
+    st.session_state.learn_step = STEPS[at % len(STEPS) if wrap else min(max(at, 0), len(STEPS) - 1)]
 
 
+at_step = STEPS.index(session.pending(SETTINGS, "learn_step", STEPS[0]))  # before the radio is drawn
 # One row that wraps where the page is narrow: fixed column widths cut the buttons' labels off.
 with st.container(horizontal=True, vertical_alignment="center"):
-    st.button("◀ Previous", on_click=move, args=(-1,), key="learn_prev")
-    st.button("Next ▶", on_click=move, args=(1,), key="learn_next")
-    play = st.toggle("Play", key="learn_play", help="step through the stages on its own, one every 6 s")
+    st.button("◀ Previous", on_click=move, args=(-1,), key="learn_prev", disabled=at_step == 0)
+    st.button("Next ▶", on_click=move, args=(1,), key="learn_next", disabled=at_step == len(STEPS) - 1)
+    play = st.toggle("Play", key="learn_play", help="step through the stages on its own, one every 6 s; after the "
+                                                    "last, it starts again at step 1")
     keep(st.radio, "learn_step", "Step", STEPS[0], options=STEPS, horizontal=True, label_visibility="collapsed")
 if play:
     st.session_state.setdefault("learn_played_at", time.monotonic())
@@ -119,7 +129,7 @@ if play:
         # The body also runs on every full rerun: advance only when a step has been shown 6 s.
         if time.monotonic() - st.session_state.learn_played_at >= 5.5:
             st.session_state.learn_played_at = time.monotonic()
-            move(1)
+            move(1, wrap=True)
             st.rerun(scope="app")
 
     advance()
