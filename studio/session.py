@@ -24,6 +24,7 @@ import numpy as np
 import streamlit as st
 
 from bilaf_core._io import atomic_open
+from bilaf_core.data import DATASETS
 from bilaf_core.features import default_cache_dir
 
 from .state import (PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of, budget_warning, check_allowed, page_range,
@@ -36,6 +37,10 @@ URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "r
 #: URL keys of the source's fields (short, so a shared link stays readable).
 SOURCE_KEYS = {"dataset": "data", "root": "root", "backbone": "backbone", "weights": "weights",
                "feature_file": "file", "test_root": "test", "upload": "upload"}
+#: Query parameters Streamlit itself reads (an embedded app's), never reported as unknown.
+_STREAMLIT_URL_KEYS = ("embed", "embed_options")
+#: The ``data=`` values a link may carry: the library's data sets and a feature file.
+URL_DATASETS = (*DATASETS, "features")
 
 
 class Halt(Exception):
@@ -338,9 +343,15 @@ def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
     given = {name: params.get(key, "") for name, key in SOURCE_KEYS.items()}
     if not given["dataset"]:
         return None, None
+    if given["dataset"] not in URL_DATASETS:
+        return None, (f"The link's data source was not opened: data={given['dataset']!r} is none of this app's "
+                      f"({', '.join(URL_DATASETS)}).")
     if given["dataset"] == "features" and not given["feature_file"]:
         return None, ("The link's data source was not opened: it names a feature file but not which one (no "
                       "file= parameter); upload the file on the Data page.")
+    if given["dataset"] == "folder" and not given["root"]:
+        return None, ("The link's data source was not opened: it names an image folder but not which one (no "
+                      "root= parameter); type the folder on the Data page.")
     try:
         for name in ("root", "weights", "feature_file", "test_root"):
             if given[name]:
@@ -350,6 +361,24 @@ def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
     if not given["backbone"] and given["dataset"] != "features":
         given["backbone"] = Source().backbone
     return Source(**given), None
+
+
+def unknown_url_keys(params: dict[str, str]) -> str | None:
+    """What a link carries that is no parameter of this app (a misspelt ``bugdet=50`` was
+    dropped without a word), each with the parameter it most likely meant; None when
+    every key is known."""
+    import difflib
+
+    known = list(SOURCE_KEYS.values()) + list(URL_FIELDS)
+    unknown = [key for key in params if key not in known and key not in _STREAMLIT_URL_KEYS]
+    if not unknown:
+        return None
+    parts = []
+    for key in unknown:
+        near = difflib.get_close_matches(key, known, n=1)
+        parts.append(f"{key}={params[key]}" + (f" (did you mean {near[0]}?)" if near else ""))
+    return (f"The link's {', '.join(parts)} {'is no parameter' if len(unknown) == 1 else 'are no parameters'} of this "
+            f"app and {'was' if len(unknown) == 1 else 'were'} ignored; a link takes {', '.join(known)}.")
 
 
 def url_params(source: Source, state: PoolState) -> dict[str, str]:
@@ -378,6 +407,9 @@ def restore_from_url() -> None:
     belong to (no ``data=``), is kept for :func:`url_warning`."""
     params = {key: st.query_params.get(key) for key in st.query_params}
     source, problem = source_from_url(params)
+    unknown = unknown_url_keys(params)
+    if unknown:
+        st.session_state.link_unknown = unknown
     settings_given = [k for k in params if k in URL_FIELDS]
     if source is None and problem is None and settings_given:
         problem = (f"The link's settings ({', '.join(f'{k}={params[k]}' for k in settings_given)}) were not read: "
@@ -402,6 +434,8 @@ def url_warning(source: Source) -> str | None:
     parts = [f"{name} = {text!r} ({why}): using {repr(used) if isinstance(used, str) else used} instead"
              for name, (text, used, why) in notes.items()]
     said = [st.session_state.get("link_problem")] if st.session_state.get("link_problem") else []
+    if st.session_state.get("link_unknown"):
+        said.append(st.session_state["link_unknown"])
     if parts:
         said.append(f"The link's {'settings were' if len(parts) > 1 else 'setting was'} not all usable: "
                     + "; ".join(parts) + ". Change them on the Select page.")
@@ -417,6 +451,7 @@ def _forget_link(state: PoolState) -> None:
     """What :func:`url_warning` says of the link goes (dismissed, or a setting changed)."""
     state.url_notes.clear()
     st.session_state.pop("link_problem", None)
+    st.session_state.pop("link_unknown", None)
 
 
 def chart_key(name: str, state: PoolState) -> str:

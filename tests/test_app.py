@@ -1169,3 +1169,21 @@ def test_a_finished_run_shown_after_a_switch_of_data_set_names_its_own_data_set(
     _no_failure(at)
     said = [s.value for s in at.success]
     assert any(s.startswith("k-NN · bilaf · B = 90 · on digits (not the current data set): top-1") for s in said), said
+
+
+@pytest.mark.parametrize("params, said", [
+    ({"data": "digits", "bugdet": "50"}, "The link's bugdet=50 (did you mean budget?) is no parameter of this app and "
+                                         "was ignored"),
+    ({"data": "nonsense"}, "data='nonsense' is none of this app's (digits, cifar10, cifar100, fashion-mnist, folder, "
+                           "features)"),
+    ({"data": "folder"}, "it names an image folder but not which one (no root= parameter)"),
+])
+def test_a_links_unknown_parameter_or_data_set_is_named_and_the_default_pool_opens(params, said):
+    """A newcomer's walk: a misspelt bugdet=50 was dropped without a word; data=nonsense left
+    a blank page with an error listing the data sets without 'features'; data=folder said
+    'needs --root DIR', a command-line flag."""
+    at = _linked(**params)
+    _no_failure(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any(said in w.value for w in at.warning), [w.value for w in at.warning]
+    assert shown(at, "Selected") == 90
