@@ -86,4 +86,12 @@ def test_the_counts_read_whole_in_a_900_px_window(server, browser, tmp_path):
     assert re.fullmatch(r"1,\d{3}", metric(page, "Unselected"))  # the whole number
     page.locator('[data-testid="stMetric"]').first.scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "counts_900.png"))
+    # the budget field shows a five-digit budget whole (it had room for two digits: "8" of 89)
+    budget = page.get_by_label("Budget B")
+    budget.fill("12500")
+    room = budget.evaluate("e => e.clientWidth - parseFloat(getComputedStyle(e).paddingLeft) "
+                           "- parseFloat(getComputedStyle(e).paddingRight)")
+    text = budget.evaluate("e => { const c = document.createElement('canvas').getContext('2d'); "
+                           "c.font = getComputedStyle(e).font; return c.measureText(e.value).width; }")
+    assert text <= room, (text, room)
     assert_clean(page, browser)

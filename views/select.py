@@ -40,7 +40,7 @@ unit = keep(st.radio, "budget_unit", "Budget in", options=list(state.PAGE_OPTION
             on_change=switch_budget_unit)
 empty = []  # the number fields left empty, or holding text that is no number (a browser sends both as no value)
 with st.form("selection_parameters"):
-    left, mid, right = st.columns(3)
+    left, mid, right = st.columns([1, 1.5, 1])  # the budget field needs room for 6 digits beside its buttons at 900 px
     keep(left.selectbox, "method", **state.param_widget("method"))
     # No bounds: a number outside the pool is clamped below, with a warning about that number
     # (an input with a min_value kept its last valid number, which the warning then quoted;
