@@ -1187,3 +1187,25 @@ def test_a_links_unknown_parameter_or_data_set_is_named_and_the_default_pool_ope
     assert not at.error, [e.value for e in at.error]
     assert any(said in w.value for w in at.warning), [w.value for w in at.warning]
     assert shown(at, "Selected") == 90
+
+
+def test_a_progress_bar_gives_no_time_left_from_the_first_steps(monkeypatch):
+    """CIFAR-10's stage 1 said "about 703 s left" after its first step (torch's start-up in
+    it) and took 30 s: the time left is told from 5 % of the work on, as the maps' is."""
+    from studio import session
+
+    said, clock = [], iter([0.0, 3.0, 20.0])
+
+    class Slot:
+        def progress(self, fraction, text):
+            said.append(text)
+
+        def empty(self):
+            pass
+
+    monkeypatch.setattr(session.st, "empty", Slot)
+    monkeypatch.setattr(session.time, "perf_counter", lambda: next(clock))
+    with session.progress_bar("Stage 1") as report:
+        report(1 / 300, "ActiveFT step 1/300")
+        report(0.5, "ActiveFT step 150/300")
+    assert said == ["Stage 1: ActiveFT step 1/300", "Stage 1: ActiveFT step 150/300 · about 20 s left"]
