@@ -99,7 +99,7 @@ def test_data_page_names_a_csv_upload_a_file_folder_and_a_bad_ray_address(server
         expect(page.get_by_text(said, exact=False)).to_be_visible(timeout=60_000)
         wait_idle(page)
     page.get_by_label("Ray cluster address").fill("")
-    page.get_by_text("This machine").click()
+    page.get_by_text("This machine", exact=True).click()
     choose(page, "Source", "Image folder")
     page.get_by_role("textbox", name="Folder (local copy").fill(str(folder / "cat.png"))
     page.get_by_role("button", name="Load and extract features").click()
