@@ -181,6 +181,18 @@ def choose(page: Page, box: str | Locator, option: str, *, typed: bool = False, 
     raise AssertionError(f"the select box {box} did not offer {option!r} in {tries} tries")
 
 
+def mark(page: Page, excluded: str, forced: str) -> None:
+    """On Inspect, as a user does: one sample to exclude and one to force (typed into the
+    lists), Apply marks; wait for the page to say so."""
+    for label, sample in (("Exclude from the export", excluded), ("Force into the export", forced)):
+        choose(page, page.locator('[data-testid="stMultiSelect"]').filter(has_text=label).locator("input"), sample,
+               typed=True)
+        page.keyboard.press("Escape")
+    page.get_by_role("button", name="Apply marks").click()
+    expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible(
+        timeout=30_000)
+
+
 def wait_select(page: Page) -> None:
     """The Select page has drawn its selection and map."""
     expect(page.get_by_role("heading", name="Select samples to label")).to_be_visible(timeout=LONG)

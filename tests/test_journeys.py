@@ -19,7 +19,7 @@ from bilaf_core.data import load_pool
 from bilaf_core.store import RunStore
 
 from browser import (LONG, assert_clean, choose, digits_server, drag, gallery_ids, go, inside, map_box, map_points,
-                     metric, nudge, open_select, pick_tool, radio_value, slider, slider_value, wait_idle, wait_select)
+                     mark, metric, nudge, open_select, pick_tool, radio_value, slider, slider_value, wait_idle, wait_select)
 
 DIGIT_IDS = load_pool("digits").ids
 
@@ -199,13 +199,7 @@ def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path
     expect(page.locator(".bilaf-caption").first).to_be_visible(timeout=LONG)
     first = gallery_ids(page)[0]  # a selected sample, to exclude; and the first unselected one, to force
     second = next(str(i) for i in DIGIT_IDS if str(i) not in selected)
-    for label, sample in (("Exclude from the export", first), ("Force into the export", second)):
-        choose(page, page.locator('[data-testid="stMultiSelect"]').filter(has_text=label).locator("input"), sample,
-               typed=True)
-        page.keyboard.press("Escape")
-    page.get_by_role("button", name="Apply marks").click()
-    expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible(
-        timeout=30_000)
+    mark(page, first, second)
     # a run trains on what gets labelled: the export, the marks applied (it trained on the
     # selection without them, not saying so, while the sidebar said "Marks 2")
     go(page, "Finetune", "Finetune and compare")

@@ -10,8 +10,8 @@ from playwright.sync_api import expect
 
 from bilaf_core.data import load_pool
 
-from browser import (LONG, assert_clean, choose, digits_server, drag, gallery_ids, go, map_box, open_select, pick_tool,
-                     wait_idle, wait_select)
+from browser import (LONG, assert_clean, digits_server, drag, gallery_ids, go, map_box, mark, open_select,
+                     pick_tool, wait_idle, wait_select)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -107,13 +107,7 @@ def test_marks_are_drawn_on_both_maps_and_inspect_filters_by_mark(server, browse
     rows = {str(sample): row for row, sample in enumerate(load_pool("digits").ids)}
     excluded = gallery_ids(page)[0]  # the selection comes first: a selected sample to exclude
     forced = next(sample for sample, row in rows.items() if row not in selected)  # offered after the selection
-    for label, sample in (("Exclude from the export", excluded), ("Force into the export", forced)):
-        choose(page, page.locator('[data-testid="stMultiSelect"]').filter(has_text=label).locator("input"), sample,
-               typed=True)
-        page.keyboard.press("Escape")
-    page.get_by_role("button", name="Apply marks").click()
-    expect(page.get_by_text("Your marks on this pool: 1 excluded from the export, 1 forced")).to_be_visible(
-        timeout=30_000)
+    mark(page, excluded, forced)
     wait_idle(page)
     rings = _overlay_rows(page)
     assert rings["excluded from the export"] == {rows[excluded]} and rings["forced into the export"] == {rows[forced]}
