@@ -275,6 +275,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
                 print(f"  {sample_id!r}: {reason}", file=sys.stderr)
             if len(result.failed) > 50:
                 print(f"  ... and {len(result.failed) - 50} more", file=sys.stderr)
+    if pool.class_names:  # names of the integer labels, read back by load_feature_file
+        arrays["classes"] = np.asarray(pool.class_names, dtype=str)
     with atomic_open(args.out, "wb") as handle:
         np.savez(handle, **arrays)
     print(f"written: {args.out} ({', '.join(arrays)})", file=sys.stderr)

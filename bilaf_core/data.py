@@ -27,7 +27,7 @@ from PIL import Image
 
 from .network import network_available
 
-__all__ = ["Pool", "DATASETS", "load_pool", "default_data_dir", "read_label_csv", "sample_rows", "extract_image_zip", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
+__all__ = ["Pool", "DATASETS", "load_pool", "default_data_dir", "read_label_csv", "label_names", "sample_rows", "extract_image_zip", "to_rgb", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Images larger than this are refused before their pixels are decoded.
@@ -73,6 +73,21 @@ class Pool:
         load = self.load_image
         return Pool(self.name, self.ids[rows], None if self.labels is None else self.labels[rows], self.class_names,
                     f"{self.fingerprint}:sample{size}:{random_state}", lambda i: load(int(rows[i])), self.test)
+
+
+def label_names(labels: np.ndarray | None, class_names: tuple[str, ...]) -> np.ndarray | None:
+    """Labels as people read them: ``(N,)`` str array of the class name of each integer
+    label (``class_names[label]``) where the names say more than the numbers; else
+    ``labels`` unchanged (names "0", "1", ... as the digits have, none, or labels that
+    are not integer class ids). None stays None. Labels themselves stay integers:
+    training and evaluation need class ids; this is for tables, charts and exports."""
+    if labels is None or not class_names or class_names == tuple(str(i) for i in range(len(class_names))):
+        return labels
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.size and (labels.min() < 0 or
+                                                                       labels.max() >= len(class_names)):
+        return labels
+    return np.asarray(class_names, dtype=str)[labels]
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

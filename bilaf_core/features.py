@@ -34,7 +34,7 @@ from PIL import Image
 
 from . import _validation as v
 from ._io import atomic_open, atomic_write_text
-from .data import Pool
+from .data import Pool, label_names
 from .network import network_available
 
 __all__ = [
@@ -110,6 +110,9 @@ class FeatureSet:
         bundled EfficientNet-Lite0 where DINO was asked for offline); "" for a file.
     test_features, test_labels : (M, d), (M,) a test split shipped with a feature file
         (``test_features`` / ``test_labels`` arrays), else None.
+    class_names : tuple of str, the name of each integer label (the pool's classes, a
+        feature file's ``classes`` array); () when unknown. Labels stay integer class
+        ids (training and evaluation use them); :attr:`named_labels` is for people.
     """
 
     features: np.ndarray
@@ -122,6 +125,13 @@ class FeatureSet:
     test_features: np.ndarray | None = None
     test_labels: np.ndarray | None = None
     backbone_name: str = ""
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def named_labels(self) -> np.ndarray | None:
+        """The labels as tables, charts and exports show them: class names where known
+        (:func:`bilaf_core.data.label_names`), else the labels."""
+        return label_names(self.labels, self.class_names)
 
 
 # ----------------------------------------------------------------------------------
@@ -625,7 +635,7 @@ def _feature_set(pool: Pool, features: np.ndarray, meta: dict, backbone: Backbon
     labels = None if pool.labels is None else pool.labels[kept]
     return FeatureSet(features, pool.ids[kept], labels, kept, failed,
                       f"{backbone.name} ({backbone.weights_source}, pooling {backbone.pooling})", from_cache,
-                      backbone_name=backbone.name)
+                      backbone_name=backbone.name, class_names=tuple(pool.class_names))
 
 
 # ----------------------------------------------------------------------------------
@@ -634,8 +644,10 @@ def _feature_set(pool: Pool, features: np.ndarray, meta: dict, backbone: Backbon
 def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     """Read precomputed features: ``.npy`` (N x d), ``.npz`` (``features`` -- or
     ``train_features`` -- and optional ``labels`` / ``ids`` / ``test_features`` /
-    ``test_labels``, ``train_labels`` also read as ``labels``) or ``.parquet`` (a list column ``features`` or numeric columns,
-    optional ``id`` and ``label`` columns). Pickled objects are never loaded."""
+    ``test_labels`` / ``classes``, ``train_labels`` also read as ``labels``; ``classes``
+    names the integer labels, ``classes[label]``) or ``.parquet`` (a list column
+    ``features`` or numeric columns, optional ``id`` and ``label`` columns). Pickled
+    objects are never loaded."""
     import zipfile
 
     file = Path(path)
@@ -643,6 +655,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
         raise ValueError(f"feature file not found: {file}")
     _check_magic(file)
     labels = ids = test_features = test_labels = None
+    classes: tuple[str, ...] = ()
     try:
         if file.suffix == ".npy":
             features = np.load(file, allow_pickle=False, mmap_mode="r")
@@ -656,6 +669,8 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
                 label_key = next((k for k in ("labels", "train_labels") if k in data.files), None)
                 labels = data[label_key] if label_key else None
                 ids = data["ids"] if "ids" in data.files else None
+                if "classes" in data.files:
+                    classes = tuple(str(c) for c in np.atleast_1d(data["classes"]))
                 if "test_features" in data.files:
                     test_features = v.check_features(data["test_features"], name=f"test_features in {file.name}")
                     test_labels = data["test_labels"] if "test_labels" in data.files else None
@@ -692,10 +707,16 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
         if test_labels is not None and len(test_labels) != test_features.shape[0]:
             raise ValueError(f"{file.name}: test_labels has {len(test_labels)} entries but test_features has "
                              f"{test_features.shape[0]} rows")
+    for name, column in (("labels", labels), ("test_labels", test_labels)):
+        column = None if column is None else np.asarray(column)
+        if classes and column is not None and column.size and (
+                not np.issubdtype(column.dtype, np.integer) or column.min() < 0 or column.max() >= len(classes)):
+            raise ValueError(f"{file.name}: 'classes' names {len(classes)} classes, so {name} must be integers 0 to "
+                             f"{len(classes) - 1}; they hold {column.min()!r} to {column.max()!r}")
     ids = np.array([f"row/{i:07d}" for i in range(n)]) if ids is None else np.asarray(ids).astype(str)
     return FeatureSet(features, ids, None if labels is None else np.asarray(labels), np.arange(n, dtype=np.int64),
                       [], f"feature file {file.name}", False, test_features,
-                      None if test_labels is None else np.asarray(test_labels))
+                      None if test_labels is None else np.asarray(test_labels), class_names=classes)
 
 
 def duplicate_rows(features: np.ndarray, *, chunk_rows: int = 4096) -> np.ndarray:

@@ -35,6 +35,10 @@ __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "default_checkpoint_d
 
 Progress = Callable[[float, str], None]
 
+#: An evaluated image's cost against a trained one's, to weigh evaluation in the progress
+#: fraction: a forward pass without the backward pass (about twice the forward's cost).
+EVAL_COST = 1 / 3
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -233,7 +237,10 @@ def finetune(
     checkpoint_dir : where per-run checkpoint folders go (default
         ``~/.cache/bilaf-studio/checkpoints``); ``resume`` continues a matching run.
     device : ``cuda`` when available, else ``cpu`` (default).
-    progress : callable(fraction, message), called per batch.
+    progress : callable(fraction, message), called per batch of training and of each
+        evaluation ("epoch 3: evaluating 640 of 1,708"); the fraction counts the images
+        trained on and evaluated so far, an evaluated one as :data:`EVAL_COST` of a
+        trained one, so it moves during an evaluation and tells the time left.
     should_stop : polled per batch; when it returns True, :class:`bilaf_core.errors.Cancelled` is
         raised ("Cancelled during epoch 3 of 10", its ``epochs_kept`` the finished epochs)
         and the last finished epoch's checkpoint stays for a resume.
@@ -288,6 +295,13 @@ def finetune(
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch
+    evaluated_epochs = [e for e in range(config.epochs) if _evaluates(e, config)]
+    eval_work = len(eval_set) * EVAL_COST  # the progress fraction's units: images trained on
+
+    def work_before(epoch: int) -> float:
+        return epoch * len(train_set) + sum(e < epoch for e in evaluated_epochs) * eval_work
+
+    total_work = work_before(config.epochs)
 
     history: list[dict] = []
     start_epoch = 0
@@ -320,12 +334,16 @@ def finetune(
             optimizer.step()
             total_loss += float(loss.detach()) * targets.shape[0]
             seen += targets.shape[0]
-            done = (epoch * steps_per_epoch + step + 1) / total_steps
-            report(done, f"epoch {epoch + 1}/{config.epochs}: loss {total_loss / seen:.3f}")
+            report((work_before(epoch) + seen) / total_work,
+                   f"epoch {epoch + 1}/{config.epochs}: loss {total_loss / seen:.3f}")
         top1 = None
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            report((epoch + 1) * steps_per_epoch / total_steps, f"epoch {epoch + 1}: evaluating on {len(eval_set):,}")
-            top1 = _accuracy(model, eval_set, config, model_source.device, stop)
+        if _evaluates(epoch, config):
+            def evaluated(done: int, epoch=epoch) -> None:
+                report((work_before(epoch) + len(train_set) + done * EVAL_COST) / total_work,
+                       f"epoch {epoch + 1}: evaluating {done:,} of {len(eval_set):,}")
+
+            evaluated(0)
+            top1 = _accuracy(model, eval_set, config, model_source.device, stop, evaluated)
             if top1 is None:  # stopped: this epoch is not checkpointed (its entry needs the evaluation)
                 raise _cancelled(f"during evaluation (epoch {epoch + 1} of {config.epochs})", epoch)
         entry = {"epoch": epoch + 1, "loss": total_loss / seen, "lr": lr, "top1": top1,
@@ -354,18 +372,26 @@ def _cancelled(when: str, epochs_kept: int) -> Cancelled:
     return error
 
 
+def _evaluates(epoch: int, config: FinetuneConfig) -> bool:
+    """Whether epoch ``epoch`` (from 0) ends with an evaluation: every ``eval_every``-th, and the last."""
+    return (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+
+
 def _accuracy(model, dataset: _Split, config: FinetuneConfig, device: str,
-              stop: Callable[[], bool]) -> float | None:
-    """Top-1 of ``model`` on ``dataset``; None when ``stop`` asked to stop."""
+              stop: Callable[[], bool], evaluated: Callable[[int], None]) -> float | None:
+    """Top-1 of ``model`` on ``dataset``; None when ``stop`` asked to stop. ``evaluated``
+    is told after each batch how many images are done."""
     import torch
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=max(config.batch_size, 64), shuffle=False,
                                          num_workers=config.num_workers)
     model.eval()
-    correct = 0
+    correct = done = 0
     with torch.inference_mode():
         for images, targets in loader:
             if stop():
                 return None
             correct += int((model(images.to(device)).argmax(dim=1).cpu() == targets).sum())
+            done += targets.shape[0]
+            evaluated(done)
     return correct / len(dataset)

@@ -58,7 +58,7 @@ def marks_effect(result: Selection, exported) -> str | None:
 
 def section(source: Source, fs, result: Selection, pool: session.PoolState) -> None:
     session.load_marks(pool, fs.ids)
-    table = selection_table(result, fs.ids, fs.labels, excluded=pool.excluded, forced=pool.forced)
+    table = selection_table(result, fs.ids, fs.named_labels, excluded=pool.excluded, forced=pool.forced)
     st.subheader(f"Export ({_count(len(table), 'sample')})")
     effect = marks_effect(result, table["index"].to_numpy())
     if effect is not None:

@@ -139,7 +139,7 @@ def show(rows: np.ndarray, result: Selection, fs, thumbs, *, key: str, closer=No
     shown = rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
     if marks is not None:
         session.load_marks(marks, fs.ids)  # read from disk once per session
-    table = rows_table(shown, result, np.asarray(fs.ids), fs.labels, marks)
+    table = rows_table(shown, result, np.asarray(fs.ids), fs.named_labels, marks)
     if thumbs is None:
         st.dataframe(table, hide_index=True, width="stretch", placeholder=state.NO_VALUE,
                      column_config={"boundary score": st.column_config.NumberColumn(format="%.3f")})
@@ -166,7 +166,7 @@ def closer_view(row: int, result: Selection, fs, image, coords: np.ndarray, neig
     """One sample large, with its id, label, role and score, beside the map with it and its
     nearest neighbours in feature space highlighted."""
     left, right = st.columns([1, 2])
-    table = rows_table(np.array([row, *neighbours]), result, np.asarray(fs.ids), fs.labels)
+    table = rows_table(np.array([row, *neighbours]), result, np.asarray(fs.ids), fs.named_labels)
     first = table.iloc[0]
     caption = f"{first['id']} · " + (f"label {first['label']} · " if "label" in table else "") + \
         f"{first['role']} · cluster {first['cluster']}" + \

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from bilaf_core.export import exported_indices, marks_change
 from bilaf_core.features import extract_features, load_backbone
 from bilaf_core.finetune import FinetuneConfig, finetune
 from bilaf_core.store import RunStore
+
+from .maps import time_left
 
 from .state import Source
 
@@ -39,6 +42,7 @@ class Job:
     run_id: int | None = None
     future: Future | None = None
     backbone: str | None = None  # finetuning: the backbone asked for
+    first_report: tuple[float, float] | None = None  # (time, fraction) of the first progress report
     source: Source | None = None  # the data set it trains on
 
     def title(self, current: Source) -> str:
@@ -59,7 +63,23 @@ class Job:
         (finetuning polls :attr:`cancel` itself and says in which epoch it stopped)."""
         if self.cancel.is_set():
             raise Cancelled("Cancelled from the app")
+        self.note(fraction, message)
+
+    def note(self, fraction: float, message: str) -> None:
+        """Record a progress report (the first one starts the clock of :meth:`line`)."""
+        if self.first_report is None:
+            self.first_report = (time.monotonic(), fraction)
         self.progress, self.message = fraction, message
+
+    def line(self, now: float | None = None) -> str:
+        """The message with the time left (:func:`studio.maps.time_left`), estimated from
+        the progress since the first report (a resumed finetuning starts part-way)."""
+        if self.first_report is None:
+            return self.message
+        started, first = self.first_report
+        elapsed = (time.monotonic() if now is None else now) - started
+        since = (self.progress - first) / (1 - first) if first < 1 else 1.0
+        return self.message + time_left(since, elapsed)
 
 
 def trained(run: dict) -> tuple[str | None, int | None]:
@@ -168,7 +188,7 @@ def _run(job: Job, store_path: Path, data: TrainingInput, selection, indices: np
 
         def progress(fraction: float, message: str) -> None:
             if protocol == "finetune":  # stops through should_stop, saying where (bilaf_core.finetune)
-                job.progress, job.message = fraction, message
+                job.note(fraction, message)
             else:
                 job.report(fraction, message)
             run.progress(fraction, message)

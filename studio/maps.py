@@ -315,11 +315,13 @@ def row_id_format(ids) -> str | None:
     return f"{prefix}%{{customdata:0{width}d}}" if np.array_equal(ids, expected) else None
 
 
-def _hovertemplate(role: str, has_labels: bool, id_format: str | None) -> str:
+def _hovertemplate(role: str, has_labels: bool, id_format: str | None, *, named: bool = False) -> str:
     """Hover of a layer, filled by plotly from ``customdata`` columns (row, cluster,
-    label[, boundary score, opponent]): no per-point strings to build or send."""
+    label[, boundary score, opponent]): no per-point strings to build or send, but for
+    labels that are class names (``named``: each point's name is its ``hovertext``)."""
     sample = "%{text}" if id_format is None else id_format.replace("customdata", "customdata[0]")
-    text = sample + ("<br>label %{customdata[2]}" if has_labels else "") + f"<br>role {role} · cluster %{{customdata[1]}}"
+    label = "%{hovertext}" if named else "%{customdata[2]}"
+    text = sample + (f"<br>label {label}" if has_labels else "") + f"<br>role {role} · cluster %{{customdata[1]}}"
     if role == "boundary":
         text += "<br>boundary score %{customdata[3]:.3f} · opponent cluster %{customdata[4]}"
     return text + "<extra></extra>"
@@ -357,10 +359,15 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
     colouring = colouring or pool_colouring(selection, labels, color_by, roles=roles, cluster=cluster, marks=marks,
                                             mark_kinds=mark_kinds)
     focus = in_focus(selection, roles=roles, cluster=cluster, marks=marks, mark_kinds=mark_kinds)
+    named = None  # labels that are class names: shown as names in the hover
     if labels is not None:
         labels = np.asarray(labels)
-        if not np.issubdtype(labels.dtype, np.number):  # class names: their codes in the hover
+        if not np.issubdtype(labels.dtype, np.number):
+            named = labels.astype(str)
             labels = np.unique(labels, return_inverse=True)[1]
+
+    def label_text(rows: np.ndarray):
+        return None if named is None else named[rows]
     fig = go.Figure()
     # Row numbers as customdata and ids as text (or printed from the rows), no per-point
     # hover strings: every layer is re-sent on every rerun, so it is kept lean.
@@ -387,7 +394,8 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
             marker=dict(size=4, color=colouring.colour_index(), colorscale=_discrete_scale(colours), cmin=-0.5,
                         cmax=len(colours) - 0.5, opacity=0.35, showscale=False),
             customdata=np.column_stack((rows, selection.cluster, label_column)).astype(np.float32),
-            text=id_text(rows), hovertemplate=_hovertemplate("pool", labels is not None, id_format)))
+            text=id_text(rows), hovertext=label_text(rows),
+            hovertemplate=_hovertemplate("pool", labels is not None, id_format, named=named is not None)))
     score, opponent = np.full(n, np.nan), np.full(n, -1.0)
     score[selection.indices], opponent[selection.indices] = selection.boundary_score, selection.opponent
     for role, marker in MARKERS.items():
@@ -407,13 +415,15 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
             marker=marker.style(idx.size, height=height),
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])
                                        + ((score[idx], opponent[idx]) if role == "boundary" else ())).astype(np.float32),
-            text=id_text(idx), hovertemplate=_hovertemplate(role, labels is not None, id_format)))
+            text=id_text(idx), hovertext=label_text(idx),
+            hovertemplate=_hovertemplate(role, labels is not None, id_format, named=named is not None)))
     for mark, meaning in MARK_MEANING.items():
         idx = np.flatnonzero((marks == mark) & focus) if marks is not None else np.empty(0, dtype=np.int64)
         if idx.size == 0:
             continue
         # few points: a whole hover line each (id, label, role, cluster and the mark)
-        hover = [html.escape(str(np.asarray(ids)[i])) + ("" if labels is None else f"<br>label {label_column[i]:g}")
+        hover = [html.escape(str(np.asarray(ids)[i])) + ("" if labels is None else "<br>label " + (
+            f"{label_column[i]:g}" if named is None else html.escape(named[i])))
                  + f"<br>role {selection.role[i]} · cluster {selection.cluster[i]}<br>mark: {meaning}" for i in idx]
         fig.add_trace(go.Scattergl(
             x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=f"{meaning} ({idx.size})",

@@ -743,7 +743,7 @@ def selection_diagnostics(source: Source, result, *, normalize: bool) -> dict:
     """:func:`bilaf_core.diagnostics` of a selection in the given space, estimated on
     :data:`DIAGNOSTICS_SAMPLE` pool samples, with the feature set's coverage radius."""
     return diagnostics(space(source, normalize), result.indices, cluster=result.cluster,
-                       labels=feature_set(source).labels, radius=coverage_radius(source, normalize),
+                       labels=feature_set(source).named_labels, radius=coverage_radius(source, normalize),
                        max_pool_samples=DIAGNOSTICS_SAMPLE)
 
 

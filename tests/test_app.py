@@ -1027,6 +1027,32 @@ def test_a_cancelled_finetuning_says_where_it_stopped_in_one_short_line(tmp_path
     assert at.dataframe[-1].value["error"].tolist() == [line]
 
 
+def test_a_running_jobs_bar_says_how_far_and_the_time_left_from_its_first_report():
+    """The Finetune page's bar showed the run's message only: no time left (a newcomer
+    watched "epoch 1: evaluating on 1,708" for ~150 s on CPU). It says the time left,
+    measured from the first report, so a resumed run (starting part-way) reads right too."""
+    import time
+    from concurrent.futures import Future
+
+    from studio import jobs
+
+    job = jobs.Job(10**6 + 1, "finetune", 5, "random", future=Future())
+    job.note(0.1, "epoch 1/2: loss 2.301")
+    job.first_report = (time.monotonic() - 30, 0.1)  # reported 30 s ago, at 10 %
+    job.note(0.55, "epoch 2: evaluating 640 of 1,708")  # half of the rest done in 30 s
+    assert job.line(now=job.first_report[0] + 30) == "epoch 2: evaluating 640 of 1,708 · about 30 s left"
+    jobs._worker()[1][job.id] = job
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["job_id"] = job.id
+    at.run()
+    at.switch_page("views/finetune.py").run()
+    _no_failure(at)
+    bars = [bar.proto.text for bar in at.get("progress")]
+    assert any(re.fullmatch(r"Full finetuning · random · B = 5: epoch 2: evaluating 640 of 1,708 · about 3\d s left",
+                            text) for text in bars), bars
+    job.future.set_result(None)
+
+
 def test_a_finished_finetuning_run_draws_titled_per_epoch_charts_with_top1_in_percent(tmp_path, monkeypatch):
     """The loss and top-1 curves had no titles nor axis labels, and top-1 read 0.2 where the
     page says 20 %."""

@@ -118,6 +118,24 @@ def test_finetune_loss_goes_down_and_is_reproducible(cifar_pool, tmp_path):
     assert first.best_top1 == max(h["top1"] for h in first.history) and first.reported == "best"
 
 
+def test_finetune_reports_each_evaluation_batch_and_its_fraction_moves(cifar_pool, tmp_path):
+    """An epoch's evaluation reported once ("epoch N: evaluating on 1,708") and then sat
+    ~150 s on CPU with the bar still: it reports after every batch, how far it is, and the
+    fraction grows through it (so the page's bar moves and tells the time left)."""
+    config = FinetuneConfig(epochs=2, image_size=32, batch_size=8, eval_limit=None, warmup_epochs=0)
+    seen = []
+    finetune(cifar_pool, _few_images(cifar_pool), config=config, checkpoint_dir=tmp_path,
+             progress=lambda fraction, message: seen.append((fraction, message)))
+    evaluating = [(f, m) for f, m in seen if "evaluating" in m]
+    # the 100 test images in batches of 64 (max(batch_size, 64)): 0, 64, 100 per evaluated epoch
+    assert [m for _, m in evaluating] == [f"epoch {e}: evaluating {k} of 100" for e in (1, 2) for k in (0, 64, 100)]
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    first = [f for f, m in evaluating if m.startswith("epoch 1:")]
+    assert first[-1] - first[0] > 0.05  # the evaluation's own share of the bar, not one fixed point
+    assert 0 < fractions[0] < first[0] < 0.5
+
+
 def test_finetune_resumes_after_interruption(cifar_pool, tmp_path):
     indices = _few_images(cifar_pool)
     batches = {"n": 0}

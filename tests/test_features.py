@@ -252,6 +252,38 @@ def test_feature_files_npy_npz_parquet_and_bad_ones(tmp_path):
         load_feature_file(tmp_path / "mismatch.npz")
 
 
+def test_a_feature_files_classes_name_its_integer_labels(tmp_path):
+    """An .npz's ``classes`` array names the labels (the shared CIFAR-10 file has one): the
+    labels stay integers (training and evaluation use them), ``named_labels`` reads them
+    as names; labels outside the names are refused with what is wrong."""
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    names = np.array(["airplane", "automobile", "bird"])
+    np.savez(tmp_path / "named.npz", train_features=x, train_labels=np.array([0, 1, 2, 2, 1, 0], dtype=np.int16),
+             test_features=x[:2], test_labels=np.array([2, 0]), classes=names)
+    fs = load_feature_file(tmp_path / "named.npz")
+    assert fs.class_names == ("airplane", "automobile", "bird")
+    assert fs.labels.tolist() == [0, 1, 2, 2, 1, 0] and np.issubdtype(fs.labels.dtype, np.integer)
+    assert fs.named_labels.tolist() == ["airplane", "automobile", "bird", "bird", "automobile", "airplane"]
+    np.savez(tmp_path / "plain.npz", features=x, labels=np.arange(6) % 2)
+    assert load_feature_file(tmp_path / "plain.npz").named_labels.tolist() == [0, 1, 0, 1, 0, 1]  # no names: as is
+    np.savez(tmp_path / "short.npz", features=x, labels=np.arange(6), classes=names)
+    with pytest.raises(ValueError, match="'classes' names 3 classes, so labels must be integers 0 to 2"):
+        load_feature_file(tmp_path / "short.npz")
+    np.savez(tmp_path / "test.npz", features=x, labels=np.arange(6) % 3, test_features=x, test_labels=np.arange(6),
+             classes=names)
+    with pytest.raises(ValueError, match="so test_labels must be integers 0 to 2"):
+        load_feature_file(tmp_path / "test.npz")
+
+
+def test_extracted_features_keep_the_pools_class_names(tmp_path):
+    pool = _cifar_pool(12)
+    fs = extract_features(pool, load_backbone("pixels"), cache_dir=tmp_path)
+    assert fs.class_names == tuple(pool.class_names) and fs.class_names[0] == "airplane"
+    assert fs.named_labels.tolist() == [pool.class_names[c] for c in pool.labels]
+    digits = extract_features(load_pool("digits").sample(20), load_backbone("pixels"), cache_dir=tmp_path)
+    assert digits.named_labels is digits.labels  # names "0" .. "9" say nothing more than the numbers
+
+
 def test_an_uncompressed_npz_is_mapped_in_place_and_a_compressed_one_read(tmp_path):
     # np.load read members through zipfile in 256 KB pieces: beside the app's torch import
     # thread each piece waited for the GIL (1.2 s for the 128 MB CIFAR-10 file)
@@ -307,11 +339,13 @@ def test_features_cli_subsets_and_writes_the_test_split(tmp_path, capsys, monkey
         rows = np.searchsorted(pool.ids, data["ids"])
         assert np.array_equal(pool.ids[rows], data["ids"]) and np.all(np.diff(rows) > 0)  # real ids, ascending
         assert np.array_equal(data["labels"], pool.labels[rows])
+        assert data["classes"].tolist() == list(pool.class_names)  # the labels' names, read back below
         assert set(data["test_ids"]) <= set(pool.test.ids)
         first = data["ids"].copy()
     assert main(args) == 0  # the same seed, the same subset
     with np.load(out, allow_pickle=False) as data:
         assert np.array_equal(data["ids"], first)
+    assert load_feature_file(out).named_labels[0] == pool.class_names[pool.labels[np.searchsorted(pool.ids, first[0])]]
     assert main(args[:7] + ["--test-limit", "0", "--out", str(out)]) == 0  # no --limit: every training image
     with np.load(out, allow_pickle=False) as data:
         assert "test_features" not in data.files and data["features"].shape[0] == pool.ids.size

@@ -192,6 +192,41 @@ def _feature_file(path: Path, n: int = 300) -> Path:
     return path
 
 
+def test_a_feature_files_class_names_show_in_the_chart_tables_closer_view_map_and_exports(server, browser, tmp_path):
+    """A feature file's ``classes`` array names its integer labels (the shared CIFAR-10
+    file has one): the per-class chart, the tables, *Look closer*, the map's hover and the
+    CSV / JSON exports showed the numbers 0 to 2 (a newcomer's walk on CIFAR-10)."""
+    url, folder = server
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    features = (rng.standard_normal((3, 16)) * 4)[labels] + rng.standard_normal((300, 16))
+    path = folder / "named.npz"
+    np.savez(path, features=features.astype(np.float32), labels=labels, classes=np.array(["ant", "bee", "cat"]))
+    names = {"ant", "bee", "cat"}
+    page = open_select(url, browser, f"/?data=features&file={path}&budget=30")
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first  # "Selected per class"
+    chart.scroll_into_view_if_needed()
+    assert names <= set(chart.locator("svg text").all_text_contents())
+    hover = page.locator(".js-plotly-plot").first.evaluate("gd => gd.data.map(t => Array.from(t.hovertext || []))")
+    assert {name for layer in hover for name in layer} == names
+    rows = list(csv.DictReader(open(_download(page, "CSV", tmp_path / "s.csv"))))
+    assert {r["label"] for r in rows} <= names and len(rows) == 30
+    data = json.loads(_download(page, "JSON", tmp_path / "s.json").read_text())
+    assert [s["label"] for s in data["samples"]] == [r["label"] for r in rows]
+    go(page, "Inspect", "Inspect the selection")
+    wait_idle(page)
+    table = page.locator('[data-testid="stDataFrame"]').first  # a feature file's gallery is a table
+    expect(table).to_be_visible()
+    first = rows[0]["id"]
+    choose(page, page.get_by_role("combobox", name="Look closer at"), first, typed=True)
+    expect(page.get_by_text("Its 12 nearest neighbours in feature space")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    expect(page.get_by_text(f"{first} · label {rows[0]['label']} · ")).to_be_visible()
+    page.get_by_text("Its 12 nearest neighbours").scroll_into_view_if_needed()
+    page.screenshot(path=str(folder / "class_names.png"))
+    assert_clean(page, browser)
+
+
 def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path):
     page = open_select(server[0], browser)
     selected = {r["id"] for r in csv.DictReader(open(_download(page, "CSV", tmp_path / "s.csv")))}

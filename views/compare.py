@@ -97,8 +97,8 @@ for number, (col, row) in enumerate(zip(columns, cells)):
         except ValueError as exc:
             st.error(str(exc))
             continue
-        colouring = pool_colouring(result, fs.labels, color_by, pick_cells=False)
-        st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, colouring=colouring, height=320,
+        colouring = pool_colouring(result, fs.named_labels, color_by, pick_cells=False)
+        st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.named_labels, colouring=colouring, height=320,
                                          show_legend=False), width="stretch", key=f"compare_map_{len(table)}_{name}")
         # under the map (the maps stay level with each other): K's reason, and whether it was computed now
         k_line = (f"K = {result.params['n_cores']:,} ({result.params['n_cores_rule']}). "

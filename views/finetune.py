@@ -143,7 +143,7 @@ if result is not None:
             return
         title = current.title(state.current_source())
         if not current.done:
-            st.progress(min(1.0, current.progress), text=f"{title}: {current.message}")
+            st.progress(min(1.0, current.progress), text=f"{title}: {current.line()}")
             st.button("Cancel", on_click=current.cancel.set, key=f"cancel_{current.id}")
             return
         if st.session_state.get("shown_job") != current.id:  # the run just ended: refresh the history once

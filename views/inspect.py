@@ -38,8 +38,8 @@ with tab_map:
     color_by = session.setting(pool, "color_by", "pseudo-class")
     # the map shows the filters
     focus = dict(roles=roles, cluster=None if cluster == "all" else cluster, marks=marks, mark_kinds=mark_kinds)
-    colouring = pool_colouring(result, fs.labels, color_by, coords=coords, **focus)
-    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, colouring=colouring,
+    colouring = pool_colouring(result, fs.named_labels, color_by, coords=coords, **focus)
+    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.named_labels, colouring=colouring,
                                                      **focus),
                                     "inspect_map", pool, height=460, coords=coords,
                                     drawn=(result.params, shown, color_by, tuple(roles), cluster, tuple(mark_kinds),

@@ -144,9 +144,9 @@ with st.container():  # the map takes the page's width; the diagnostics go under
                     st.rerun()
 
             wait_for_map()
-    colouring = pool_colouring(result, fs.labels, color_by, coords=coords)
+    colouring = pool_colouring(result, fs.named_labels, color_by, coords=coords)
     marks = session.row_marks(pool, fs.ids)  # drawn as rings: the marks made on Inspect
-    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.labels, marks=marks,
+    picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.named_labels, marks=marks,
                                                      colouring=colouring),
                                     "select_map", pool, drawn=(result.params, shown, color_by, session.marks_drawn(pool)),
                                     coords=coords)
