@@ -43,7 +43,7 @@ def test_lasso_over_the_density_image_picks_the_pool_samples_under_it(pool, brow
     expect(page.get_by_text("Pool colour: pseudo-class")).to_be_visible()
     page.get_by_text("true label", exact=True).click()
     wait_select(page)
-    expect(page.get_by_text("Pool colour: label")).to_be_visible()
+    expect(page.get_by_text("Pool colour: true label")).to_be_visible()
     for name in CLASSES:  # the legend names the classes
         expect(page.locator(".bilaf-key").filter(has_text=name)).to_have_count(1)
 
