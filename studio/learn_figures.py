@@ -15,16 +15,26 @@ from .maps import MARKERS
 
 PALETTE = qualitative.Light24
 HEIGHT = 560
+#: The legend under the plot, left-aligned, in rows: above the plot it sat on plotly's
+#: toolbar (its icons at the top right); at y = -0.05 it covered the x axis' numbers, so
+#: it starts ~50 px under the plot area (0.1 of its ~490 px), clear of them.
+LEGEND_BELOW = dict(orientation="h", x=0, xanchor="left", y=-0.1, yanchor="top")
+#: Step 2's round slider sits where that legend would (under the axis' numbers): the
+#: legend goes under the slider.
+SLIDER_Y, LEGEND_UNDER_SLIDER = -0.08, -0.4
+#: Height of plotly's toolbar (modebar) at the figure's top: what sits above the plot
+#: area (step 2's play button, step 5's panel titles) goes under it.
+TOOLBAR = 30
 
 
 def _cluster_colour(c: int) -> str:
     return PALETTE[c % len(PALETTE)]
 
 
-def _frame(fig: go.Figure, points: np.ndarray) -> go.Figure:
-    # the legend above the plot: under it, it covered the x axis' numbers (and a slider's label)
+def _frame(fig: go.Figure, points: np.ndarray, *, legend_y: float = LEGEND_BELOW["y"]) -> go.Figure:
+    # the legend under the plot (LEGEND_BELOW); plotly widens the bottom margin to hold it
     fig.update_layout(height=HEIGHT, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
-                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
+                      legend={**LEGEND_BELOW, "y": legend_y})
     fig.update_xaxes(showgrid=False, zeroline=False)
     fig.update_yaxes(showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1)
     return fig
@@ -89,13 +99,15 @@ def idc_figure(run: Walkthrough, cluster: int | None = None) -> go.Figure:
 
     fig = go.Figure(traces_upto(last), frames=[go.Frame(data=traces_upto(r), name=str(r)) for r in range(1, last + 1)])
     fig.update_layout(
-        updatemenus=[dict(type="buttons", x=0, y=1.08, direction="left", buttons=[
+        # the play button under the toolbar's row (a narrow window's toolbar spans the width)
+        updatemenus=[dict(type="buttons", x=0, y=1.01, yanchor="bottom", direction="left", buttons=[
             dict(label="▶ play rounds", method="animate",
                  args=[None, dict(frame=dict(duration=500, redraw=True), fromcurrent=False)])])],
-        sliders=[dict(active=last - 1, currentvalue=dict(prefix="round "), pad=dict(t=30),
+        sliders=[dict(active=last - 1, currentvalue=dict(prefix="round "), y=SLIDER_Y, yanchor="top", pad=dict(t=0),
                       steps=[dict(label=str(r), method="animate", args=[[str(r)], dict(mode="immediate")])
                              for r in range(1, last + 1)])])
-    return _frame(fig, run.points)  # the legend above the plot, right of the play button; the round slider under it
+    _frame(fig, run.points, legend_y=LEGEND_UNDER_SLIDER)  # the round slider under the plot, the legend under it
+    return fig.update_layout(margin_t=TOOLBAR + 40)
 
 
 def score_field(run: Walkthrough, cluster: int, *, penalty: float, counts: np.ndarray | None = None,
@@ -216,9 +228,8 @@ def comparison_figure(points: np.ndarray, picks: dict[str, Walkthrough | np.ndar
                                      customdata=chosen.tolist(), showlegend=role not in legend,
                                      hovertemplate=f"sample %{{customdata}} · {role}<extra></extra>"), row=row, col=col)
             legend.add(role)
-    fig.update_layout(height=panel * ((len(names) + 1) // cols), margin=dict(l=10, r=10, t=40, b=10),
-                      plot_bgcolor="white", legend=dict(orientation="h", x=1, xanchor="right", y=1.02,
-                                                        yanchor="bottom"))
+    fig.update_layout(height=panel * ((len(names) + 1) // cols), margin=dict(l=10, r=10, t=TOOLBAR + 26, b=10),
+                      plot_bgcolor="white", legend={**LEGEND_BELOW, "y": -0.02})  # no axis numbers here
     fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False)
     fig.update_yaxes(showgrid=False, zeroline=False, showticklabels=False)
     return fig

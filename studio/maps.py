@@ -71,6 +71,32 @@ MIN_MARKER = 4.0
 FULL_HEIGHT = 560
 
 
+#: An overlay of more than this many points on a full-size map (on a smaller map, fewer:
+#: the count is weighed by the map's area) is crowded: its markers, at their smallest,
+#: would cover the pool (a whole-budget baseline's 2,500 picks on CIFAR-10 were a black
+#: blob). Crowded, a filled symbol is drawn as its outline, 1 px, semi-transparent: the
+#: more crowded, the more transparent (CROWDED_OPACITY up to 8 x CROWDED_POINTS, falling as
+#: 1 / sqrt(count), down to LEAST_OPACITY).
+CROWDED_POINTS = 300
+CROWDED_OPACITY = 0.6
+LEAST_OPACITY = 0.3
+
+
+def _crowding(count: int, height: int) -> float:
+    """``count`` against the most points a map ``height`` pixels high shows uncrowded."""
+    return count / (CROWDED_POINTS * min(1.0, height / FULL_HEIGHT) ** 2)
+
+
+def crowded(count: int, *, height: int = FULL_HEIGHT) -> bool:
+    """Whether ``count`` overlay points on a map ``height`` pixels high are drawn crowded."""
+    return _crowding(count, height) > 1
+
+
+def crowded_opacity(count: int, *, height: int = FULL_HEIGHT) -> float:
+    """The opacity of a :func:`crowded` overlay's markers."""
+    return float(np.clip(CROWDED_OPACITY * np.sqrt(8 / _crowding(count, height)), LEAST_OPACITY, CROWDED_OPACITY))
+
+
 def overlay_marker_size(largest: float, count: int, *, height: int = FULL_HEIGHT, smallest: float = MIN_MARKER) -> float:
     """Marker size of an overlay of ``count`` points on a map ``height`` pixels high:
     ``largest`` for a few dozen (50 cores) on a full-size map, shrinking as 1 / sqrt(count)
@@ -86,7 +112,10 @@ class Marker:
     page's figures): a plotly symbol, its size (``largest`` for a few dozen points, shrinking
     with their number and the map's height down to ``smallest``) and colour. ``line``: the
     outline's width, None for 1.5 px from 8 px up and 1 px below (filled symbols); a
-    line-drawn symbol ('x-thin') is its line only, so it sets its own."""
+    line-drawn symbol ('x-thin') is its line only, so it sets its own. A role that sets
+    no line, in a :func:`crowded` overlay, is drawn as its outline ('star' -> 'star-open'),
+    1 px, semi-transparent (:func:`crowded_opacity`): the same shape and colour, the pool
+    seen through."""
 
     symbol: str
     largest: float
@@ -97,6 +126,10 @@ class Marker:
     def style(self, count: int = 1, *, height: int = FULL_HEIGHT) -> dict:
         """The plotly ``marker`` of ``count`` such points on a map ``height`` pixels high."""
         size = overlay_marker_size(self.largest, count, height=height, smallest=self.smallest)
+        if self.line is None and crowded(count, height=height):
+            symbol = self.symbol if self.symbol.endswith(("-open", "-thin")) else f"{self.symbol}-open"
+            return dict(symbol=symbol, size=size, color=self.colour, opacity=crowded_opacity(count, height=height),
+                        line=dict(width=1, color=self.colour))
         width = self.line if self.line is not None else 1.5 if size >= 8 else 1
         return dict(symbol=self.symbol, size=size, color=self.colour, line=dict(width=width, color=self.colour))
 

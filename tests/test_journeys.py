@@ -482,3 +482,43 @@ def test_learn_keeps_budget_b_through_fewer_points_and_next_stops_at_the_last_st
     expect(previous).to_be_enabled()
     page.screenshot(path=str(Path(server[1]) / "learn_last_step.png"))
     assert_clean(page, browser)
+
+
+_LAYOUT_BOXES = """gd => {
+    const box = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
+    const all = s => Array.from(gd.querySelectorAll(s)).filter(e => e.getBoundingClientRect().width > 0).map(box);
+    return {legend: all('.legend'), toolbar: all('.modebar'), numbers: all('.xtick text'),
+            slider: all('.slider-container'), play: all('.updatemenu-container'), titles: all('.annotation')};
+}"""
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("width", [1500, 1000])
+def test_learn_legends_sit_under_each_plot_clear_of_the_toolbar_numbers_and_slider(server, browser, width):
+    """The Learn figures' legends ('samples / cores', 'denoised members of cluster 0 / cores')
+    sat above the plot on plotly's toolbar icons; before that, under it, on the x axis'
+    numbers and step 2's round slider. Read from the page: on every step, with the toolbar
+    shown (hovered), the legend overlaps none of them, nor do the play button and step 5's
+    panel titles overlap the toolbar; in a wide and a 1,000 px window."""
+    page = browser.page(width=width)
+    page.goto(server[0])
+    wait_select(page)
+    go(page, "Learn", "Learn: BiLAF step by step")
+    wait_idle(page)
+    for step in ("1 · Cores", "2 · Denoising (IDC)", "3 · Boundary score", "4 · Iterative picks", "5 · Result"):
+        page.get_by_text(step, exact=True).click()
+        wait_idle(page)
+        figure = page.locator(".js-plotly-plot").first
+        figure.scroll_into_view_if_needed()
+        figure.hover()
+        expect(figure.locator(".modebar")).to_be_visible()
+        boxes = figure.evaluate(_LAYOUT_BOXES)
+        (legend,), (toolbar,) = boxes["legend"], boxes["toolbar"]
+        assert legend[1] > max(b[3] for b in boxes["numbers"] + boxes["slider"] + [toolbar]), (step, boxes)
+        assert not [b for b in boxes["play"] + boxes["titles"] if _overlap(b, toolbar)], (step, boxes)
+        if width == 1000:
+            figure.screenshot(path=str(server[1] / f"learn_{step[0]}.png"))
+    assert_clean(page, browser)

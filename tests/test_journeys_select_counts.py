@@ -3,12 +3,15 @@ whole-budget method, and in a narrow window."""
 
 from __future__ import annotations
 
+import io
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
-from browser import LONG, assert_clean, digits_server, metric, radio_value, wait_idle, wait_select
+from browser import LONG, assert_clean, digits_server, go, map_box, metric, radio_value, wait_idle, wait_select
 
 
 @pytest.fixture(scope="module")
@@ -94,4 +97,32 @@ def test_the_counts_read_whole_in_a_900_px_window(server, browser, tmp_path):
     text = budget.evaluate("e => { const c = document.createElement('canvas').getContext('2d'); "
                            "c.font = getComputedStyle(e).font; return c.measureText(e.value).width; }")
     assert text <= room, (text, room)
+    assert_clean(page, browser)
+
+
+def _dark_share(page, index: int = 0) -> float:
+    """The share of the index-th map's plotting area drawn black (luminance under 40): the pool hidden."""
+    page.locator(".js-plotly-plot").nth(index).scroll_into_view_if_needed()
+    shot = page.screenshot(clip=map_box(page, index))
+    return float((np.asarray(Image.open(io.BytesIO(shot)).convert("L")) < 40).mean())
+
+
+def test_thousands_of_picks_leave_the_pool_visible_on_select_and_compare(server, browser, tmp_path):
+    """A whole-budget method's picks at B = 2,500 on CIFAR-10 were solid black blobs of
+    stars on the Select map and on Compare's small multiples: the pool could not be seen.
+    Crowded, they are outline stars, semi-transparent (boundary circles likewise); here
+    half the digits, 900 picks."""
+    page = browser.page()
+    _drawn(page, server[0] + "/?data=digits&method=random&budget=900&projection=pca")
+    star = page.locator(".js-plotly-plot").first.evaluate(
+        "gd => gd._fullData.filter(t => t.name.startsWith('core')).map(t => [t.marker.symbol, t.marker.opacity])")
+    assert len(star) == 1 and star[0][0] == "star-open" and star[0][1] < 0.7, star
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "select_900.png"))
+    go(page, "Compare", "Compare selections")
+    expect(page.locator(".js-plotly-plot").nth(3)).to_be_attached(timeout=LONG)
+    wait_idle(page)
+    shares = [_dark_share(page, i) for i in range(4)]  # bilaf, activeft, kmeans, random
+    page.screenshot(path=str(tmp_path / "compare_900.png"))
+    assert max(shares) < 0.04, shares  # 0.11 with filled stars (BiLAF: its 30 filled cores, 0.02)
     assert_clean(page, browser)

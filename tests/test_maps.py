@@ -250,6 +250,23 @@ def test_removed_noise_is_a_thin_cross_at_every_size_the_maps_draw():
         "core": "star", "selected": "star", "boundary": "circle-open"}
 
 
+def test_crowded_overlays_are_see_through_outlines_of_the_same_shape_and_colour():
+    """2,500 filled black stars (a whole-budget method at 5 % of CIFAR-10) hid the pool;
+    crowded, a role is drawn as its outline, 1 px, semi-transparent, and a smaller map
+    (Compare's) is crowded by fewer points. A few dozen keep their filled symbol."""
+    from studio.maps import CROWDED_OPACITY, LEAST_OPACITY, MARKERS, crowded
+
+    assert MARKERS["core"].style(50) == dict(symbol="star", size=14, color="#111111",
+                                             line=dict(width=1.5, color="#111111"))
+    for role, symbol in (("core", "star-open"), ("selected", "star-open"), ("boundary", "circle-open")):
+        crowd = MARKERS[role].style(2500)
+        assert crowd["symbol"] == symbol and crowd["line"]["width"] == 1 and crowd["color"] == MARKERS[role].colour
+        assert LEAST_OPACITY <= crowd["opacity"] < CROWDED_OPACITY
+    assert MARKERS["core"].style(2500, height=320)["opacity"] < MARKERS["core"].style(2500)["opacity"]
+    assert not crowded(250) and crowded(250, height=320)
+    assert "opacity" not in MARKERS["removed"].style(2500)  # light crosses of their own, kept as they are
+
+
 def test_the_colour_legend_names_the_colouring_as_the_page_control_does():
     """With a whole-budget method that makes no pseudo-classes (TypiClust) the legend said
     "Pool colour: pool", and by labels "Pool colour: label", where the page's control says

@@ -124,26 +124,21 @@ def test_learn_pick_table_shows_penalty_counts_only_where_a_penalty_applies(opti
         assert set(shown) == {expected}
 
 
-def test_idc_figure_legend_is_clear_of_the_round_slider_under_the_plot():
-    """The legend sat under the plot (y = -0.05) like the other steps', where the round
-    slider's 'round 12' label was drawn over it and it cut the x axis' numbers."""
-    from studio.learn_figures import idc_figure
-
-    points, _ = make_toy_dataset("blobs", n_samples=300, random_state=0)
-    fig = idc_figure(walkthrough(points, 40, n_cores=4, random_state=0))
-    assert fig.layout.sliders and fig.layout.legend.y >= 1 and fig.layout.legend.yanchor == "bottom"
-    assert fig.layout.updatemenus[0].x == 0 and fig.layout.legend.xanchor == "right"  # play left, legend right
-
-
-def test_learn_figures_legends_are_above_the_plot_clear_of_the_axis_numbers():
-    """Under the plot (y = -0.05) the legend covered the x axis' numbers in a narrower window
-    (1,000 px: steps 1 and 3 showed the legend over a cut '-5')."""
-    from studio.learn_figures import picks_figure, regions_figure, score_figure
+def test_learn_figures_legends_are_under_the_plot_clear_of_the_toolbar():
+    """Above the plot the legends sat on plotly's toolbar (its icons at the top right);
+    under it, at y = -0.05, on the x axis' numbers and step 2's round slider. They are
+    under the plot, low enough for the numbers, and step 2's under its slider (the page's
+    boxes are checked in the browser journey)."""
+    from studio.learn_figures import (LEGEND_BELOW, LEGEND_UNDER_SLIDER, comparison_figure, idc_figure,
+                                      picks_figure, regions_figure, score_figure)
 
     points, _ = make_toy_dataset("blobs", n_samples=300, random_state=0)
     run = walkthrough(points, 40, n_cores=4, random_state=0)
     for fig in (regions_figure(run), score_figure(run, 0, penalty=1.1), picks_figure(run, 0, 2)):
-        assert fig.layout.legend.y >= 1 and fig.layout.legend.yanchor == "bottom"
+        assert fig.layout.legend.y == LEGEND_BELOW["y"] <= -0.1 and fig.layout.legend.yanchor == "top"
+    fig = idc_figure(run)
+    assert fig.layout.sliders[0].y > fig.layout.legend.y == LEGEND_UNDER_SLIDER and fig.layout.legend.yanchor == "top"
+    assert comparison_figure(points, {"BiLAF": run}).layout.legend.y < 0
 
 
 def test_idc_figure_follows_the_chosen_cluster():

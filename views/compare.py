@@ -79,7 +79,7 @@ color_by = select_values["color_by"]  # as on the Select page
 st.caption(f"Every map has the same axes and colours: the pool faint (by {color_by}"
            + (", a whole-budget method's in one colour" if color_by == "pseudo-class" else "")
            + "), stars the cores (a whole-budget method's picks), circles BiLAF's boundary picks, crosses the removed "
-           "noise; markers shrink as their number grows.")
+           "noise; markers shrink as their number grows, and hundreds of them are see-through outlines.")
 overall = st.empty()  # which setting of how many is being computed; each column has its own bar
 columns = st.columns(len(cells))
 table = []
