@@ -127,10 +127,11 @@ class FeatureSet:
     backbone_name: str = ""
     class_names: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def named_labels(self) -> np.ndarray | None:
         """The labels as tables, charts and exports show them: class names where known
-        (:func:`bilaf_core.data.label_names`), else the labels."""
+        (:func:`bilaf_core.data.label_names`), else the labels; mapped once per feature
+        set (pages read them several times a run)."""
         return label_names(self.labels, self.class_names)
 
 

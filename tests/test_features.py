@@ -264,6 +264,7 @@ def test_a_feature_files_classes_name_its_integer_labels(tmp_path):
     assert fs.class_names == ("airplane", "automobile", "bird")
     assert fs.labels.tolist() == [0, 1, 2, 2, 1, 0] and np.issubdtype(fs.labels.dtype, np.integer)
     assert fs.named_labels.tolist() == ["airplane", "automobile", "bird", "bird", "automobile", "airplane"]
+    assert fs.named_labels is fs.named_labels  # mapped once, not on every read
     np.savez(tmp_path / "plain.npz", features=x, labels=np.arange(6) % 2)
     assert load_feature_file(tmp_path / "plain.npz").named_labels.tolist() == [0, 1, 0, 1, 0, 1]  # no names: as is
     np.savez(tmp_path / "short.npz", features=x, labels=np.arange(6), classes=names)
