@@ -131,7 +131,8 @@ def score_figure(run: Walkthrough, cluster: int, *, penalty: float) -> go.Figure
     trace = run.result.traces[cluster]
     members = run.points[trace.kept]
     fig = go.Figure(go.Heatmap(x=xs, y=ys, z=field, colorscale="RdBu", reversescale=False, opacity=0.75,
-                               colorbar=dict(title="BS", len=0.6), hovertemplate="BS %{z:.3f}<extra></extra>"))
+                               colorbar=dict(title="BS", len=0.6), hovertemplate="BS %{z:.3f}<extra></extra>",
+                               hoverongaps=False))  # outside the cluster z is NaN: no "BS NaN" label
     others = np.setdiff1d(np.arange(run.points.shape[0]), trace.kept)
     fig.add_trace(go.Scatter(x=run.points[others, 0], y=run.points[others, 1], mode="markers", name="other samples",
                              marker=dict(size=4, color="#bbbbbb"), hoverinfo="skip"))

@@ -277,6 +277,11 @@ def param_widget(name: str) -> dict:
     return widget
 
 
+def param_default(name: str):
+    """A selection parameter's default (:func:`bilaf_core.params.param_specs`)."""
+    return _SPECS[name].default
+
+
 def page_range(name: str, budget: int | None = None, n: int | None = None) -> tuple[float, float]:
     """(low, high): the values the Select page takes for its setting ``name``, the one
     definition every page checks against: a selection parameter's slider range

@@ -402,6 +402,20 @@ def test_empty_cells_of_the_run_history_and_the_picks_table_read_a_dash_not_none
     assert picks.proto.placeholder == NO_VALUE
 
 
+def test_learn_pages_stage2_sliders_are_the_select_pages():
+    """Learn's P_rm, P_in, k and delta sliders took ranges and defaults from literals of
+    their own and had no help: they come from the parameters' one definition."""
+    from studio import state
+
+    at = _app("views/learn.py")
+    for key, name in (("learn_prm", "removal_ratio"), ("learn_pin", "include_ratio"), ("learn_knn", "k_neighbors"),
+                      ("learn_delta", "opponent_penalty")):
+        slider, widget = at.slider(key=key), state.param_widget(name)
+        assert (slider.min, slider.max, slider.step, slider.label) == (widget["min_value"], widget["max_value"],
+                                                                      widget["step"], widget["label"])
+        assert slider.value == state.param_default(name) and slider.help == widget["help"]
+
+
 def test_learn_page_shows_an_error_for_k_above_the_budget():
     at = _app("views/learn.py")
     at.slider(key="learn_budget").set_value(5)

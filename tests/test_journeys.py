@@ -519,6 +519,9 @@ def test_learn_legends_sit_under_each_plot_clear_of_the_toolbar_numbers_and_slid
         (legend,), (toolbar,) = boxes["legend"], boxes["toolbar"]
         assert legend[1] > max(b[3] for b in boxes["numbers"] + boxes["slider"] + [toolbar]), (step, boxes)
         assert not [b for b in boxes["play"] + boxes["titles"] if _overlap(b, toolbar)], (step, boxes)
+        if step.startswith("3"):  # the field and its colour bar take the page's width (were 3/5 of it, squeezed)
+            main = page.locator("[data-testid='stMainBlockContainer'] [data-testid='stVerticalBlock']").first.bounding_box()["width"]
+            assert figure.bounding_box()["width"] > 0.9 * main, (figure.bounding_box(), main)
         if width == 1000:
             figure.screenshot(path=str(server[1] / f"learn_{step[0]}.png"))
     assert_clean(page, browser)

@@ -139,6 +139,7 @@ def test_learn_figures_legends_are_under_the_plot_clear_of_the_toolbar():
     fig = idc_figure(run)
     assert fig.layout.sliders[0].y > fig.layout.legend.y == LEGEND_UNDER_SLIDER and fig.layout.legend.yanchor == "top"
     assert comparison_figure(points, {"BiLAF": run}).layout.legend.y < 0
+    assert score_figure(run, 0, penalty=1.1).data[0].hoverongaps is False  # outside the cluster: no "BS NaN"
 
 
 def test_idc_figure_follows_the_chosen_cluster():

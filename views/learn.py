@@ -22,6 +22,13 @@ def keep(widget, name, label, default, **kwargs):
     return session.kept(widget, name, label, default=default, state=SETTINGS, **kwargs)
 
 
+def param_slider(column, name, param):
+    """A stage-2 parameter's slider: label, help, range and default from the library's one
+    definition, as on the Select page."""
+    widget = state.param_widget(param)
+    return keep(column.slider, name, widget.pop("label"), state.param_default(param), **widget)
+
+
 st.title("Learn: BiLAF step by step")
 st.caption("On data that is itself 2-D, each step of Algorithm 1 is drawn exactly. The page runs the library's own "
            "stage 1 and stage 2 (with a trace of what stage 2 did); nothing here is re-implemented.")
@@ -78,11 +85,10 @@ with st.expander("Parameters (the Select page's, with values of their own for th
         a.caption(f"B = {chosen} is more than these {n} points allow: using B = {budget}. B = {chosen} comes back "
                   "when there are points enough.")
     n_cores = int(keep(b.slider, "learn_k", state.param_widget("n_cores")["label"], min(8, budget), min_value=1, max_value=min(n, 60)))
-    removal_ratio = keep(c.slider, "learn_prm", state.param_widget("removal_ratio")["label"], 0.1, min_value=0.0, max_value=0.9, step=0.05)
-    include_ratio = keep(d.slider, "learn_pin", state.param_widget("include_ratio")["label"], 0.1, min_value=0.05, max_value=1.0,
-                         step=0.05)
-    k_neighbors = keep(a.slider, "learn_knn", state.param_widget("k_neighbors")["label"], 10, min_value=1, max_value=50)
-    penalty = keep(b.slider, "learn_delta", state.param_widget("opponent_penalty")["label"], 1.1, min_value=1.0, max_value=2.0, step=0.05)
+    removal_ratio = param_slider(c, "learn_prm", "removal_ratio")
+    include_ratio = param_slider(d, "learn_pin", "include_ratio")
+    k_neighbors = param_slider(a, "learn_knn", "k_neighbors")
+    penalty = param_slider(b, "learn_delta", "opponent_penalty")
     core_method = keep(c.selectbox, "learn_core_method", "Stage-1 core method", "kmeans", options=CORE_METHODS)
     variant = keep(d.selectbox, "learn_variant", "Variant", VARIANTS[0], options=VARIANTS)
     denoise = keep(a.selectbox, "learn_denoise", "Denoiser", DENOISERS[0], options=DENOISERS)
@@ -151,7 +157,8 @@ if step == 3:  # over the page's width: the text column cut the formula off
     st.markdown("**The boundary score (paper Eq. 7)** of a sample x of cluster i, against every other core c_l:")
     st.latex(r"BS(x) = \min_{l \ne i} \frac{\delta^{t_l}\, D(x, c_l) - d_{intra}(x)}"
              r"{\max\left(D(x, c_l),\ d_{intra}(x)\right)}")
-figure_col, text_col = st.columns([3, 2])
+# Step 3's field and colour bar were squeezed into three fifths of a 900 px page: the page's width, text under it
+figure_col, text_col = (st.container(), st.container()) if step == 3 else st.columns([3, 2])
 with text_col:
     if step == 1:
         st.markdown(f"""**Stage 1: core samples.** {core_method} picks K = {n_cores} cores (stars), the centres of
