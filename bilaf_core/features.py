@@ -47,6 +47,10 @@ __all__ = [
     "load_backbone",
     "extract_features",
     "load_feature_file",
+    "FEATURE_FILE_TYPES",
+    "NPZ_FEATURE_KEYS",
+    "is_backbone_name",
+    "close_backbone_names",
     "duplicate_rows",
     "thumbnails",
     "default_cache_dir",
@@ -56,6 +60,10 @@ __all__ = [
 DEFAULT_BACKBONE = "vit_small_patch16_224.dino"
 BUNDLED_BACKBONE = "tf_efficientnet_lite0"
 POOLINGS = ("auto", "cls", "mean", "cls+mean", "avg")
+#: The feature file types :func:`load_feature_file` reads.
+FEATURE_FILE_TYPES = (".npy", ".npz", ".parquet")
+#: The arrays of an .npz that :func:`load_feature_file` takes the rows from: the first it holds.
+NPZ_FEATURE_KEYS = ("features", "train_features")
 _CACHE_VERSION = 1
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_drop.")
 
@@ -223,14 +231,37 @@ def _load_positional(model, state: dict, source: str) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
-def _check_timm_name(name: str) -> None:
+def is_backbone_name(name: str) -> bool:
+    """Whether :func:`load_backbone` knows ``name``: ``"pixels"`` or a timm architecture
+    (``arch`` or ``arch.tag``)."""
+    if name == "pixels":
+        return True
     import timm
 
-    architecture = name.split(".", 1)[0]
-    if timm.is_model(architecture):
+    return bool(name) and timm.is_model(name.split(".", 1)[0])
+
+
+def close_backbone_names(name: str, *, preferred: tuple[str, ...] = (), n: int = 5) -> list[str]:
+    """Up to ``n`` backbone names close to the unknown ``name``: the names that contain it
+    ("dino": ``vit_small_patch16_224.dino``) and the spelling-close ones, the ``preferred``
+    names (an application's own choices) first, then timm's, each the closest first."""
+    import timm
+
+    known = list(dict.fromkeys([*preferred, *sorted(set(timm.list_models()) | set(timm.list_pretrained()))]))
+    asked = name.strip().lower()
+    containing = [k for k in known if asked and asked in k.lower()]
+    close = difflib.get_close_matches(name, known, n=n, cutoff=0.6)
+
+    def rank(known_name: str) -> tuple[bool, float]:
+        return known_name not in preferred, -difflib.SequenceMatcher(None, asked, known_name.lower()).ratio()
+
+    return sorted(dict.fromkeys([*containing, *close]), key=rank)[:n]
+
+
+def _check_timm_name(name: str) -> None:
+    if is_backbone_name(name):
         return
-    known = sorted(set(timm.list_models()) | set(timm.list_pretrained()))
-    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    close = close_backbone_names(name)
     hint = f"; close names: {', '.join(close)}" if close else "; see timm.list_models() for the names"
     raise ValueError(f"unknown backbone {name!r}{hint}")
 
@@ -662,9 +693,10 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
             features = np.load(file, allow_pickle=False, mmap_mode="r")
         elif file.suffix == ".npz":
             with np.load(file, allow_pickle=False) as data:
-                key = next((k for k in ("features", "train_features") if k in data.files), None)
+                key = next((k for k in NPZ_FEATURE_KEYS if k in data.files), None)
                 if key is None:
-                    raise ValueError(f"{file.name} has no 'features' array (it holds {', '.join(data.files) or 'nothing'})")
+                    raise ValueError(f"{file.name} has no {' or '.join(map(repr, NPZ_FEATURE_KEYS))} array (it holds "
+                                     f"{', '.join(data.files) or 'nothing'}); an .npz holds its rows under one of them")
                 features = _mapped_npz_member(file, data.zip.getinfo(f"{key}.npy"))
                 features = data[key] if features is None else features
                 label_key = next((k for k in ("labels", "train_labels") if k in data.files), None)
@@ -686,7 +718,8 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
             else:
                 features = frame.select_dtypes("number").to_numpy()
         else:
-            raise ValueError(f"feature files must be .npy, .npz or .parquet, got {file.name}")
+            raise ValueError(f"feature files must be {', '.join(FEATURE_FILE_TYPES[:-1])} or {FEATURE_FILE_TYPES[-1]}, "
+                             f"got {file.name}")
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise ValueError(f"{file.name} holds Python objects; only plain numeric arrays are read") from None

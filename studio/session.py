@@ -25,10 +25,12 @@ import streamlit as st
 
 from bilaf_core._io import atomic_open
 from bilaf_core.data import DATASETS
-from bilaf_core.features import default_cache_dir
+from bilaf_core.features import close_backbone_names, default_cache_dir, is_backbone_name
 
-from .state import (PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of, budget_warning, check_allowed, page_range,
-                    param_problem, select_defaults, selection, selection_params, values_in_use)
+from .sources import FEATURE_FILE_WAYS, feature_file_path
+from .state import (BACKBONE_CHOICES, PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of, budget_warning, check_allowed,
+                    current_source, feature_set, page_range, param_problem, select_defaults, selection,
+                    selection_params, values_in_use)
 
 #: Widget values written to the URL (besides the source); everything else stays in the session.
 URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
@@ -342,28 +344,48 @@ def progress_bar(what: str):
 
 
 def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
-    """The source a URL names (folders checked like typed ones), or None and why not."""
+    """The source a URL names, checked like a typed one (its folders; its feature file,
+    which is read; its backbone's name), or None and why not (the link's value, why, and
+    what to do)."""
     given = {name: params.get(key, "") for name, key in SOURCE_KEYS.items()}
     if not given["dataset"]:
         return None, None
+    not_opened = "The link's data source was not opened: "
     if given["dataset"] not in URL_DATASETS:
-        return None, (f"The link's data source was not opened: data={given['dataset']!r} is none of this app's "
-                      f"({', '.join(URL_DATASETS)}).")
+        return None, f"{not_opened}data={given['dataset']!r} is none of this app's ({', '.join(URL_DATASETS)})."
     if given["dataset"] == "features" and not given["feature_file"]:
-        return None, ("The link's data source was not opened: it names a feature file but not which one (no "
-                      "file= parameter); upload the file on the Data page.")
+        return None, (f"{not_opened}it names a feature file but not which one (no file= parameter); "
+                      f"{FEATURE_FILE_WAYS}.")
     if given["dataset"] == "folder" and not given["root"]:
-        return None, ("The link's data source was not opened: it names an image folder but not which one (no "
-                      "root= parameter); type the folder on the Data page.")
+        return None, (f"{not_opened}it names an image folder but not which one (no root= parameter); type the folder "
+                      "on the Data page.")
     try:
-        for name in ("root", "weights", "feature_file", "test_root"):
+        for name in ("root", "weights", "test_root"):
             if given[name]:
                 given[name] = check_allowed(given[name])
+        if given["feature_file"]:
+            given["feature_file"] = feature_file_path(given["feature_file"])
     except ValueError as exc:
-        return None, f"The link's data source was not opened: {exc}"
+        return None, f"{not_opened}{exc}."
     if not given["backbone"] and given["dataset"] != "features":
         given["backbone"] = Source().backbone
-    return Source(**given), None
+    source = Source(**given)
+    if source.feature_file:
+        try:
+            feature_set(source)  # read once here (the pages find it cached): a file of no features is said now
+        except ValueError as exc:
+            return None, f"{not_opened}{exc}."  # the loader's messages name the file
+    elif not is_backbone_name(source.backbone):
+        return None, not_opened + _backbone_problem(source.backbone)
+    return source, None
+
+
+def _backbone_problem(name: str) -> str:
+    """Why a link's ``backbone=`` is none: the names the Data page offers and a close guess."""
+    offered = tuple(choice for choice in BACKBONE_CHOICES.values() if choice)
+    near = close_backbone_names(name, preferred=offered, n=1)
+    return (f"backbone={name!r}" + (f" (did you mean {near[0]}?)" if near else "") + " is no backbone this app "
+            f"knows; it takes {', '.join(offered)} or another timm model name (the Data page's 'Other timm model').")
 
 
 def unknown_url_keys(params: dict[str, str]) -> str | None:
@@ -407,7 +429,9 @@ def write_url(source: Source) -> None:
 def restore_from_url() -> None:
     """On a session's first run: take the source and settings a URL carries. What the URL
     named that could not be opened, or settings it carries without the data source they
-    belong to (no ``data=``), is kept for :func:`url_warning`."""
+    belong to (no ``data=``), is kept for :func:`url_warning`. A data source that cannot be
+    opened leaves the session on its start pool (:func:`studio.state.current_source`, the
+    built-in digits), which takes the link's settings (each one it cannot use said)."""
     params = {key: st.query_params.get(key) for key in st.query_params}
     source, problem = source_from_url(params)
     unknown = unknown_url_keys(params)
@@ -419,6 +443,10 @@ def restore_from_url() -> None:
                    f"a link's settings belong to a data source, and this link names none (no data= parameter, e.g. "
                    f"data=digits). Showing {Source().label} with its own settings; set them on the Select page, or "
                    "open the link with its data= part.")
+    if problem and params.get(SOURCE_KEYS["dataset"]):  # the data source the link names cannot be opened
+        source = current_source()
+        problem += f" Showing {source.label} instead" + (
+            "." if "the Data page" in problem else ": choose the data source on the Data page.")  # said once
     if problem:
         st.session_state.link_problem = problem
     if source is None:

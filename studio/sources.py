@@ -10,16 +10,20 @@ from pathlib import Path
 
 from bilaf_core._io import atomic_open
 
-from .state import (BACKBONE_CHOICES, FEATURE_FILE_TYPES, IMAGE_ZIP_TYPES, Source, check_allowed, unpacked_zip,
-                    upload_dir)
+from .state import (BACKBONE_CHOICES, FEATURE_FILE_TEXT, FEATURE_FILE_TYPES, IMAGE_ZIP_TYPES, Source, check_allowed,
+                    unpacked_zip, upload_dir)
 
-__all__ = ["SOURCES", "kind_of", "save_upload", "source_from_form"]
+__all__ = ["SOURCES", "LABEL_OF", "FEATURE_FILE_WAYS", "kind_of", "save_upload", "feature_file_path",
+           "source_from_form"]
 
 #: The Data page's source choices: label -> kind ("zip" and "features" are uploads).
 SOURCES = {"Built-in digits (offline)": "digits", "CIFAR-10": "cifar10", "CIFAR-100": "cifar100",
            "Fashion-MNIST": "fashion-mnist", "Image folder": "folder", "Image folder (zip upload)": "zip",
            "Feature file (upload)": "features", "Feature file on this machine": "feature_path"}
-_LABEL_OF = {kind: label for label, kind in SOURCES.items()}
+LABEL_OF = {kind: label for label, kind in SOURCES.items()}
+#: The Data page's two ways to a feature file, in words (what to do when one is missing).
+FEATURE_FILE_WAYS = (f"type its path under '{LABEL_OF['feature_path']}' or upload it with '{LABEL_OF['features']}' "
+                     "on the Data page")
 
 
 def kind_of(source: Source) -> str:
@@ -49,12 +53,13 @@ def _expected(upload: tuple[str, bytes] | None, suffixes: tuple[str, ...], what:
     return save_upload(*upload)
 
 
-def _feature_file(typed: str) -> str:
-    """A typed feature file's resolved path, checked: allowed, a file, a type the loader
-    reads (the allowed folders first, so that no answer tells what lies outside them)."""
+def feature_file_path(typed: str) -> str:
+    """A typed feature file's resolved path (the Data page's, a link's ``file=``), checked:
+    allowed, a file, a type the loader reads (the allowed folders first, so that no answer
+    tells what lies outside them); a ValueError names the path and what to do."""
     if not typed.strip():
         raise ValueError("type the path of the feature file "
-                         f"({', '.join(FEATURE_FILE_TYPES)}), or choose 'Feature file (upload)' to upload one")
+                         f"({', '.join(FEATURE_FILE_TYPES)}), or choose '{LABEL_OF['features']}' to upload one")
     path = Path(check_allowed(typed.strip()))
     if path.is_dir():
         raise ValueError(f"{typed.strip()} is a folder, not a feature file: give the file itself "
@@ -62,8 +67,7 @@ def _feature_file(typed: str) -> str:
     if not path.is_file():
         raise ValueError(f"{typed.strip()} was not found: check the path (it is read on the machine the app runs on)")
     if path.suffix.lower() not in FEATURE_FILE_TYPES:
-        raise ValueError(f"{path.name} is not a feature file ({', '.join(FEATURE_FILE_TYPES)}; an .npz holds its "
-                         "rows under 'features')")
+        raise ValueError(f"{path.name} is not a feature file ({FEATURE_FILE_TEXT})")
     return str(path)
 
 
@@ -92,13 +96,13 @@ def source_from_form(kind: str, *, root: str = "", test_root: str = "", backbone
     if upload is not None and kind not in ("features", "zip"):
         suffix = Path(upload[0]).suffix.lower()
         if suffix not in FEATURE_FILE_TYPES + IMAGE_ZIP_TYPES:  # no source loads it
-            raise ValueError(f"{upload[0]} is attached but the source is {_LABEL_OF[kind]}: remove the upload to load "
-                             f"{_LABEL_OF[kind]}")
-        wanted = _LABEL_OF["zip" if suffix in IMAGE_ZIP_TYPES else "features"]
-        raise ValueError(f"{upload[0]} is attached but the source is {_LABEL_OF[kind]}: choose '{wanted}' to load it, "
+            raise ValueError(f"{upload[0]} is attached but the source is {LABEL_OF[kind]}: remove the upload to load "
+                             f"{LABEL_OF[kind]}")
+        wanted = LABEL_OF["zip" if suffix in IMAGE_ZIP_TYPES else "features"]
+        raise ValueError(f"{upload[0]} is attached but the source is {LABEL_OF[kind]}: choose '{wanted}' to load it, "
                          "or remove the upload")
     if kind == "feature_path":
-        return Source(dataset="features", feature_file=_feature_file(feature_path), backbone="")
+        return Source(dataset="features", feature_file=feature_file_path(feature_path), backbone="")
     if kind == "features":
         saved = _expected(upload, FEATURE_FILE_TYPES, "a feature file")
         return Source(dataset="features", feature_file=str(saved), backbone="", upload=upload[0])

@@ -34,12 +34,12 @@ from bilaf_core.distances import nearest_rows
 from bilaf_core.metrics import pseudo_classes
 from bilaf_core.metrics import selection_diagnostics as selection_diagnostics_of
 from bilaf_core.selection import resolve_n_cores, resolve_normalize
-from bilaf_core._validation import MAX_SEED, check_random_state
+from bilaf_core._validation import MAX_SEED
 from bilaf_core.auto import AUTO
 from bilaf_core.core import l2_normalize, preload, select_cores
 from bilaf_core.data import extract_image_zip, load_pool
-from bilaf_core.features import (FeatureSet, default_cache_dir, duplicate_rows, extract_features, load_backbone,
-                                 load_feature_file, thumbnails)
+from bilaf_core.features import (FEATURE_FILE_TYPES, NPZ_FEATURE_KEYS, FeatureSet, default_cache_dir, duplicate_rows,
+                                 extract_features, load_backbone, load_feature_file, thumbnails)
 from bilaf_core.metrics import default_coverage_radius
 from bilaf_core.params import (BILAF_ONLY_PARAMS, DEFAULT_BUDGET_PERCENT, SelectionParams, budget_from_percent,
                                default_budget, param_specs)
@@ -493,9 +493,12 @@ def ray_address_problem(address: str) -> str | None:
     return None
 
 
-#: What the Data page's uploader takes: a feature file, or a zip of images.
-FEATURE_FILE_TYPES = (".npy", ".npz", ".parquet")
+#: What the Data page's uploader takes: a feature file (the types the loader reads,
+#: :data:`bilaf_core.features.FEATURE_FILE_TYPES`), or a zip of images.
 IMAGE_ZIP_TYPES = (".zip",)
+#: The feature files the app reads, in words: the loader's types and its .npz arrays.
+FEATURE_FILE_TEXT = (f"{', '.join(FEATURE_FILE_TYPES)}; an .npz holds its rows under "
+                     f"{' or '.join(map(repr, NPZ_FEATURE_KEYS))}")
 
 
 def upload_problem(name: str) -> str | None:
@@ -504,8 +507,8 @@ def upload_problem(name: str) -> str | None:
     refused a .csv in the browser, and the page then said "choose a feature file to upload"."""
     if Path(name).suffix.lower() in FEATURE_FILE_TYPES + IMAGE_ZIP_TYPES:
         return None
-    return (f"{name} is not a feature file nor a zip of images: upload a feature file ({', '.join(FEATURE_FILE_TYPES)}; "
-            "an .npz holds its rows under 'features') with 'Feature file (upload)', or a .zip of images "
+    return (f"{name} is not a feature file nor a zip of images: upload a feature file ({FEATURE_FILE_TEXT}) "
+            "with 'Feature file (upload)', or a .zip of images "
             "(class subfolders give labels) with 'Image folder (zip upload)'")
 
 
@@ -549,12 +552,12 @@ def selection_params(values: dict) -> tuple:
 
 def param_problem(name: str, value) -> str | None:
     """Why the library would refuse ``value``, already of its type, for the Select page's
-    setting ``name`` (a selection parameter, by :class:`SelectionParams`; the seed, by its
-    range); None when it takes it, or when ``name`` is neither."""
+    setting ``name`` (a selection parameter, by :class:`SelectionParams`; the seed, by the
+    Select page's range, :func:`range_text`); None when it takes it, or when ``name`` is neither."""
+    if name == "seed":  # in the page's words and range, not the library's (faiss's limit)
+        return None if range_problem("seed", float(value)) is None else f"this input takes {range_text('seed')}"
     try:
-        if name == "seed":
-            check_random_state(value)
-        elif name in _SPECS:
+        if name in _SPECS:
             SelectionParams(**{name: value})
     except ValueError as exc:
         return str(exc)

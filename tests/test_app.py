@@ -678,6 +678,9 @@ def test_a_link_to_a_feature_file_without_its_file_says_which_parameter_is_missi
     _no_failure(at)
     assert not at.error, [e.value for e in at.error]
     assert any("file=" in w.value and "feature file" in w.value for w in at.warning), [w.value for w in at.warning]
+    # both ways to a feature file, not only the upload (it said "upload the file on the Data page")
+    assert any("no file= parameter); type its path under 'Feature file on this machine' or upload it with 'Feature "
+               "file (upload)' on the Data page." in w.value for w in at.warning), [w.value for w in at.warning]
     assert shown(at, "Selected") == 90  # the default pool instead
 
 
@@ -816,8 +819,10 @@ def test_a_link_with_unusable_values_says_which_and_what_it_used_instead():
     said = [w.value for w in at.warning if "link" in w.value]
     assert len(said) == 1, [w.value for w in at.warning]
     for part in ("budget = 'abc'", "using 90 instead", "method = 'magic'", "using 'bilaf' instead",
-                 "seed = '-1'", "using 0 instead", "k_neighbors = '80'", "using 50 instead"):
+                 "seed = '-1' (this input takes a whole number from 0 to 2,147,483,647): using 0 instead",
+                 "k_neighbors = '80'", "using 50 instead"):
         assert part in said[0], (part, said[0])
+    assert "faiss" not in said[0] and "random_state" not in said[0]  # the seed's range in the page's words
     assert shown(at, "Selected") == 90 and at.slider(key="k_neighbors").value == 50
     at.run()  # a rerun (the background map arriving) keeps it
     assert len([w for w in at.warning if "link" in w.value]) == 1
@@ -1227,6 +1232,38 @@ def test_a_links_unknown_parameter_or_data_set_is_named_and_the_default_pool_ope
     assert not at.error, [e.value for e in at.error]
     assert any(said in w.value for w in at.warning), [w.value for w in at.warning]
     assert shown(at, "Selected") == 90
+
+
+def test_a_link_to_a_bad_feature_file_or_backbone_opens_the_digits_and_says_why_with_its_other_problems(
+        tmp_path, monkeypatch):
+    """A newcomer's walk: a link to a missing feature file, an .npz of no features, README.md
+    or backbone=dino opened a page holding only an error (no title, no sidebar lines, the
+    link's budget=abc unsaid), where data=imagenet opened the digits with a warning."""
+    monkeypatch.setenv("BILAF_ALLOWED_ROOTS", str(tmp_path))
+    np.savez(tmp_path / "other.npz", other=np.ones((5, 3), dtype=np.float32))
+    for params, said in (
+            ({"data": "features", "file": str(tmp_path / "nope.npz")},
+             f"{tmp_path / 'nope.npz'} was not found: check the path"),
+            ({"data": "features", "file": str(tmp_path / "other.npz")},
+             "other.npz has no 'features' or 'train_features' array (it holds other)"),
+            ({"data": "features", "file": "README.md"},
+             "README.md is not a feature file (.npy, .npz, .parquet; an .npz holds its rows under 'features' or "
+             "'train_features')"),
+            ({"data": "digits", "backbone": "dino"},
+             "backbone='dino' (did you mean vit_small_patch16_224.dino?) is no backbone this app knows; it takes "
+             "vit_small_patch16_224.dino, tf_efficientnet_lite0, pixels or another timm model name"),
+            ({"data": "imagenet"}, "data='imagenet' is none of this app's")):
+        at = _linked(**params, budget="abc", bugdet="5")
+        _no_failure(at)
+        assert not at.error, (params, [e.value for e in at.error])
+        warned = [w.value for w in at.warning if "link" in w.value]
+        assert len(warned) == 1, (params, [w.value for w in at.warning])
+        for part in ("The link's data source was not opened: " + said, "Showing digits instead",
+                     "bugdet=5 (did you mean budget?)", "budget = 'abc' (not a number): using 90 instead"):
+            assert part in warned[0], (part, warned[0])
+        assert [t.value for t in at.title] == ["Select samples to label"]
+        assert shown(at, "Selected") == 90
+        assert any(m.value.startswith("**Data** digits") for m in at.sidebar.markdown), params
 
 
 def test_a_progress_bar_gives_no_time_left_from_the_first_steps(monkeypatch):

@@ -1,9 +1,9 @@
 """Browser journeys of a newcomer's bad inputs on the built-in digits: an emptied or
 lettered budget, K above a lowered budget, a .csv upload, a file given as the image
-folder, a bad Ray address, a one-sample feature file, a link without its data source, a
-link's warning that must outlive the background map, Compare rows differing by seed,
-Compare cells outside the Select page's ranges, and an Inspect page number and a link's
-values out of range.
+folder, a bad Ray address, a one-sample feature file, a link without its data source or
+to a missing feature file, a link's warning that must outlive the background map, Compare
+rows differing by seed, Compare cells outside the Select page's ranges, and an Inspect
+page number and a link's values out of range.
 Each drives Debian's chromium against `streamlit run app.py` and fails on any Streamlit
 exception box, console error or page error."""
 
@@ -145,6 +145,23 @@ def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, br
     page.get_by_role("button", name="Dismiss").click()
     expect(said).to_have_count(0, timeout=60_000)
     wait_idle(page)
+    assert_clean(page, browser)
+    # A link to a missing feature file opened a page holding only an error (no title, no sidebar
+    # lines, its budget=abc unsaid): the digits open, with one warning saying all of it.
+    gone = server[1] / "gone.npz"
+    page = browser.page()
+    page.goto(f"{server[0]}/inspect?data=features&file={gone}&budget=abc")
+    expect(page.locator('h1, [data-testid="stAlertContentError"]').first).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    expect(page.locator('[data-testid="stAlertContentError"]')).to_have_count(0)
+    expect(page.get_by_role("heading", name="Inspect the selection")).to_be_visible()
+    warned = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="The link's data source")
+    expect(warned).to_have_count(1)
+    for part in (f"The link's data source was not opened: {gone} was not found: check the path",
+                 "Showing digits instead", "budget = 'abc' (not a number): using 90 instead"):
+        expect(warned).to_contain_text(part)
+    expect(page.locator('[data-testid="stSidebarUserContent"]')).to_contain_text("Data digits")
+    page.screenshot(path=str(Path(server[1]) / "link_missing_feature_file.png"))
     assert_clean(page, browser)
 
 

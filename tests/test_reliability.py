@@ -151,7 +151,7 @@ def _truncated(path):
     (_truncated, ".npz", "truncated"),
     (lambda p: p.write_bytes(b""), ".npy", "features.npy is not a .npy file"),
     (lambda p: p.write_text("id,x\n1,2\n"), ".npz", "features.npz is not a .npz file"),
-    (lambda p: np.savez(p, other=X), ".npz", "has no 'features' array"),
+    (lambda p: np.savez(p, other=X), ".npz", "has no 'features' or 'train_features' array"),
     (lambda p: np.savez(p, features=X, labels=np.arange(3)), ".npz", "labels has 3 entries but features has 60 rows"),
     (lambda p: p.write_text("x"), ".csv", "must be .npy, .npz or .parquet"),
 ])

@@ -38,7 +38,7 @@ with st.form("data_source"):
                      current.test_root)
     # Any type: a .csv refused by the browser never reached the page, which then said "choose
     # a feature file to upload"; state.upload_problem names the file and the types instead.
-    upload = st.file_uploader(f"Upload: a feature file ({', '.join(state.FEATURE_FILE_TYPES)}; .npz with 'features') "
+    upload = st.file_uploader(f"Upload: a feature file ({state.FEATURE_FILE_TEXT}) "
                               f"or a zip of images ({', '.join(state.IMAGE_ZIP_TYPES)}; class subfolders give labels)")
     backbone_label = keep(st.selectbox, "backbone_choice", "Backbone", options=list(state.BACKBONE_CHOICES),
                           default=next((label for label, name in state.BACKBONE_CHOICES.items()
