@@ -807,6 +807,9 @@ def test_data_page_warns_about_a_feature_file_of_duplicate_rows(tmp_path, monkey
     said = [w.value for w in at.warning]
     assert any(w.startswith("feature file same.npy: 49 of its 50 rows repeat an earlier row exactly") and
                "1 distinct row" in w for w in said), said
+    # a feature file has no backbone: the form offered DINO, whose offline fallback then extracted the digits
+    # in 90 s where the start's pixels were used before; it offers the start pool's backbone
+    assert at.selectbox(key="backbone_choice").value == "Pixels (tiny demos)"
     monkeypatch.delenv("BILAF_START_FEATURES")
     at = _app("views/data.py")  # digits has no duplicates: no warning
     assert not at.warning, [w.value for w in at.warning]

@@ -42,7 +42,8 @@ with st.form("data_source"):
                               f"or a zip of images ({', '.join(state.IMAGE_ZIP_TYPES)}; class subfolders give labels)")
     backbone_label = keep(st.selectbox, "backbone_choice", "Backbone", options=list(state.BACKBONE_CHOICES),
                           default=next((label for label, name in state.BACKBONE_CHOICES.items()
-                                        if name and name == current.backbone), list(state.BACKBONE_CHOICES)[0]))
+                                        if name and name == (current.backbone or state.Source().backbone)),
+                                       list(state.BACKBONE_CHOICES)[0]))  # a feature file has none: the start's
     timm_name = keep(st.text_input, "timm_name", "timm model name (for 'Other timm model')",
                      current.backbone if current.backbone not in state.BACKBONE_CHOICES.values() else "")
     weights = keep(st.text_input, "weights_path", "Weights file (optional; for DINO: dino_deitsmall16_pretrain.pth)",
