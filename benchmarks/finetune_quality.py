@@ -136,7 +136,8 @@ def report_step(args: argparse.Namespace) -> str:
     lines = []
     for field, title in (("best", "best of the run's evaluations (the papers' report)"), ("final", "last epoch")):
         lines += [f"### Top-1 (%), {title}", "",
-                  "| method | " + " | ".join(f"B = {b:,} ({EPOCHS.get(b, '?')} epochs)" for b in budgets) + " |",
+                  "| method | " + " | ".join(f"B = {b:,} ({'/'.join(map(str, sorted({r['epochs'] for r in runs if r['budget'] == b})))} epochs)"
+                                             for b in budgets) + " |",
                   "|---" * (len(budgets) + 1) + "|"]
         lines += [f"| {m} | " + " | ".join(cell(m, b, field) for b in budgets) + " |"
                   for m in METHODS if any(r["method"] == m for r in runs)]
