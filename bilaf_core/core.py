@@ -386,6 +386,17 @@ def random_cores(n_samples: int, n_cores: int, *, random_state: int | None = Non
     return np.sort(np.random.default_rng(random_state).choice(n_samples, size=n_cores, replace=False)).astype(np.int64)
 
 
+def cores_cache_path(cache_dir: str | os.PathLike, features: np.ndarray, n_cores: int, method: str,
+                     random_state: int | None) -> os.PathLike:
+    """Where :func:`select_cores` keeps these cores in ``cache_dir`` (a file there: they
+    are read back, not computed)."""
+    from ._cache import keyed_path
+
+    detail = str(_product_dtype("auto", "cuda" if _torch().cuda.is_available() else "cpu", n_cores)).split(".")[-1]
+    return keyed_path(cache_dir, f"cores_v{_CORES_CACHE_VERSION}", features,
+                      f"{method}_k{n_cores}_seed{random_state}{'_' + detail if method == 'activeft' else ''}.npy")
+
+
 def select_cores(
     features: np.ndarray,
     n_cores: int,
@@ -404,15 +415,9 @@ def select_cores(
     """
     if method not in CORE_METHODS:
         raise ValueError(f"core_method must be one of {CORE_METHODS}, got {method!r}")
-    path = None
-    if cache_dir is not None:
-        from ._cache import keyed_path
-
-        detail = str(_product_dtype("auto", "cuda" if _torch().cuda.is_available() else "cpu", n_cores)).split(".")[-1]
-        path = keyed_path(cache_dir, f"cores_v{_CORES_CACHE_VERSION}", features,
-                          f"{method}_k{n_cores}_seed{random_state}{'_' + detail if method == 'activeft' else ''}.npy")
-        if path.is_file():
-            return np.load(path)
+    path = None if cache_dir is None else cores_cache_path(cache_dir, features, n_cores, method, random_state)
+    if path is not None and path.is_file():
+        return np.load(path)
     if method == "activeft":
         cores = activeft_cores(features, n_cores, random_state=random_state, progress=progress)
     elif method == "kmeans":

@@ -25,7 +25,7 @@ from .core import l2_normalize, select_cores
 from .params import METHODS, SelectionParams, keyword_parameters
 
 __all__ = ["METHODS", "ROLES", "Selection", "select", "stage2_geometry", "default_n_cores", "resolve_n_cores",
-           "resolve_normalize", "BiLAF"]
+           "runs_stage2", "resolve_normalize", "BiLAF"]
 #: Per-sample roles. Stage-1-only methods mark their picks "core"; TypiClust and
 #: ProbCover, which have no pseudo-classes, mark theirs "selected".
 ROLES = ("core", "boundary", "selected", "removed", "unselected")
@@ -51,6 +51,14 @@ def resolve_n_cores(n_cores: int | str | None, n_samples: int, budget: int) -> C
     if budget == 1:  # the only K there is: neither a rule nor the user chose it
         return CoreSplit(1, "the pool has a single sample" if n_samples == 1 else "a budget of one sample has one core")
     return split
+
+
+def runs_stage2(method: str, n_cores: int, budget: int) -> bool:
+    """Whether a selection runs BiLAF's stage 2 (denoising, boundary picks): BiLAF with
+    K < B. At K = B every label is a core and stage 2 has none to spend; a whole-budget
+    method has no stage 2. Known before selecting (the Compare page's table) and after
+    (:attr:`Selection.has_stage2`)."""
+    return method == "bilaf" and n_cores < budget
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,8 @@ class Selection:
     def has_stage2(self) -> bool:
         """Whether BiLAF's stage 2 (denoising, boundary picks) took part: BiLAF with K < B.
         At K = B every label is a core and stage 2 has none to spend, so it does not run
-        (no sample is removed as noise); a whole-budget method has no stage 2."""
-        return self.params.get("method") == "bilaf" and self.cores.size < self.budget
+        (no sample is removed as noise); a whole-budget method has no stage 2 (:func:`runs_stage2`)."""
+        return runs_stage2(self.params.get("method"), self.cores.size, self.budget)
 
     def role_counts(self) -> dict[str, int]:
         names, counts = np.unique(self.role, return_counts=True)
@@ -292,7 +300,7 @@ def select(
     # K = B: every label is a core and no boundary pick is left to make; denoising would
     # only mark "removed" samples that play no part in the selection, so it is skipped
     # (the clusters and the cores' order are the same either way). Selection.has_stage2.
-    denoise = p.denoise if n_cores < budget else "none"
+    denoise = p.denoise if runs_stage2(method, n_cores, budget) else "none"
     result = select_boundary(
         space, cores, budget, variant=variant, k_neighbors=p.k_neighbors, include_ratio=p.include_ratio,
         removal_ratio=p.removal_ratio, opponent_penalty=p.opponent_penalty, denoise=denoise, criterion=p.criterion,

@@ -40,9 +40,13 @@ from bilaf_core.selection import ROLES
 
 #: Pools above this size are drawn as a server-side density image, not as markers.
 DENSITY_ABOVE = 10_000
-#: Over a density image, the removed noise draws at most this many crosses (a fixed
-#: seeded subset, named so in its legend entry); lasso and box pick every row regardless.
-REMOVED_DRAWN = 5_000
+#: A full-size map draws at most this many points of one overlay (a role: the removed
+#: noise, the boundary picks, a whole-budget method's picks): beyond, a fixed seeded subset,
+#: named so in its legend entry ("removed (5023; 5000 drawn)"). A smaller map, and one of
+#: several side by side (Compare's), draws fewer, by its area (:func:`drawn_at_most`): 2,450
+#: circles and 5,000 crosses on a Compare panel were one red and grey mass. Lasso and box
+#: pick every row regardless (the pool's own markers, or :func:`rows_in_region`).
+OVERLAY_DRAWN = 5_000
 #: (rows, columns) of the density image; the map stretches it over the pool's extent
 #: (about 3 x 2 screen pixels per image pixel on the full-width Select map).
 DENSITY_SHAPE = (240, 480)
@@ -87,6 +91,12 @@ def _crowding(count: int, height: int) -> float:
     return count / (CROWDED_POINTS * min(1.0, height / FULL_HEIGHT) ** 2)
 
 
+def drawn_at_most(height: int = FULL_HEIGHT, columns: int = 1) -> int:
+    """The most points of one overlay drawn on a map ``height`` pixels high, one of
+    ``columns`` side by side: :data:`OVERLAY_DRAWN` by the map's area against a full-size map."""
+    return max(1, int(OVERLAY_DRAWN * min(1.0, height / FULL_HEIGHT) ** 2 / max(columns, 1)))
+
+
 def crowded(count: int, *, height: int = FULL_HEIGHT) -> bool:
     """Whether ``count`` overlay points on a map ``height`` pixels high are drawn crowded."""
     return _crowding(count, height) > 1
@@ -112,9 +122,10 @@ class Marker:
     page's figures): a plotly symbol, its size (``largest`` for a few dozen points, shrinking
     with their number and the map's height down to ``smallest``) and colour. ``line``: the
     outline's width, None for 1.5 px from 8 px up and 1 px below (filled symbols); a
-    line-drawn symbol ('x-thin') is its line only, so it sets its own. A role that sets
-    no line, in a :func:`crowded` overlay, is drawn as its outline ('star' -> 'star-open'),
-    1 px, semi-transparent (:func:`crowded_opacity`): the same shape and colour, the pool
+    line-drawn symbol ('x-thin') is its line only, so it sets its own. In a :func:`crowded`
+    overlay every role is semi-transparent (:func:`crowded_opacity`: the removed crosses
+    too, thousands of which were a grey mass over a Compare panel), and a filled symbol is
+    drawn as its outline ('star' -> 'star-open'), 1 px: the same shape and colour, the pool
     seen through."""
 
     symbol: str
@@ -126,11 +137,11 @@ class Marker:
     def style(self, count: int = 1, *, height: int = FULL_HEIGHT) -> dict:
         """The plotly ``marker`` of ``count`` such points on a map ``height`` pixels high."""
         size = overlay_marker_size(self.largest, count, height=height, smallest=self.smallest)
-        if self.line is None and crowded(count, height=height):
+        width = self.line if self.line is not None else 1.5 if size >= 8 else 1
+        if crowded(count, height=height):  # a line-drawn symbol keeps its shape and line
             symbol = self.symbol if self.symbol.endswith(("-open", "-thin")) else f"{self.symbol}-open"
             return dict(symbol=symbol, size=size, color=self.colour, opacity=crowded_opacity(count, height=height),
-                        line=dict(width=1, color=self.colour))
-        width = self.line if self.line is not None else 1.5 if size >= 8 else 1
+                        line=dict(width=width if self.line is not None else 1, color=self.colour))
         return dict(symbol=self.symbol, size=size, color=self.colour, line=dict(width=width, color=self.colour))
 
 
@@ -152,6 +163,27 @@ MARKERS = {
 MARKS = ("excluded", "forced", "unmarked")
 #: What each drawn mark means, in its legend entry and hover.
 MARK_MEANING = {"excluded": "excluded from the export", "forced": "forced into the export"}
+#: A mark that changes nothing in the map's selection (an excluded sample it did not pick, a
+#: forced one it picked): its ring is drawn faint, named so (:func:`mark_applies`).
+MARK_IDLE = {"excluded": "excluded mark, not picked here", "forced": "forced mark, picked here anyway"}
+#: The opacity of such a faint ring.
+IDLE_MARK_OPACITY = 0.4
+
+
+def mark_applies(selection: Selection, mark: str) -> np.ndarray:
+    """(N,) bool: where a ``mark`` ("excluded", "forced") would change ``selection``'s
+    export: an excluded sample it picked, a forced sample it did not."""
+    picked = np.zeros(selection.role.size, dtype=bool)
+    picked[selection.indices] = True
+    return picked if mark == "excluded" else ~picked
+
+
+def layer_role(selection: Selection, role: str) -> str:
+    """The role as a map names its layer (legend entry, hover): every whole-budget method's
+    picks are "selected" (TypiClust and ProbCover mark theirs so; kmeans, activeft, fds and
+    random, stage-1 methods spending the whole budget, mark theirs "core" in
+    :attr:`Selection.role`, but they are no cores beside other picks)."""
+    return "selected" if role == "core" and selection.params.get("method") != "bilaf" else role
 
 
 def draws_density(n: int) -> bool:
@@ -231,7 +263,8 @@ def pool_colouring(selection: Selection, labels=None, color_by: str = "pseudo-cl
         colouring = (selection.cluster.astype(np.int64), tuple(str(c) for c in range(k)), "pseudo-class")
     else:  # titled with the colouring asked for (the page's control), and why it is one colour
         method = selection.params.get("method", "this method")
-        why = "makes none" if not (selection.cluster >= 0).any() else "has one per pick, not drawn here"
+        why = ("gives no pseudo-class per sample" if not (selection.cluster >= 0).any()  # TypiClust clusters, but
+               else "has one per pick, not drawn here")
         colouring = (np.zeros(n, dtype=np.int64), ("pool",), f"pseudo-class ({method} {why}: the pool is one colour)")
     codes, names, title = colouring
     focus = in_focus(selection, roles=roles, cluster=cluster, marks=marks, mark_kinds=mark_kinds)
@@ -372,13 +405,18 @@ def _discrete_scale(colours) -> list:
 
 
 def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=None,
-                     color_by: str = "pseudo-class", height: int = FULL_HEIGHT, show_legend: bool = True,
+                     color_by: str = "pseudo-class", height: int = FULL_HEIGHT, columns: int = 1,
+                     show_legend: bool = True,
                      roles=ROLES, cluster: int | None = None, marks: np.ndarray | None = None, mark_kinds=MARKS,
                      colouring: Colouring | None = None) -> go.Figure:
     """The pool (coloured by pseudo-class or true label; :func:`pool_colouring`), then
     the removed noise (crosses), boundary picks (circles) and cores (stars) on top, and
     with ``marks`` (each row's manual mark, :data:`MARKS`) a ring around every sample
-    marked excluded or forced, one legend entry per kind, its hover naming the mark.
+    marked excluded or forced, one legend entry per kind, its hover naming the mark; a
+    mark that changes nothing in this selection (:func:`mark_applies`) is a faint ring,
+    named so (:data:`MARK_IDLE`). A whole-budget method's picks are "selected"
+    (:func:`layer_role`). An overlay beyond :func:`drawn_at_most` of the map (``height``
+    pixels high, one of ``columns`` side by side) draws a fixed subset, named so.
 
     Up to :data:`DENSITY_ABOVE` samples the pool is a marker layer; above, a density
     image under the overlays (:func:`density_png`; pick its samples with
@@ -437,30 +475,37 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
         idx = np.flatnonzero((selection.role == role) & focus)
         if idx.size == 0:
             continue
-        name = f"{role} ({idx.size})"
-        if role == "removed" and draws_density(n) and idx.size > REMOVED_DRAWN:
-            # beyond REMOVED_DRAWN crosses are one grey blob that costs a second a rerun; a
-            # fixed subset shows where the noise lies, and the lasso still picks every row
-            name = f"removed ({idx.size}; {REMOVED_DRAWN} drawn)"  # as the legend writes every count
-            idx = np.sort(np.random.default_rng(0).choice(idx, REMOVED_DRAWN, replace=False))
+        count, most = idx.size, drawn_at_most(height, columns)
+        name = f"{layer_role(selection, role)} ({count})"
+        if count > most:
+            # beyond, the markers are one blob (5,000 crosses cost a second a rerun); a fixed
+            # subset shows where they lie, styled as the points drawn
+            name = f"{layer_role(selection, role)} ({count}; {most} drawn)"  # as the legend writes every count
+            idx = np.sort(np.random.default_rng(0).choice(idx, most, replace=False))
         fig.add_trace(go.Scattergl(
             x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,
             marker=marker.style(idx.size, height=height),
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])
                                        + ((score[idx], opponent[idx]) if role == "boundary" else ())).astype(np.float32),
             text=id_text(idx), hovertext=label_text(idx),
-            hovertemplate=_hovertemplate(role, labels is not None, id_format, named=named is not None)))
-    for mark, meaning in MARK_MEANING.items():
-        idx = np.flatnonzero((marks == mark) & focus) if marks is not None else np.empty(0, dtype=np.int64)
+            hovertemplate=_hovertemplate(layer_role(selection, role), labels is not None, id_format,
+                                         named=named is not None)))
+    for mark, applies, meaning in [(m, a, (MARK_MEANING if a else MARK_IDLE)[m]) for a in (False, True)
+                                   for m in MARK_MEANING]:
+        # the marks that change this selection's export on top, the others faint under them
+        idx = np.flatnonzero((marks == mark) & focus & (mark_applies(selection, mark) == applies)) \
+            if marks is not None else np.empty(0, dtype=np.int64)
         if idx.size == 0:
             continue
         # few points: a whole hover line each (id, label, role, cluster and the mark)
         hover = [html.escape(str(np.asarray(ids)[i])) + ("" if labels is None else "<br>label " + (
             f"{label_column[i]:g}" if named is None else html.escape(named[i])))
-                 + f"<br>role {selection.role[i]} · cluster {selection.cluster[i]}<br>mark: {meaning}" for i in idx]
+                 + f"<br>role {layer_role(selection, selection.role[i])} · cluster {selection.cluster[i]}"
+                 f"<br>mark: {meaning}" for i in idx]
+        style = MARKERS[mark].style(idx.size, height=height)
         fig.add_trace(go.Scattergl(
             x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=f"{meaning} ({idx.size})",
-            marker=MARKERS[mark].style(idx.size, height=height),
+            marker=style if applies else {**style, "opacity": IDLE_MARK_OPACITY},
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])).astype(np.float32),
             text=hover, hovertemplate="%{text}<extra></extra>"))
     # The legend goes under the map: above it, plotly's toolbar would cover it.
@@ -468,6 +513,12 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
                       legend=dict(orientation="h", y=-0.02, yanchor="top", x=0), dragmode="lasso",
                       xaxis=x_axis, yaxis=y_axis, plot_bgcolor="white")
     return fig
+
+
+def overlay_line(fig: go.Figure) -> str:
+    """The overlay layers of a :func:`selection_figure` as its legend names them, for a map
+    drawn without its legend (Compare's): "core (50) · boundary (2450; 714 drawn) ..."."""
+    return " · ".join(trace.name for trace in reversed(fig.data) if not trace.name.startswith("pool ("))
 
 
 #: A top-1 axis: percent on its whole scale (an automatic range cut its ticks below a 91.6 %

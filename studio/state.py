@@ -33,16 +33,16 @@ from bilaf_core.guidance import Guidance, guidance
 from bilaf_core.distances import nearest_rows
 from bilaf_core.metrics import pseudo_classes
 from bilaf_core.metrics import selection_diagnostics as selection_diagnostics_of
-from bilaf_core.selection import resolve_n_cores, resolve_normalize
+from bilaf_core.selection import resolve_n_cores, resolve_normalize, runs_stage2
 from bilaf_core._validation import MAX_SEED
 from bilaf_core.auto import AUTO
-from bilaf_core.core import l2_normalize, preload, select_cores
+from bilaf_core.core import cores_cache_path, l2_normalize, preload, select_cores
 from bilaf_core.data import extract_image_zip, load_pool
 from bilaf_core.features import (FEATURE_FILE_TYPES, NPZ_FEATURE_KEYS, FeatureSet, default_cache_dir, duplicate_rows,
                                  extract_features, load_backbone, load_feature_file, thumbnails)
 from bilaf_core.metrics import default_coverage_radius
-from bilaf_core.params import (BILAF_ONLY_PARAMS, DEFAULT_BUDGET_PERCENT, SelectionParams, budget_from_percent,
-                               default_budget, param_specs)
+from bilaf_core.params import (BILAF_ONLY_PARAMS, DEFAULT_BUDGET_PERCENT, STAGE2_PARAMS, SelectionParams,
+                               budget_from_percent, default_budget, param_specs)
 from bilaf_core.projection import cached_projection, project_2d
 from bilaf_core.store import RunStore, StoreError, default_store_path
 
@@ -242,6 +242,16 @@ def cores(source: Source, n_cores: int, core_method: str, seed: int, *, progress
                                             progress=progress, cache_dir=default_cache_dir()), max_entries=64)
 
 
+def cores_cached(source: Source, n_cores: int, core_method: str, seed: int) -> bool:
+    """Whether :func:`cores` has these cores already, in memory or on disk (it returns them
+    at once: the selection's stage 1 takes no time)."""
+    lock, tables = _memos()
+    with lock:
+        if (source, n_cores, core_method, seed) in tables.get("cores", {}):
+            return True
+    return os.path.isfile(cores_cache_path(default_cache_dir(), space(source, True), n_cores, core_method, seed))
+
+
 @st.cache_resource(show_spinner="Stage 2: distances within each cluster ...", max_entries=2)
 def geometry(source: Source, n_cores: int, core_method: str, seed: int, variant: str):
     """Stage 2's parameter-independent part (assignment, per-cluster distance matrices),
@@ -400,6 +410,22 @@ def selection_counts(result) -> dict[str, int]:
     if result.has_stage2:
         shown.update(Boundary=counts.get("boundary", 0), Removed=counts.get("removed", 0))
     return {**shown, "Unselected": counts.get("unselected", 0)}
+
+
+#: The key of a selection's ``timings`` that says its stage-1 cores came from a cache
+#: (:func:`cores_cached`): an earlier selection with the same K, method and seed made them.
+STAGE1_CACHED = "stage1_cached"
+
+
+def time_text(result) -> str:
+    """How long a selection took, in the pages' words: per stage where stage 2 ran, and
+    "cached" for a stage 1 that reused an earlier selection's cores (it read "0.00 s")."""
+    stage1 = "stage 1 cached" if result.timings.get(STAGE1_CACHED) else f"stage 1 {result.timings['stage1']:.2f} s"
+    if result.has_stage2:
+        return f"{stage1} · stage 2 {result.timings['stage2']:.2f} s"
+    if result.timings.get(STAGE1_CACHED):  # K = B: stage 1's cores are the selection
+        return f"cached (the cores of an earlier selection; {result.timings['total']:.2f} s)"
+    return f"{result.timings['total']:.2f} s"
 
 
 def asked_budget(values: dict, n: int) -> int:
@@ -615,31 +641,69 @@ def compare_setting(select_values: dict, row: dict) -> tuple[dict, str]:
 
 
 #: How the Compare page's "runs with" table marks a value a row takes from the Select page
-#: (its cell empty, or not applied), and a parameter its method does not use.
+#: (its cell empty, or not applied), a parameter its method does not use, and a stage-2
+#: parameter of a BiLAF row at K = B, where stage 2 does not run (:func:`runs_stage2`, the
+#: fact behind the Select page's "stage 2 did not run" and its counts).
 FROM_SELECT, NOT_USED = " (Select)", "not used"
+NO_STAGE2 = f"{NOT_USED} (K = B: no stage 2)"
 
 
-def compare_effective(select_values: dict, rows: list[dict], numbers: list[int]) -> pd.DataFrame:
+def cell_text(value, *, quoted: bool = True) -> str:
+    """A Compare cell's value as the page writes it, in its tables and its warnings: a
+    number as typed (0, not 0.0; 1,000; 0.95), and text that is no number (a K of auto, a
+    typed abc) as it is, ``quoted`` in a sentence ('auto')."""
+    text = str(value).strip()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if math.isfinite(number) and not isinstance(value, bool):
+        return _number(number)
+    return repr(text) if quoted else text
+
+
+def compare_not_applied(number: int, method: str, name: str, given, why: str, select_value) -> str:
+    """What the Compare page says of row ``number``'s cell ``name`` that the Select page
+    would not take (:func:`compare_problems`' ``why``): the value typed and the Select
+    page's value the row uses instead, both quoted by :func:`cell_text`."""
+    return (f"Row {number} ({method}), {name} = {cell_text(given)} was not applied: {why}. This row uses the "
+            f"Select page's {name} = {cell_text(select_value)}; type a value in that range.")
+
+
+def row_runs_stage2(values: dict, budget: int, n: int) -> bool:
+    """Whether a selection with the page values ``values`` (a Compare row's, on the Select
+    page's) runs BiLAF's stage 2 at ``budget`` on ``n`` samples (:func:`runs_stage2`, with
+    the K it resolves to; a K the selection would refuse: True, its error is the page's)."""
+    if values["method"] != "bilaf":
+        return False
+    try:
+        n_cores = resolve_n_cores(n_cores_value(values["n_cores"]), n, budget).n_cores
+    except ValueError:
+        return True
+    return runs_stage2(values["method"], n_cores, budget)
+
+
+def compare_effective(select_values: dict, rows: list[dict], numbers: list[int], budget: int, n: int) -> pd.DataFrame:
     """What each Compare row runs with, cell by cell (the table under the editor, where an
     empty cell showed only "–"): the row's own value, the Select page's marked
-    :data:`FROM_SELECT`, or :data:`NOT_USED` for BiLAF's parameters in a whole-budget
-    method's row. ``rows``: the cells applied (:func:`compare_problems`' emptied)."""
-    def shown(name: str, value) -> str:
-        if name == "seed":
-            return _number(float(value))
-        return f"{value:g}" if isinstance(value, float) else str(value).strip()
-
+    :data:`FROM_SELECT`, :data:`NOT_USED` for BiLAF's parameters in a whole-budget
+    method's row, or :data:`NO_STAGE2` for the stage-2 ones of a BiLAF row at K = B
+    (:func:`row_runs_stage2` at ``budget`` of ``n``). ``rows``: the cells applied
+    (:func:`compare_problems`' emptied)."""
     table = []
     for number, row in zip(numbers, rows):
         values, _ = compare_setting(select_values, row)
+        stage2 = row_runs_stage2(values, budget, n)
         line = {"row": number}
         for name, cell in row.items():
             if values["method"] != "bilaf" and name in BILAF_ONLY_PARAMS:
                 line[name] = NOT_USED
+            elif not stage2 and name in STAGE2_PARAMS:
+                line[name] = NO_STAGE2
             elif cell is None or pd.isna(cell):
-                line[name] = shown(name, values[name]) + FROM_SELECT
+                line[name] = cell_text(values[name], quoted=False) + FROM_SELECT
             else:
-                line[name] = shown(name, values[name])
+                line[name] = cell_text(values[name], quoted=False)
         table.append(line)
     return pd.DataFrame(table)
 
@@ -655,15 +719,17 @@ def selection(source: Source, budget: int, params: tuple, *, progress=None):
             return select(features(source), budget, progress=progress, **options)
         split = resolve_n_cores(n_cores, len(feature_set(source).ids), budget)  # K > B: select()'s own error
         n_cores = split.n_cores
-        started = time.perf_counter()
+        started, cached = time.perf_counter(), cores_cached(source, n_cores, core_method, options["random_state"])
         options["cores"] = cores(source, n_cores, core_method, options["random_state"], progress=progress)
         stage1 = time.perf_counter() - started  # about 0 where an earlier selection's cores are reused
         options["geometry"] = geometry(source, n_cores, core_method, options["random_state"], options["variant"])
         result = select(features(source), budget, **options)
         # The cores came from this stage 1, not from the user: record how they were made, why
-        # this K, and how long this selection's stage 1 took (select() is given them: 0 s).
+        # this K, and how long this selection's stage 1 took (select() is given them: 0 s), or
+        # that its cores were cached (an earlier selection's: stage 1 took no time).
         return replace(result, params={**result.params, "core_method": core_method, "n_cores_rule": split.reason},
-                       timings={**result.timings, "stage1": stage1, "total": result.timings["total"] + stage1})
+                       timings={**result.timings, "stage1": stage1, "total": result.timings["total"] + stage1,
+                                STAGE1_CACHED: cached})
 
     def compute_and_trim():
         try:

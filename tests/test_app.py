@@ -138,7 +138,7 @@ def test_stage2_slider_change_updates_the_selection():
     _no_failure(at)
     assert at.slider(key="removal_ratio").value == 0.4
     assert shown(at, "Removed") > removed
-    assert any("stage 1 0.00 s" in m.value for m in at.markdown)  # stage 1's cores reused
+    assert any("**Time** stage 1 cached · stage 2 " in m.value for m in at.markdown)  # stage 1's cores reused
 
 
 def test_budget_below_k_moves_k_down_with_a_warning_not_a_traceback():
@@ -767,14 +767,69 @@ def test_compare_says_which_cell_it_did_not_apply_and_why():
         at.run()
         _no_failure(at)
         said = [w.value for w in at.warning]
-        k_line = next((w for w in said if "n_cores" in w and f"'{k}'" in w), None)
+        k_line = next((w for w in said if f"n_cores = {k} was" in w), None)
         assert k_line is not None and "Row 1 (bilaf)" in k_line and "outside 1 to 90, the Select page's range" \
             in k_line, said
-        assert "not applied" in k_line and "the Select page's n_cores = auto" in k_line, k_line
+        assert "not applied" in k_line and "the Select page's n_cores = 'auto'" in k_line, k_line
         p_line = next((w for w in said if "removal_ratio" in w and f"{p_rm:g}" in w), None)
         assert p_line is not None and "outside 0 to 0.9, the Select page's range" in p_line, said
         assert "not applied" in p_line, p_line
         assert at.dataframe[-1].value["setting"].iloc[0] == "bilaf K=auto Prm=0.1 δ=1.1"  # the Select page's values
+
+
+def test_compare_quotes_a_refused_cell_and_the_select_pages_value_alike():
+    """A refused seed cell said "This row uses the Select page's seed = 0.0", and a K
+    typed as text was quoted where the Select page's K was not."""
+    from studio.session import pool_key
+    from studio.state import Source
+
+    at = _app("views/compare.py")
+    at.session_state[f"compare_settings_{pool_key(Source())}"] = {
+        "edited_rows": {1: {"seed": -1.0}, 2: {"method": "bilaf", "n_cores": "abc"}}, "added_rows": [],
+        "deleted_rows": []}
+    at.run()
+    _no_failure(at)
+    said = [w.value for w in at.warning]
+    assert any(w.startswith("Row 2 (activeft), seed = -1 was not applied: it is outside 0 to 2,147,483,647")
+               and w.endswith("This row uses the Select page's seed = 0; type a value in that range.")
+               for w in said), said
+    assert any(w.startswith("Row 3 (bilaf), n_cores = 'abc' was not applied")
+               and "This row uses the Select page's n_cores = 'auto';" in w for w in said), said
+
+
+def test_compare_at_k_equal_to_b_shows_stage_2_settings_as_not_used():
+    """At K = B (B = 30 of the digits: auto's low budget) stage 2 does not run, as the Select
+    page says; Compare's "runs with" table showed the BiLAF row's P_rm, delta and denoiser as
+    values it used. With K < B it shows them."""
+    NO_STAGE2 = "not used (K = B: no stage 2)"
+    at = _linked(data="digits", budget="30")
+    at.switch_page("views/compare.py").run()
+    _no_failure(at)
+    runs_with = at.dataframe[1].value.set_index("method")
+    assert list(runs_with.loc["bilaf", ["n_cores", "removal_ratio", "opponent_penalty", "denoise"]]) == [
+        "auto", NO_STAGE2, NO_STAGE2, NO_STAGE2], runs_with
+    assert runs_with.loc["kmeans", "removal_ratio"] == "not used"  # a whole-budget method: none of BiLAF's
+    assert any(NO_STAGE2 in c.value for c in at.caption)  # the table's caption says what it means
+    at = _linked(data="digits", budget="30", n_cores="10")  # K < B: stage 2 runs
+    at.switch_page("views/compare.py").run()
+    runs_with = at.dataframe[1].value.set_index("method")
+    assert list(runs_with.loc["bilaf", ["n_cores", "removal_ratio", "opponent_penalty", "denoise"]]) == [
+        "10", "0.1", "1.1", "idc"], runs_with
+
+
+def test_a_selection_that_reuses_earlier_cores_says_stage_1_was_cached():
+    """A P_rm change at K = B (B = 30 of the digits) reuses the cores: the page said
+    "Time 0.00 s"; with K < B, "stage 1 0.00 s"."""
+    at = _linked(data="digits", budget="30")
+    for p_rm, time_line in ((0.3, "**Time** cached (the cores of an earlier selection; "),
+                            (0.4, "**Time** stage 1 cached · stage 2 ")):
+        if p_rm == 0.4:
+            at.select_slider(key="n_cores").set_value(10)
+            at.button[0].click().run()  # K = 10 once, so that its cores are there for the next
+        at.slider(key="removal_ratio").set_value(p_rm)
+        at.button[0].click().run()
+        _no_failure(at)
+        assert any(time_line in m.value for m in at.markdown), [m.value for m in at.markdown if "Time" in m.value]
 
 
 def test_a_seed_out_of_range_or_a_fractional_budget_is_said_not_silently_changed():
@@ -1133,7 +1188,7 @@ def test_a_whole_budget_method_on_select_is_not_described_as_bilaf():
     at.button[0].click().run()
     _no_failure(at)
     captions = [c.value for c in at.caption]
-    assert any("Stars: typiclust's picks (a whole-budget method" in c for c in captions), captions
+    assert any("Stars: the samples typiclust selected (a whole-budget method" in c for c in captions), captions
     assert any("K, P_rm, P_in, k, delta and the Advanced settings but the seed are BiLAF's" in c for c in captions)
     assert not any("circles: boundary picks" in c for c in captions)
     assert not any("stage 2" in m.value for m in at.markdown)

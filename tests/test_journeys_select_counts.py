@@ -12,6 +12,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from browser import LONG, assert_clean, digits_server, go, map_box, metric, radio_value, wait_idle, wait_select
+from studio.maps import drawn_at_most
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +22,12 @@ def server(tmp_path_factory):
 
 
 def _drawn(page, link: str) -> None:
-    """Open the Select page at ``link``; wait for its map with its cores (none may be boundary picks)."""
+    """Open the Select page at ``link``; wait for its map with its cores or a whole-budget
+    method's picks (none may be boundary picks)."""
     page.goto(link)
     expect(page.get_by_role("heading", name="Select samples to label")).to_be_visible(timeout=LONG)
-    expect(page.locator(".legendtext").filter(has_text=re.compile(r"^core \(")).first).to_be_attached(timeout=LONG)
+    expect(page.locator(".legendtext").filter(has_text=re.compile(r"^(core|selected) \(")).first).to_be_attached(
+        timeout=LONG)
     wait_idle(page)
 
 
@@ -63,7 +66,7 @@ def test_a_whole_budget_methods_legend_names_the_colouring_as_the_control_does(s
     wait_idle(page)
     assert radio_value(page, "true label") == "pseudo-class"
     expect(page.locator(".bilaf-legend")).to_contain_text(
-        "Pool colour: pseudo-class (typiclust makes none: the pool is one colour)")
+        "Pool colour: pseudo-class (typiclust gives no pseudo-class per sample: the pool is one colour)")
     expect(page.get_by_text("the method selected now spends the whole budget in one stage and does not use them",
                             exact=False)).to_be_visible()
     page.get_by_role("button", name="Help for P_rm: removal ratio").hover()
@@ -115,7 +118,7 @@ def test_thousands_of_picks_leave_the_pool_visible_on_select_and_compare(server,
     page = browser.page()
     _drawn(page, server[0] + "/?data=digits&method=random&budget=900&projection=pca")
     star = page.locator(".js-plotly-plot").first.evaluate(
-        "gd => gd._fullData.filter(t => t.name.startsWith('core')).map(t => [t.marker.symbol, t.marker.opacity])")
+        "gd => gd._fullData.filter(t => t.name.startsWith('selected (')).map(t => [t.marker.symbol, t.marker.opacity])")
     assert len(star) == 1 and star[0][0] == "star-open" and star[0][1] < 0.7, star
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "select_900.png"))
@@ -125,4 +128,13 @@ def test_thousands_of_picks_leave_the_pool_visible_on_select_and_compare(server,
     shares = [_dark_share(page, i) for i in range(4)]  # bilaf, activeft, kmeans, random
     page.screenshot(path=str(tmp_path / "compare_900.png"))
     assert max(shares) < 0.04, shares  # 0.11 with filled stars (BiLAF: its 30 filled cores, 0.02)
+    # Four maps side by side draw a fixed subset of each overlay beyond what one shows (at
+    # B = 2,500 on CIFAR-10, BiLAF's 2,450 circles and 5,000 crosses were a red and grey
+    # mass), and say so under the map: they have no legend.
+    most = drawn_at_most(320, 4)
+    drawn = [page.locator(".js-plotly-plot").nth(i).evaluate(
+        "gd => gd._fullData.filter(t => !t.name.startsWith('pool')).map(t => [t.name, t.x.length])") for i in range(4)]
+    assert drawn[0][1][0] == f"boundary (870; {most} drawn)" and drawn[0][1][1] == most, drawn
+    assert all(layers == [[f"selected (900; {most} drawn)", most]] for layers in drawn[1:]), drawn
+    expect(page.get_by_text(f"Drawn: selected (900; {most} drawn).")).to_have_count(3)
     assert_clean(page, browser)

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from bilaf_core import select
-from studio.maps import (DENSITY_ABOVE, OTHER, PALETTE_10, PALETTE_MANY, REMOVED_DRAWN, Colouring, density_rgba,
+from studio.maps import (DENSITY_ABOVE, OTHER, OVERLAY_DRAWN, PALETTE_10, PALETTE_MANY, Colouring, density_rgba,
                          legend_html, map_extent, pool_colouring, rows_in_region, selection_figure, spread_colours)
 
 
@@ -43,10 +43,10 @@ def test_a_pool_above_the_limit_is_one_density_image_under_every_overlay():
 def test_over_a_density_image_the_removed_noise_draws_a_fixed_subset():
     n = DENSITY_ABOVE + 5000
     features, result = _pool(n, removal_ratio=0.6)
-    assert result.removed.size > REMOVED_DRAWN
+    assert result.removed.size > OVERLAY_DRAWN
     ids = np.arange(n).astype(str)
     removed = selection_figure(features[:, :2], result, ids=ids).data[0]
-    assert removed.name == f"removed ({result.removed.size}; {REMOVED_DRAWN} drawn)" and len(removed.x) == REMOVED_DRAWN
+    assert removed.name == f"removed ({result.removed.size}; {OVERLAY_DRAWN} drawn)" and len(removed.x) == OVERLAY_DRAWN
     rows = np.asarray(removed.customdata)[:, 0].astype(int)
     assert (result.role[rows] == "removed").all()
     again = selection_figure(features[:, :2], result, ids=ids).data[0]
@@ -264,7 +264,36 @@ def test_crowded_overlays_are_see_through_outlines_of_the_same_shape_and_colour(
         assert LEAST_OPACITY <= crowd["opacity"] < CROWDED_OPACITY
     assert MARKERS["core"].style(2500, height=320)["opacity"] < MARKERS["core"].style(2500)["opacity"]
     assert not crowded(250) and crowded(250, height=320)
-    assert "opacity" not in MARKERS["removed"].style(2500)  # light crosses of their own, kept as they are
+    # crowded crosses keep their shape and line (a thinner one read as dots), and are see-through too:
+    # 2,450 circles over 5,000 crosses of their own 0.55 alpha were a grey mass on a Compare panel
+    crosses = MARKERS["removed"].style(2500, height=320)
+    assert crosses["symbol"] == "x-thin" and crosses["line"]["width"] == MARKERS["removed"].line
+    assert LEAST_OPACITY <= crosses["opacity"] < CROWDED_OPACITY and "opacity" not in MARKERS["removed"].style(50)
+
+
+def test_a_small_map_side_by_side_draws_a_named_subset_of_thousands_of_picks():
+    """BiLAF at B = 2,500 on CIFAR-10 drew 2,450 circles and 5,000 crosses on each of
+    Compare's four 320-px maps: a red and grey mass (and 2,500 stars of a whole-budget
+    method, dark). A map draws at most drawn_at_most of its size of each overlay, a fixed
+    subset, its legend naming both counts; the full-size map draws up to OVERLAY_DRAWN."""
+    from studio.maps import drawn_at_most, overlay_line
+
+    most = drawn_at_most(320, 4)
+    assert most < drawn_at_most(320, 2) < drawn_at_most(320) < drawn_at_most() == OVERLAY_DRAWN
+    features, result = _pool(20_000, budget=2500, k=50, removal_ratio=0.2)
+    ids = np.arange(20_000).astype(str)
+    small = selection_figure(features[:, :2], result, ids=ids, height=320, columns=4, show_legend=False)
+    drawn = {t.name: len(t.x) for t in small.data}
+    assert drawn == {f"removed ({result.removed.size}; {most} drawn)": most, f"boundary (2450; {most} drawn)": most,
+                     "core (50)": 50}, drawn
+    assert overlay_line(small) == f"core (50) · boundary (2450; {most} drawn) · removed ({result.removed.size}; " \
+        f"{most} drawn)"
+    boundary = np.asarray(small.data[1].customdata)[:, 0].astype(int)
+    assert (result.role[boundary] == "boundary").all()
+    again = selection_figure(features[:, :2], result, ids=ids, height=320, columns=4)
+    assert np.array_equal(np.asarray(again.data[1].customdata)[:, 0], boundary.astype(np.float32))  # the same subset
+    full = selection_figure(features[:, :2], result, ids=ids)
+    assert [len(t.x) for t in full.data] == [result.removed.size, 2450, 50]  # the Select map: every pick
 
 
 def test_the_colour_legend_names_the_colouring_as_the_page_control_does():
@@ -274,7 +303,42 @@ def test_the_colour_legend_names_the_colouring_as_the_page_control_does():
     features = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)
     typiclust = select(features, 20, method="typiclust", random_state=0)
     legend = legend_html(pool_colouring(typiclust, None, "pseudo-class"))
-    assert "Pool colour: pseudo-class (typiclust makes none: the pool is one colour)" in legend, legend
+    # "makes none" read wrong: TypiClust clusters the pool, but gives no sample a pseudo-class
+    assert "Pool colour: pseudo-class (typiclust gives no pseudo-class per sample: the pool is one colour)" in legend, \
+        legend
     kmeans = select(features, 20, method="kmeans", random_state=0)
     assert pool_colouring(kmeans, None, "pseudo-class", pick_cells=False).title.startswith("pseudo-class (kmeans has")
     assert "Pool colour: true label" in legend_html(pool_colouring(kmeans, np.arange(300) % 3, "true label"))
+
+
+def test_every_whole_budget_methods_picks_are_named_selected_on_the_map():
+    """kmeans, activeft, fds and random named their picks "core (N)" in the map's legend,
+    under a caption saying they have no cores; TypiClust and ProbCover "selected (N)"."""
+    features = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)
+    ids = np.arange(300).astype(str)
+    for method in ("kmeans", "random", "typiclust"):
+        fig = selection_figure(features[:, :2], select(features, 20, method=method, random_state=0), ids=ids)
+        assert [t.name for t in fig.data[1:]] == ["selected (20)"], (method, [t.name for t in fig.data])
+        assert "role selected" in fig.data[1].hovertemplate
+    bilaf = selection_figure(features[:, :2], select(features, 20, n_cores=20, random_state=0), ids=ids)
+    assert [t.name for t in bilaf.data[1:]] == ["core (20)"]  # BiLAF's cores stay cores, even at K = B
+
+
+def test_a_mark_that_changes_nothing_in_the_selection_is_a_faint_ring_named_so():
+    """On a kmeans map every excluded mark (made on a BiLAF selection) was a ring named
+    "excluded from the export", though kmeans had picked none of them: nothing was excluded."""
+    from studio.maps import MARKERS
+
+    features = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)
+    result = select(features, 20, method="kmeans", random_state=0)
+    picked, unpicked = result.indices[:2], np.setdiff1d(np.arange(300), result.indices)[:3]
+    marks = np.full(300, "unmarked", dtype="<U8")
+    marks[[picked[0], *unpicked[:2]]] = "excluded"
+    marks[[picked[1], unpicked[2]]] = "forced"
+    fig = selection_figure(features[:, :2], result, ids=np.arange(300).astype(str), marks=marks)
+    rings = {t.name: (sorted(np.asarray(t.customdata)[:, 0].astype(int)), t.marker.opacity) for t in fig.data[2:]}
+    assert {name: rows for name, (rows, _) in rings.items()} == {
+        "excluded mark, not picked here (2)": sorted(unpicked[:2]), "forced mark, picked here anyway (1)": [picked[1]],
+        "excluded from the export (1)": [picked[0]], "forced into the export (1)": [unpicked[2]]}, rings
+    assert [opacity for _, opacity in rings.values()] == [0.4, 0.4, None, None]  # faint, under the marks that act
+    assert fig.data[-1].marker.symbol == MARKERS["forced"].symbol

@@ -8,7 +8,7 @@ import streamlit as st
 
 from bilaf_core.guidance import DIAGNOSTIC_NAMES
 from studio import session, state
-from studio.maps import pool_colouring, selection_figure
+from studio.maps import overlay_line, pool_colouring, selection_figure
 
 st.title("Compare selections")
 source, fs = state.current_feature_set()
@@ -48,17 +48,16 @@ for index, row in rows.iterrows():
     cells.append({column: row[column] for column in EDITABLE})
     numbers.append(settings.index.get_loc(index) + 1)
     for column, why in state.compare_problems(cells[-1], budget, n).items():
-        given = cells[-1][column]
-        st.warning(f"Row {numbers[-1]} ({row['method']}), {column} = "
-                   f"{repr(given) if isinstance(given, str) else f'{given:g}'} was not applied: {why}. This row uses "
-                   f"the Select page's {column} = {select_values[column]}; type a value in that range.")
+        st.warning(state.compare_not_applied(numbers[-1], row["method"], column, cells[-1][column], why,
+                                             select_values[column]))
         cells[-1][column] = None
-effective = state.compare_effective(select_values, cells, numbers)
-st.dataframe(effective.style.map(lambda text: "color: #8a8a8a" if text == state.NOT_USED or str(text).endswith(
-    state.FROM_SELECT) else ""), hide_index=True, width="stretch")
+effective = state.compare_effective(select_values, cells, numbers, budget, n)
+st.dataframe(effective.style.map(lambda text: "color: #8a8a8a" if str(text).startswith(state.NOT_USED) or str(
+    text).endswith(state.FROM_SELECT) else ""), hide_index=True, width="stretch")
 st.caption(f"What each row runs with. Grey, '{state.FROM_SELECT.strip()}': the Select page's value (the row's cell is "
            f"empty, or was not applied); it follows that page. '{state.NOT_USED}': a whole-budget method has no cores, "
-           "denoising or boundary picks.")
+           f"denoising or boundary picks; '{state.NO_STAGE2}': with K = B every label is a core, so BiLAF's stage 2 "
+           "(denoising, boundary picks) does not run.")
 
 # Rows that are the same setting (the same name: every cell that selects differently shows
 # in it) are computed and drawn once, and said.
@@ -78,8 +77,9 @@ if failure:
 color_by = select_values["color_by"]  # as on the Select page
 st.caption(f"Every map has the same axes and colours: the pool faint (by {color_by}"
            + (", a whole-budget method's in one colour" if color_by == "pseudo-class" else "")
-           + "), stars the cores (a whole-budget method's picks), circles BiLAF's boundary picks, crosses the removed "
-           "noise; markers shrink as their number grows, and hundreds of them are see-through outlines.")
+           + "), stars BiLAF's cores and a whole-budget method's selected samples, circles BiLAF's boundary picks, "
+           "crosses the removed noise; markers shrink as their number grows, hundreds of them are see-through "
+           "outlines, and beyond what a small map shows a fixed subset is drawn (under each map: how many).")
 overall = st.empty()  # which setting of how many is being computed; each column has its own bar
 columns = st.columns(len(cells))
 table = []
@@ -98,12 +98,15 @@ for number, (col, row) in enumerate(zip(columns, cells)):
             st.error(str(exc))
             continue
         colouring = pool_colouring(result, fs.named_labels, color_by, pick_cells=False)
-        st.plotly_chart(selection_figure(coords, result, ids=fs.ids, labels=fs.named_labels, colouring=colouring, height=320,
-                                         show_legend=False), width="stretch", key=f"compare_map_{len(table)}_{name}")
+        fig = selection_figure(coords, result, ids=fs.ids, labels=fs.named_labels, colouring=colouring, height=320,
+                               columns=len(cells), show_legend=False)
+        st.plotly_chart(fig, width="stretch", key=f"compare_map_{len(table)}_{name}")
         # under the map (the maps stay level with each other): K's reason, and whether it was computed now
         k_line = (f"K = {result.params['n_cores']:,} ({result.params['n_cores_rule']}). "
                   if result.params["method"] == "bilaf" else "")
-        st.caption(k_line + ("From the cache (computed before)." if cached else f"Computed in {took:.1f} s."))
+        when = "From the cache (computed before)." if cached else f"Computed in {took:.1f} s" + (
+            ", stage 1 cached." if result.timings.get(state.STAGE1_CACHED) else ".")
+        st.caption(f"Drawn: {overlay_line(fig)}. {k_line}{when}")
         measured = state.selection_diagnostics(source, result, normalize=True)  # one space for all settings
         table.append({"setting": name, "EMD proxy": measured["emd_proxy"], "coverage": measured["coverage"],
                       "classes covered": measured.get("classes_covered", np.nan),

@@ -154,7 +154,8 @@ with st.container():  # the map takes the page's width; the diagnostics go under
     density = f" The pool ({n:,}) is drawn as a density: darker where more samples lie." if draws_density(n) else ""
     layers = ("Stars: cores; circles: boundary picks; crosses: removed noise." if result.has_stage2
               else "Stars: the cores (K = B: every label a core)." if result.params["method"] == "bilaf"
-              else f"Stars: {result.params['method']}'s picks (a whole-budget method: no cores, boundaries or noise).")
+              else f"Stars: the samples {result.params['method']} selected (a whole-budget method: no cores, "
+                   "boundaries or noise).")
     rings = " Rings: your marks (⊗ excluded from, ⊕ forced into the export; set on Inspect)." if pool.n_marks else ""
     st.caption(f"2-D {MAP_NAMES[shown]} of the features (seed 0). {layers}{rings}{density} Click a legend entry to "
                "hide a layer; lasso or box points to see them below.")
@@ -164,8 +165,7 @@ with text_col:
     estimate = f", on {report['estimated_on']:,} random pool samples" if report["estimated_on"] < n else ""
     lines = [f"**EMD proxy** {report['emd_proxy']:.4f} (ActiveFT Eq. 16; lower is better{estimate})",
              f"**Coverage** {report['coverage']:.1%} of the pool within r = {report['coverage_radius']:.3f}",
-             f"**Time** stage 1 {result.timings['stage1']:.2f} s · stage 2 {result.timings['stage2']:.2f} s"
-             if result.has_stage2 else f"**Time** {result.timings['total']:.2f} s"]
+             f"**Time** {state.time_text(result)}"]
     if "classes_covered" in report:
         lines.insert(0, f"**Classes covered** {report['classes_covered']} / {report['n_classes']}")
     advice, value = state.guide(source, result)
