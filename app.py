@@ -38,8 +38,7 @@ def main() -> None:
         source = state.current_source()
         with frame:
             loaded = state.loaded_feature_set(source)  # the backbone used: DINO falls back offline
-            made_by = jobs.backbone_line(source.backbone, loaded.backbone_name if loaded else None)
-            st.markdown(f"**Data** {source.label}  \n**Features** {made_by if not source.feature_file else 'from file'}")
+            st.markdown(f"**Data** {source.label}  \n**Features** {jobs.features_line(source, loaded)}")
             st.markdown(session.run_line(source))
         unused = session.url_warning(source)
         if unused:  # until dismissed or a setting changes: a rerun (the background map arriving) keeps it

@@ -348,6 +348,8 @@ def read_label_csv(path: str | os.PathLike, sample_ids, *, class_names: tuple[st
     are ignored). A label is a class id or a class name: names map to their position in
     ``class_names`` when given, else to their rank in sorted order.
 
+    ``path``: a file, or a file object (its ``name`` is what messages call it).
+
     Returns
     -------
     labels : (len(sample_ids),) int64
@@ -355,17 +357,19 @@ def read_label_csv(path: str | os.PathLike, sample_ids, *, class_names: tuple[st
     """
     import pandas as pd
 
+    # a path as given; a file object (an app's upload) by its file name
+    named = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the label CSV {path}: {exc}") from None
+        raise ValueError(f"cannot read the label CSV {named}: {exc}") from None
     if not {"id", "label"} <= set(frame.columns):
-        raise ValueError(f"the label CSV {path} needs 'id' and 'label' columns, found {', '.join(frame.columns)}")
+        raise ValueError(f"the label CSV {named} needs 'id' and 'label' columns, found {', '.join(frame.columns)}")
     frame = frame.drop_duplicates("id", keep="last").set_index("id")
     wanted = [str(i) for i in sample_ids]
     missing = [i for i in wanted if i not in frame.index or not frame.at[i, "label"].strip()]
     if missing:
-        raise ValueError(f"the label CSV {path} has no label for {len(missing)} selected sample(s), first {missing[0]!r}; "
+        raise ValueError(f"the label CSV {named} has no label for {len(missing)} selected sample(s), first {missing[0]!r}; "
                          "label every selected sample")
     values = [frame.at[i, "label"].strip() for i in wanted]
     if all(value.isdigit() for value in values):
@@ -374,7 +378,7 @@ def read_label_csv(path: str | os.PathLike, sample_ids, *, class_names: tuple[st
     names = tuple(class_names) or tuple(sorted(set(values)))
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ValueError(f"the label CSV {path} names unknown classes {unknown[:5]}; known: {', '.join(names[:20])}")
+        raise ValueError(f"the label CSV {named} names unknown classes {unknown[:5]}; known: {', '.join(names[:20])}")
     position = {name: i for i, name in enumerate(names)}
     return np.array([position[value] for value in values], dtype=np.int64), names
 

@@ -278,16 +278,19 @@ class RunStore:
             " selections.n_pool, selections.seed, selections.params AS selection_params FROM runs LEFT JOIN selections ON selections.id = runs.selection_id"
             " ORDER BY runs.id DESC")]
 
-    def learning_curve(self, dataset: str) -> list[dict]:
+    def learning_curve(self, dataset: str, backbone: str | None = None) -> list[dict]:
         """The completed runs of one data set that measured a top-1, as a learning curve:
         one row per (protocol, method, budget) with the ``mean``, ``std`` (NaN for a single
         run) and ``count`` of their top-1, sorted by protocol, method and budget; the method
-        as :func:`run_method` names it (hand-edited picks apart from the method's own)."""
+        as :func:`run_method` names it (hand-edited picks apart from the method's own).
+        ``backbone``: only the runs whose selection was made on these features (the
+        selections' ``backbone``), not the means of two feature sets of one data set."""
         groups: dict[tuple, list[float]] = {}
         for run in self.runs():
             metrics = run.get("metrics")
             top1 = metrics.get("top1") if isinstance(metrics, dict) else None
-            if run["dataset"] == dataset and run["status"] == "completed" and top1 is not None:
+            if (run["dataset"] == dataset and backbone in (None, run["backbone"]) and run["status"] == "completed"
+                    and top1 is not None):
                 groups.setdefault((run["protocol"], run_method(run), run["budget"]), []).append(float(top1))
         return [{"protocol": protocol, "method": method, "budget": budget, "mean": float(np.mean(values)),
                  "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"), "count": len(values)}

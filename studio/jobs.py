@@ -8,7 +8,7 @@ import itertools
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +19,7 @@ from bilaf_core.data import load_pool
 from bilaf_core.errors import Cancelled
 from bilaf_core.evaluate import evaluate
 from bilaf_core.export import exported_indices, marks_change
-from bilaf_core.features import extract_features, load_backbone
+from bilaf_core.features import FeatureSet, extract_features, load_backbone
 from bilaf_core.finetune import FinetuneConfig, finetune
 from bilaf_core.store import RunStore
 
@@ -44,14 +44,26 @@ class Job:
     backbone: str | None = None  # finetuning: the backbone asked for
     first_report: tuple[float, float] | None = None  # (time, fraction) of the first progress report
     source: Source | None = None  # the data set it trains on
+    features: str = ""  # the features its selection was made on, as :func:`features_line` says them
+    made_by: str = ""  # what made those features (:attr:`FeatureSet.backbone`): compared, not shown
 
-    def title(self, current: Source) -> str:
-        """What the Finetune page calls this run: protocol, method and budget, and the data
-        set where it is not the one the page is on (a result shown after a switch of data
-        set read as one of the new data set)."""
+    def title(self, current: Source, current_features: FeatureSet | None) -> str:
+        """What the Finetune page calls this run: protocol, method and budget, and what it
+        was trained on where that is not what the page is on now: another pool ("· on
+        digits (not the current data set)"), or the same pool with other features ("·
+        trained on digits with features pixels; the current features: asked
+        vit_small_patch16_224.dino, used tf_efficientnet_lite0"). A result shown after a
+        switch read as one of the new data set; the digits with DINO features and with
+        pixels read as two data sets. Features are compared by what made them: DINO asked
+        offline and EfficientNet-Lite0 asked give the same features."""
         name = f"{PROTOCOL_NAMES[self.protocol]} · {self.method} · B = {self.budget:,}"
-        if self.source is not None and self.source != current:
-            name += f" · on {self.source.label} (not the current data set)"
+        if self.source is None:
+            return name
+        if not same_pool(self.source, current):
+            return name + f" · on {self.source.label} (not the current data set)"
+        if current_features is not None and current_features.backbone != self.made_by:
+            return name + (f" · trained on {self.source.label} with features {self.features}; the current features: "
+                           f"{features_line(current, current_features)}")
         return name
 
     @property
@@ -129,6 +141,50 @@ def backbone_line(asked: str | None, used: str | None) -> str | None:
     return f"asked {asked}, used {used}" if asked else used
 
 
+def features_line(source: Source, fs: FeatureSet | None) -> str:
+    """The features a pool's selections are made on, in the one wording of the sidebar, a
+    run's banner and the run history: "pixels", "tf_efficientnet_lite0", "asked
+    vit_small_patch16_224.dino, used tf_efficientnet_lite0" after the offline fallback
+    (:func:`backbone_line` of :attr:`FeatureSet.backbone_name`), with the weights file
+    where one is given; "from file" for a feature file. ``fs`` None: not loaded yet (the
+    backbone asked for)."""
+    if source.feature_file:
+        return "from file"
+    line = backbone_line(source.backbone, fs.backbone_name if fs is not None else None) or ""
+    return f"{line} (weights {Path(source.weights).name})" if source.weights else line
+
+
+def same_pool(a: Source, b: Source) -> bool:
+    """Whether two sources are the same pool of samples (their features may differ)."""
+    return replace(a, backbone="", weights="") == replace(b, backbone="", weights="")
+
+
+def history_name(dataset: str, features: str | None) -> str:
+    """A data set and its features as the run history tells them apart: "digits ·
+    features pixels" (a run recorded without features: the data set alone)."""
+    return f"{dataset} · features {features}" if features else str(dataset)
+
+
+def no_test_split(source: Source, fs: FeatureSet, test) -> str | None:
+    """Why no run can be measured on this pool, said before Launch: a pool without labels
+    trains on the user's labels CSV, and its accuracy needs a labelled test split, which
+    it lacks (the run failed once launched: "folder has no labelled test split ...").
+    ``test``: an image pool's test split (None without a test folder). None when a run
+    can be measured (a labelled pool is measured on its unselected samples)."""
+    if fs.labels is not None:
+        return None
+    if source.feature_file:
+        if fs.test_features is not None and fs.test_labels is not None:
+            return None
+        return (f"{source.label} has no labels and no test split, so a run has nothing to measure its accuracy on. "
+                "Add `test_features` and `test_labels` arrays to the file, or load a labelled pool on the Data page.")
+    if test is not None and test.labels is not None:
+        return None
+    return (f"{source.label} has no labels and no labelled test folder, so a run would train on your labels CSV "
+            "with nothing to measure its accuracy on. On the Data page, give a Test folder with one subfolder of "
+            "images per class, then launch.")
+
+
 @st.cache_resource
 def _worker() -> tuple[ThreadPoolExecutor, dict, itertools.count]:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="bilaf-training"), {}, itertools.count(1)
@@ -147,7 +203,8 @@ class TrainingInput:
     labels: np.ndarray | None
     ids: np.ndarray
     kept: np.ndarray
-    backbone_description: str
+    backbone_description: str  # what made the features (:attr:`FeatureSet.backbone`)
+    features_said: str  # the same, as :func:`features_line` says it (recorded with the selection)
     test_features: np.ndarray | None
     test_labels: np.ndarray | None
 
@@ -162,7 +219,7 @@ def submit(store_path: Path, data: TrainingInput, selection, protocol: str, opti
     indices = exported_indices(selection, excluded=excluded, forced=forced)
     executor, jobs, counter = _worker()
     job = Job(next(counter), protocol, int(indices.size), selection.params["method"], backbone=options.get("backbone"),
-              source=data.source)
+              source=data.source, features=data.features_said, made_by=data.backbone_description)
     job.future = executor.submit(_run, job, store_path, data, selection, indices, protocol, dict(options),
                                  selected_labels)
     jobs[job.id] = job
@@ -180,7 +237,7 @@ def _run(job: Job, store_path: Path, data: TrainingInput, selection, indices: np
          options: dict, selected_labels: np.ndarray | None):
     store = RunStore(store_path)
     selection_id = store.add_selection(
-        dataset=data.source.label, backbone=data.backbone_description, params=marks_params(selection, indices),
+        dataset=data.source.label, backbone=data.features_said, params=marks_params(selection, indices),
         indices=indices, sample_ids=data.ids[indices], n_pool=len(data.ids),
         seconds=selection.timings.get("total"))
     with store.track(protocol=protocol, params=options, selection_id=selection_id) as run:

