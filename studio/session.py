@@ -27,6 +27,7 @@ from bilaf_core._io import atomic_open
 from bilaf_core.data import DATASETS
 from bilaf_core.features import close_backbone_names, default_cache_dir, is_backbone_name
 
+from .jobs import PROTOCOL_NAMES
 from .sources import FEATURE_FILE_WAYS, feature_file_path
 from .state import (BACKBONE_CHOICES, PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of, budget_warning, check_allowed,
                     current_source, feature_set, page_range, param_problem, select_defaults, selection,
@@ -35,7 +36,10 @@ from .state import (BACKBONE_CHOICES, PAGE_OPTIONS, RANGED_PARAMS, Source, budge
 #: Widget values written to the URL (besides the source); everything else stays in the session.
 URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
               "k_neighbors", "opponent_penalty", "core_method", "variant", "denoise", "criterion", "process", "seed",
-              "projection", "color_by")
+              "projection", "color_by", "protocol")
+#: The choices of the URL's fields that are no selection parameter: the Select page's own,
+#: and the Finetune page's protocol (a reload went back to Linear probe).
+URL_OPTIONS = {**PAGE_OPTIONS, "protocol": tuple(PROTOCOL_NAMES)}
 #: URL keys of the source's fields (short, so a shared link stays readable).
 SOURCE_KEYS = {"dataset": "data", "root": "root", "backbone": "backbone", "weights": "weights",
                "feature_file": "file", "test_root": "test", "upload": "upload"}
@@ -163,8 +167,8 @@ def _url_problem(name: str, value: Any) -> str | None:
     None when it can. The budget is not checked here: the Select page moves it into the
     pool with a warning."""
     problem = param_problem(name, value)
-    if problem is None and name in PAGE_OPTIONS and value not in PAGE_OPTIONS[name]:
-        return _choices(name, PAGE_OPTIONS[name])
+    if problem is None and name in URL_OPTIONS and value not in URL_OPTIONS[name]:
+        return _choices(name, URL_OPTIONS[name])
     return problem
 
 
@@ -468,8 +472,9 @@ def url_warning(source: Source) -> str | None:
     if st.session_state.get("link_unknown"):
         said.append(st.session_state["link_unknown"])
     if parts:
+        pages = sorted({"Finetune" if name == "protocol" else "Select" for name in notes})
         said.append(f"The link's {'settings were' if len(parts) > 1 else 'setting was'} not all usable: "
-                    + "; ".join(parts) + ". Change them on the Select page.")
+                    + "; ".join(parts) + f". Change them on the {' and '.join(pages)} page{'s' * (len(pages) > 1)}.")
     return " ".join(said) or None
 
 
