@@ -30,6 +30,13 @@ from .state import Source
 PROTOCOL_NAMES = {"linear": "Linear probe", "knn": "k-NN", "finetune": "Full finetuning"}
 
 
+def evaluated_on(outcome) -> str:
+    """Where a run's top-1 was measured (an evaluation's or a finetuning's ``n_eval`` and
+    ``eval_split``), in words: "10,000 samples of the test split" (it read "of the test")."""
+    split = "test split" if outcome.eval_split == "test" else outcome.eval_split  # else "unselected pool"
+    return f"{outcome.n_eval:,} samples of the {split}"
+
+
 @dataclass
 class Job:
     id: int

@@ -274,6 +274,7 @@ def test_finetune_page_runs_knn_in_the_background_and_records_it():
 
     at = _launch("knn")
     assert any("k-NN" in s.value and "top-1" in s.value for s in at.success), [s.value for s in at.success]
+    assert any("on 1,707 samples of the unselected pool;" in s.value for s in at.success), [s.value for s in at.success]
     (run,) = RunStore().runs()
     assert run["status"] == "completed" and run["protocol"] == "knn" and run["metrics"]["top1"] > 0.5
     assert run["dataset"] == "digits" and run["budget"] == 90  # the Select page's default budget
@@ -338,6 +339,7 @@ def test_finetune_page_full_finetuning_one_short_epoch(tmp_path, monkeypatch):
     monkeypatch.setenv("BILAF_DATA_DIR", str(tmp_path))  # checkpoints go there
     at = _launch("finetune", ft_epochs=1, ft_image_size=32, ft_batch_size=64, ft_eval_limit=20)
     assert any("best top-1" in s.value for s in at.success), [e.value for e in at.error]
+    assert any("on 20 samples of the unselected pool;" in s.value for s in at.success), [s.value for s in at.success]
     assert list(tmp_path.glob("checkpoints/*/last.pt"))
 
 
@@ -1412,3 +1414,31 @@ def test_a_progress_bar_gives_no_time_left_from_the_first_steps(monkeypatch):
         report(1 / 300, "ActiveFT step 1/300")
         report(0.5, "ActiveFT step 150/300")
     assert said == ["Stage 1: ActiveFT step 1/300", "Stage 1: ActiveFT step 150/300 · about 20 s left"]
+
+
+def test_the_finetune_protocol_travels_in_the_link():
+    """After a reload (a new session, opened from the address) Finetune's protocol went back
+    to Linear probe: it was not in the address. It is now, checked like the other values."""
+    at = _linked(data="digits", protocol="finetune")
+    at.switch_page("views/finetune.py").run()
+    _no_failure(at)
+    assert at.radio(key="protocol").value == "finetune"
+    at.radio(key="protocol").set_value("knn").run()
+    assert at.query_params["protocol"] in ("knn", ["knn"])  # what a reload reads back
+    at = _linked(data="digits", protocol="magic")
+    at.switch_page("views/finetune.py").run()
+    assert at.radio(key="protocol").value == "linear"
+    said = " ".join(w.value for w in at.warning)
+    assert "protocol = 'magic' (protocol must be one of 'linear', 'knn', 'finetune'): using 'linear'" in said, said
+    assert said.endswith("Change them on the Finetune page."), said
+
+
+def test_a_run_on_a_feature_files_test_split_says_so_in_words(tmp_path, monkeypatch):
+    """A run measured on a feature file's test split read "top-1 ... on 40 samples of the test;"."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((240, 8)).astype(np.float32), np.arange(240) % 3
+    np.savez(tmp_path / "split.npz", train_features=x[:200], train_labels=y[:200], test_features=x[200:],
+             test_labels=y[200:])
+    monkeypatch.setenv("BILAF_START_FEATURES", str(tmp_path / "split.npz"))
+    at = _launch("knn")
+    assert any("on 40 samples of the test split;" in s.value for s in at.success), [s.value for s in at.success]

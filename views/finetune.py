@@ -170,15 +170,15 @@ if result is not None:
         outcome = current.future.result()
         if current.protocol == "finetune":
             st.success(f"{title}: best top-1 **{outcome.best_top1:.1%}** (epoch {outcome.best_epoch}), final "
-                       f"{outcome.final_top1:.1%}, on {outcome.n_eval:,} samples of the {outcome.eval_split}; "
+                       f"{outcome.final_top1:.1%}, on {jobs.evaluated_on(outcome)}; "
                        f"backbone {jobs.backbone_line(current.backbone, outcome.backbone)}; weights: {outcome.weights}")
             if len(outcome.history) > 1:  # one epoch is a point, not a curve
                 for column, key in zip(st.columns(2), maps.EPOCH_CURVES):  # different units: one chart each
                     column.plotly_chart(maps.epoch_figure(outcome.history, key), width="stretch",
                                         key=f"epochs_{key}_{current.id}")
         else:
-            st.success(f"{title}: top-1 **{outcome.top1:.1%}** on {outcome.n_eval:,} samples of the "
-                       f"{outcome.eval_split}; {outcome.classes_seen} of {outcome.n_classes} classes in the selection")
+            st.success(f"{title}: top-1 **{outcome.top1:.1%}** on {jobs.evaluated_on(outcome)}; "
+                       f"{outcome.classes_seen} of {outcome.n_classes} classes in the selection")
 
     show_job()
 
