@@ -618,20 +618,25 @@ def compare_problems(row: dict, budget: int, n: int) -> dict[str, str]:
     return problems
 
 
-def compare_setting(select_values: dict, row: dict) -> tuple[dict, str]:
+def compare_setting(select_values: dict, row: dict, *, budget: int | None = None,
+                    n: int | None = None) -> tuple[dict, str]:
     """One Compare row: the Select page's values with the row's filled cells on top (an
     empty cell, as in a new row, keeps the Select page's value), and the setting's name:
     the method, BiLAF's K, P_rm and delta, and every other cell of the row (the seed, the
     denoiser) whose value differs from the Select page's, so two rows that select
-    differently never read the same ("bilaf K=5 Prm=0.1 δ=1.1 seed=3")."""
+    differently never read the same ("bilaf K=5 Prm=0.1 δ=1.1 seed=3"). Given the
+    ``budget`` of ``n`` samples, a BiLAF row at K = B (:func:`row_runs_stage2`) names no
+    stage-2 setting, which it does not use ("bilaf K=auto, K = B: no stage 2")."""
     values = {**select_values, **{k: v for k, v in row.items() if v is not None and not pd.isna(v)}}
+    stage2 = budget is None or row_runs_stage2(values, budget, n)
     name = str(values["method"])
     if values["method"] == "bilaf":
-        name += (f" K={str(values['n_cores']).strip()} Prm={float(values['removal_ratio']):g} "
-                 f"δ={float(values['opponent_penalty']):g}")
+        name += f" K={str(values['n_cores']).strip()}" + (
+            f" Prm={float(values['removal_ratio']):g} δ={float(values['opponent_penalty']):g}" if stage2
+            else ", K = B: no stage 2")
     for cell in row:
         if cell in ("method", "n_cores", "removal_ratio", "opponent_penalty") or cell not in select_values or (
-                values["method"] != "bilaf" and cell in BILAF_ONLY_PARAMS):
+                values["method"] != "bilaf" and cell in BILAF_ONLY_PARAMS) or (not stage2 and cell in STAGE2_PARAMS):
             continue
         mine, page = (_whole(float(values[cell])), _whole(float(select_values[cell]))) if cell == "seed" else (
             values[cell], select_values[cell])

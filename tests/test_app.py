@@ -832,6 +832,8 @@ def test_compare_at_k_equal_to_b_shows_stage_2_settings_as_not_used():
         "auto", NO_STAGE2, NO_STAGE2, NO_STAGE2], runs_with
     assert runs_with.loc["kmeans", "removal_ratio"] == "not used"  # a whole-budget method: none of BiLAF's
     assert any(NO_STAGE2 in c.value for c in at.caption)  # the table's caption says what it means
+    headings = [m.value for m in at.markdown if m.value.startswith("**bilaf")]
+    assert headings == ["**bilaf K=auto, K = B: no stage 2**"], headings  # was "bilaf K=auto Prm=0.1 δ=1.1"
     at = _linked(data="digits", budget="30", n_cores="10")  # K < B: stage 2 runs
     at.switch_page("views/compare.py").run()
     runs_with = at.dataframe[1].value.set_index("method")

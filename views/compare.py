@@ -63,7 +63,7 @@ st.caption(f"What each row runs with. Grey, '{state.FROM_SELECT.strip()}': the S
 # in it) are computed and drawn once, and said.
 same = {}  # name -> the numbers of its rows
 for number, row in zip(numbers, cells):
-    same.setdefault(state.compare_setting(select_values, row)[1], []).append(number)
+    same.setdefault(state.compare_setting(select_values, row, budget=budget, n=n)[1], []).append(number)
 for name, of in same.items():
     if len(of) > 1:
         st.warning(f"Rows {', '.join(map(str, of[:-1]))} and {of[-1]} are the same setting ({name}): compared once.")
@@ -84,7 +84,7 @@ overall = st.empty()  # which setting of how many is being computed; each column
 columns = st.columns(len(cells))
 table = []
 for number, (col, row) in enumerate(zip(columns, cells)):
-    values, name = state.compare_setting(select_values, row)
+    values, name = state.compare_setting(select_values, row, budget=budget, n=n)
     params = state.selection_params(values)
     with col:
         st.markdown(f"**{name}**")
