@@ -506,6 +506,27 @@ def clamp_n_cores(asked, budget: int, n: int) -> tuple[int | str, str | None]:
                  + (" Raise the budget first for more cores." if top == budget else ""))
 
 
+def n_cores_to_use(asked, budget: int, n: int, held: tuple | None) -> tuple[int | str, tuple | None, str | None]:
+    """The Select page's K for the K ``asked`` (what its slider holds), with a K the page
+    moved down before: ``held`` is (the K chosen, the K it was moved to) or None. Returns
+    (K to use, what to hold now, the message). A K above :func:`n_cores_max` is moved down
+    and held (:func:`clamp_n_cores`); it comes back once the budget allows it, unless the
+    user set K since (``asked`` is no longer the K it was moved to). A K of 20 stayed 5 for
+    good after one budget typed as 5, and the line under the counts called it set by hand."""
+    note = None
+    if held is not None:
+        chosen, moved_to = held
+        if asked != moved_to:  # the user set K since: theirs now
+            held = None
+        elif chosen <= n_cores_max(budget, n):
+            asked, held, note = chosen, None, f"K = {chosen:,} is back: the budget B = {budget:,} allows it again."
+    used, moved = clamp_n_cores(asked, budget, n)
+    if moved:
+        held = (held[0] if held else asked, used)
+        note = f"{moved} K = {held[0]:,} comes back when the budget allows it."
+    return used, held, note
+
+
 def ray_address_problem(address: str) -> str | None:
     """Why the Data page cannot use ``address`` as a Ray cluster's address (None when it
     can): the Ray engine's own check, said when the address is given rather than when a

@@ -266,7 +266,8 @@ def test_k_slider_ends_at_the_budget_and_a_larger_k_is_moved_down_with_a_warning
     assert _shown(_select(at), "Core") == 100
     at.number_input(key="budget").set_value(5)  # K kept at 100 from before
     _select(at)
-    said = "K = 100 is more than the budget B = 5: selecting with K = 5. Raise the budget first for more cores."
+    said = ("K = 100 is more than the budget B = 5: selecting with K = 5. Raise the budget first for more cores. "
+            "K = 100 comes back when the budget allows it.")
     assert not at.error, [e.value for e in at.error]
     assert [w.value for w in at.warning] == [said]
     assert at.select_slider(key="n_cores").value == 5 and _shown(at, "Core") == 5 and _shown(at, "Selected") == 5
@@ -281,7 +282,31 @@ def test_k_slider_ends_at_the_budget_and_a_larger_k_is_moved_down_with_a_warning
     at.select_slider(key="n_cores").set_value(20)  # both in one press: the K moved is the one just set
     _select(at)
     assert [w.value for w in at.warning] == ["K = 20 is more than the budget B = 10: selecting with K = 10. Raise the "
-                                             "budget first for more cores."]
+                                             "budget first for more cores. K = 20 comes back when the budget allows it."]
+
+
+def test_a_k_moved_down_by_a_small_budget_comes_back_with_the_budget():
+    """K = 20, then a budget typed as 5 (K moved to 5), then B = 90 again: K stayed 5 for good,
+    'set by hand', and the address kept n_cores=5. It comes back, and says so; a K the user
+    sets meanwhile is theirs."""
+    at = _page(data="digits", budget="90", n_cores="20")
+    assert _shown(at, "Core") == 20
+    at.number_input(key="budget").set_value(5)
+    _select(at)
+    assert at.select_slider(key="n_cores").value == 5 and _shown(at, "Core") == 5
+    at.number_input(key="budget").set_value(12)  # still below 20: K stays 5, held
+    _select(at)
+    assert at.select_slider(key="n_cores").value == 5 and not at.warning
+    at.number_input(key="budget").set_value(90)
+    _select(at)
+    assert at.select_slider(key="n_cores").value == 20 and _shown(at, "Core") == 20
+    assert [w.value for w in at.warning] == ["K = 20 is back: the budget B = 90 allows it again."]
+    at.number_input(key="budget").set_value(5)
+    _select(at)
+    at.select_slider(key="n_cores").set_value(3)  # the user's own K after the move: nothing comes back
+    at.number_input(key="budget").set_value(90)
+    _select(at)
+    assert at.select_slider(key="n_cores").value == 3 and _shown(at, "Core") == 3
 
 
 def test_a_link_whose_k_is_above_its_budget_opens_with_k_moved_down():

@@ -66,6 +66,11 @@ def test_k_stops_at_the_budget_and_a_lower_budget_moves_k_down_with_a_lasting_wa
     time.sleep(3)
     wait_idle(page)
     expect(said).to_be_visible()
+    page.get_by_label("Budget B").fill("20")  # the budget back: K = 20 with it (it stayed 6, "set by hand")
+    _press_select(page)
+    expect(page.get_by_text("K = 20 is back: the budget B = 20 allows it again.")).to_be_visible()
+    assert slider_value(page, "K: core samples") == "20"
+    assert "n_cores=20" in page.url
     assert_clean(page, browser)
 
 

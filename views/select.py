@@ -56,8 +56,12 @@ with st.form("selection_parameters"):
     # K's slider ends at the budget just given (and the pool's size): a K kept from before
     # above a new, smaller B is moved down to B, and the page says so (it was an error-only page).
     budget_now = state.budget_of(session.settings(source, n), n)
-    k_used, k_note = state.clamp_n_cores(session.pending(pool, "n_cores", default["n_cores"]), budget_now, n)
-    if k_note:
+    k_asked = session.pending(pool, "n_cores", default["n_cores"])
+    k_used, k_held, k_note = state.n_cores_to_use(k_asked, budget_now, n, pool.held.get("n_cores"))
+    pool.held.pop("n_cores", None)
+    if k_held:  # moved down for this budget: it comes back when the budget allows it
+        pool.held["n_cores"] = k_held
+    if k_used != k_asked:
         session.put(pool, "n_cores", k_used)
     keep(right.select_slider, "n_cores", options=[AUTO, *range(1, state.n_cores_max(budget_now, n) + 1)],
          **state.param_widget("n_cores"))
