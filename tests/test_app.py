@@ -1444,3 +1444,23 @@ def test_a_run_on_a_feature_files_test_split_says_so_in_words(tmp_path, monkeypa
     monkeypatch.setenv("BILAF_START_FEATURES", str(tmp_path / "split.npz"))
     at = _launch("knn")
     assert any("on 40 samples of the test split;" in s.value for s in at.success), [s.value for s in at.success]
+
+
+def test_an_emptied_finetune_number_field_keeps_its_last_value_and_says_so():
+    """Emptied (or lettered: a browser sends no value) Epochs and Batch size became 0, and the
+    page refused to launch for 'got 0', a number never typed. As on the Select page, the last
+    value stays and the page says so (a refused 0 in another field keeps this test from launching)."""
+    at = _app("views/finetune.py")
+    at.radio(key="protocol").set_value("finetune").run()
+    at.number_input(key="ft_epochs").set_value(3)
+    at.number_input(key="ft_eval_every").set_value(0)
+    at.button(key="launch").click().run()
+    at.number_input(key="ft_epochs").set_value(None)
+    at.number_input(key="ft_batch_size").set_value(None)
+    at.button(key="launch").click().run()
+    _no_failure(at)
+    said = [w.value for w in at.warning if "field" in w.value]
+    assert said == ["The Epochs field is empty or not a number: using 3, the last value given.",
+                    "The Batch size field is empty or not a number: using 32, the last value given."], said
+    refused = [e.value for e in at.error if e.value.startswith("Not launched")]
+    assert len(refused) == 1 and "Evaluate every N epochs must be an integer >= 1, got 0" in refused[0], refused

@@ -27,6 +27,19 @@ st.title("Finetune and compare")
 store = state.run_store()
 source, fs = state.current_feature_set()
 pool = session.pool_state(source)
+emptied: list[str] = []  # what the page says of the number fields left empty or holding no number
+
+
+def whole_number(column, name: str, label: str, default: int) -> int:
+    """A number field kept for the pool. Emptied, or holding text that is no number (a
+    browser sends both as no value), it keeps the last value given and the page says so, as
+    the Select page does (it became 0, and Launch was refused for "got 0", never typed)."""
+    value = session.kept(column.number_input, name, label, default=default, step=1, value=None, state=pool)
+    if value is None:
+        value = session.setting(pool, name, default)
+        emptied.append(f"The {label} field is empty or not a number: using {value:,}, the last value given.")
+    return value
+
 try:
     with session.progress_bar("Selecting") as report:
         result = session.current_selection(source, len(fs.ids), progress=report)
@@ -89,22 +102,19 @@ if result is not None:
             options["weights"] = b.text_input("Weights file (optional)", source.weights).strip() or None
             # No bounds in the browser (there a value outside them only turned the input red, its
             # range in a tooltip, and Launch did nothing): FinetuneConfig's check names what it refuses.
-            options["epochs"] = session.kept(c.number_input, "ft_epochs", SETTINGS["epochs"], default=10, step=1,
-                                             state=pool)
+            options["epochs"] = whole_number(c, "ft_epochs", SETTINGS["epochs"], 10)
             options["image_size"] = session.kept(a.select_slider, "ft_image_size", SETTINGS["image_size"],
                                                  options=[32, 64, 96, 128, 160, 224], default=default.image_size,
                                                  state=pool)
-            options["batch_size"] = session.kept(b.number_input, "ft_batch_size", SETTINGS["batch_size"],
-                                                 default=default.batch_size, step=1, state=pool)
-            options["warmup_epochs"] = session.kept(c.number_input, "ft_warmup", SETTINGS["warmup_epochs"],
-                                                    default=default.warmup_epochs, step=1, state=pool)
-            options["eval_every"] = session.kept(a.number_input, "ft_eval_every", SETTINGS["eval_every"],
-                                                 default=default.eval_every, step=1, state=pool)
-            options["eval_limit"] = session.kept(b.number_input, "ft_eval_limit", SETTINGS["eval_limit"],
-                                                 default=default.eval_limit, step=1, state=pool)
+            options["batch_size"] = whole_number(b, "ft_batch_size", SETTINGS["batch_size"], default.batch_size)
+            options["warmup_epochs"] = whole_number(c, "ft_warmup", SETTINGS["warmup_epochs"], default.warmup_epochs)
+            options["eval_every"] = whole_number(a, "ft_eval_every", SETTINGS["eval_every"], default.eval_every)
+            options["eval_limit"] = whole_number(b, "ft_eval_limit", SETTINGS["eval_limit"], default.eval_limit)
             # no bounds, as the Select page's seed (in a browser a number outside them only turned
             # the input red, its range in a tooltip, and the last seed stayed): the warning names them
-            asked_seed = session.kept(c.number_input, "ft_seed", "Seed", default=0, step=1, state=pool)
+            asked_seed = whole_number(c, "ft_seed", "Seed", 0)
+            for said in emptied:
+                st.warning(said)
             options["random_state"] = state.seed_of(asked_seed)
             moved_seed = state.seed_warning(asked_seed, doing="training", again="for another run")
             if moved_seed is not None:
