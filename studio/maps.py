@@ -42,7 +42,7 @@ from bilaf_core.selection import ROLES
 DENSITY_ABOVE = 10_000
 #: A full-size map draws at most this many points of one overlay (a role: the removed
 #: noise, the boundary picks, a whole-budget method's picks): beyond, a fixed seeded subset,
-#: named so in its legend entry ("removed (5023; 5000 drawn)"). A smaller map, and one of
+#: named so in its legend entry ("removed (5,023; 5,000 drawn)"). A smaller map, and one of
 #: several side by side (Compare's), draws fewer, by its area (:func:`drawn_at_most`): 2,450
 #: circles and 5,000 crosses on a Compare panel were one red and grey mass. Lasso and box
 #: pick every row regardless (the pool's own markers, or :func:`rows_in_region`).
@@ -476,11 +476,11 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
         if idx.size == 0:
             continue
         count, most = idx.size, drawn_at_most(height, columns)
-        name = f"{layer_role(selection, role)} ({count})"
+        name = f"{layer_role(selection, role)} ({count:,})"
         if count > most:
             # beyond, the markers are one blob (5,000 crosses cost a second a rerun); a fixed
             # subset shows where they lie, styled as the points drawn
-            name = f"{layer_role(selection, role)} ({count}; {most} drawn)"  # as the legend writes every count
+            name = f"{layer_role(selection, role)} ({count:,}; {most:,} drawn)"  # as the legend writes every count
             idx = np.sort(np.random.default_rng(0).choice(idx, most, replace=False))
         fig.add_trace(go.Scattergl(
             x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,
@@ -504,7 +504,7 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
                  f"<br>mark: {meaning}" for i in idx]
         style = MARKERS[mark].style(idx.size, height=height)
         fig.add_trace(go.Scattergl(
-            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=f"{meaning} ({idx.size})",
+            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=f"{meaning} ({idx.size:,})",
             marker=style if applies else {**style, "opacity": IDLE_MARK_OPACITY},
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])).astype(np.float32),
             text=hover, hovertemplate="%{text}<extra></extra>"))
@@ -517,7 +517,7 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
 
 def overlay_line(fig: go.Figure) -> str:
     """The overlay layers of a :func:`selection_figure` as its legend names them, for a map
-    drawn without its legend (Compare's): "core (50) · boundary (2450; 714 drawn) ..."."""
+    drawn without its legend (Compare's): "core (50) · boundary (2,450; 714 drawn) ..."."""
     return " · ".join(trace.name for trace in reversed(fig.data) if not trace.name.startswith("pool ("))
 
 

@@ -46,7 +46,7 @@ def test_over_a_density_image_the_removed_noise_draws_a_fixed_subset():
     assert result.removed.size > OVERLAY_DRAWN
     ids = np.arange(n).astype(str)
     removed = selection_figure(features[:, :2], result, ids=ids).data[0]
-    assert removed.name == f"removed ({result.removed.size}; {OVERLAY_DRAWN} drawn)" and len(removed.x) == OVERLAY_DRAWN
+    assert removed.name == f"removed ({result.removed.size:,}; {OVERLAY_DRAWN:,} drawn)" and len(removed.x) == OVERLAY_DRAWN
     rows = np.asarray(removed.customdata)[:, 0].astype(int)
     assert (result.role[rows] == "removed").all()
     again = selection_figure(features[:, :2], result, ids=ids).data[0]
@@ -284,9 +284,9 @@ def test_a_small_map_side_by_side_draws_a_named_subset_of_thousands_of_picks():
     ids = np.arange(20_000).astype(str)
     small = selection_figure(features[:, :2], result, ids=ids, height=320, columns=4, show_legend=False)
     drawn = {t.name: len(t.x) for t in small.data}
-    assert drawn == {f"removed ({result.removed.size}; {most} drawn)": most, f"boundary (2450; {most} drawn)": most,
+    assert drawn == {f"removed ({result.removed.size:,}; {most} drawn)": most, f"boundary (2,450; {most} drawn)": most,
                      "core (50)": 50}, drawn
-    assert overlay_line(small) == f"core (50) · boundary (2450; {most} drawn) · removed ({result.removed.size}; " \
+    assert overlay_line(small) == f"core (50) · boundary (2,450; {most} drawn) · removed ({result.removed.size:,}; " \
         f"{most} drawn)"
     boundary = np.asarray(small.data[1].customdata)[:, 0].astype(int)
     assert (result.role[boundary] == "boundary").all()
