@@ -456,7 +456,14 @@ def restore_from_url() -> None:
     if source is None:
         return
     st.session_state.source = source
-    pool_state(source).url_values.update({k: v for k, v in params.items() if k in URL_FIELDS})
+    state = pool_state(source)
+    state.url_values.update({k: v for k, v in params.items() if k in URL_FIELDS})
+    # Checked now, on whatever page the link opens (Learn and Data read no Select value, and a
+    # link's P_rm of zz went unsaid there, kept in the address); the budget's default and range
+    # need the pool's size: it is checked where a page first reads it.
+    for name, default in select_defaults(1).items():
+        if name != "budget":
+            setting(state, name, default)
 
 
 def url_warning(source: Source) -> str | None:

@@ -1464,3 +1464,16 @@ def test_an_emptied_finetune_number_field_keeps_its_last_value_and_says_so():
                     "The Batch size field is empty or not a number: using 32, the last value given."], said
     refused = [e.value for e in at.error if e.value.startswith("Not launched")]
     assert len(refused) == 1 and "Evaluate every N epochs must be an integer >= 1, got 0" in refused[0], refused
+
+
+def test_a_links_unusable_values_are_said_on_the_page_it_opens_even_learn():
+    """Opened on Learn (which reads no Select value), a link's removal_ratio=zz went unsaid
+    and stayed in the address until the Select page was opened."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(data="digits", removal_ratio="zz", method="magic")
+    at.switch_page("views/learn.py").run()
+    _no_failure(at)
+    assert at.title[0].value.startswith("Learn")
+    said = " ".join(w.value for w in at.warning)
+    assert "removal_ratio = 'zz' (not a number): using 0.1 instead" in said and "method = 'magic'" in said, said
+    assert "removal_ratio" not in at.query_params and at.query_params["data"] in ("digits", ["digits"])
