@@ -476,11 +476,10 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
         if idx.size == 0:
             continue
         count, most = idx.size, drawn_at_most(height, columns)
-        name = f"{layer_role(selection, role)} ({count:,})"
+        # as the legend writes every count; beyond `most`, the markers are one blob (5,000 crosses
+        # cost a second a rerun): a fixed subset shows where they lie, styled as the points drawn
+        name = f"{layer_role(selection, role)} ({count:,}" + (f"; {most:,} drawn)" if count > most else ")")
         if count > most:
-            # beyond, the markers are one blob (5,000 crosses cost a second a rerun); a fixed
-            # subset shows where they lie, styled as the points drawn
-            name = f"{layer_role(selection, role)} ({count:,}; {most:,} drawn)"  # as the legend writes every count
             idx = np.sort(np.random.default_rng(0).choice(idx, most, replace=False))
         fig.add_trace(go.Scattergl(
             x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,

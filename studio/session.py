@@ -461,9 +461,8 @@ def restore_from_url() -> None:
     # Checked now, on whatever page the link opens (Learn and Data read no Select value, and a
     # link's P_rm of zz went unsaid there, kept in the address); the budget's default and range
     # need the pool's size: it is checked where a page first reads it.
-    for name, default in select_defaults(1).items():
-        if name != "budget":
-            setting(state, name, default)
+    for name, default in select_defaults(None).items():
+        setting(state, name, default)
 
 
 def url_warning(source: Source) -> str | None:

@@ -365,13 +365,14 @@ PAGE_OPTIONS = {"budget_unit": ("samples", "% of the pool"), "projection": tuple
                 "color_by": ("pseudo-class", "true label")}
 
 
-def select_defaults(n: int) -> dict:
+def select_defaults(n: int | None) -> dict:
     """The Select page's starting values for a pool of ``n`` samples: the library's own
-    defaults (:class:`bilaf_core.params.SelectionParams`) plus the page's budget, seed and map."""
+    defaults (:class:`bilaf_core.params.SelectionParams`) plus the page's budget, seed and map.
+    With ``n`` None (the pool's size not known yet) every one but the budget, a share of the pool."""
     library = SelectionParams().as_dict()
-    return {**{name: library[name] for name in PAGE_PARAMS}, "budget_unit": "samples",
-            "budget": default_budget(n), "budget_percent": DEFAULT_BUDGET_PERCENT, "seed": 0, "projection": "umap",
-            "color_by": "pseudo-class"}
+    defaults = {**{name: library[name] for name in PAGE_PARAMS}, "budget_unit": "samples",
+                "budget_percent": DEFAULT_BUDGET_PERCENT, "seed": 0, "projection": "umap", "color_by": "pseudo-class"}
+    return defaults if n is None else {**defaults, "budget": default_budget(n)}
 
 
 def n_cores_value(value) -> int | str:

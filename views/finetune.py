@@ -102,7 +102,7 @@ if result is not None:
             options["weights"] = b.text_input("Weights file (optional)", source.weights).strip() or None
             # No bounds in the browser (there a value outside them only turned the input red, its
             # range in a tooltip, and Launch did nothing): FinetuneConfig's check names what it refuses.
-            options["epochs"] = whole_number(c, "ft_epochs", SETTINGS["epochs"], 10)
+            options["epochs"] = whole_number(c, "ft_epochs", SETTINGS["epochs"], default.epochs)
             options["image_size"] = session.kept(a.select_slider, "ft_image_size", SETTINGS["image_size"],
                                                  options=[32, 64, 96, 128, 160, 224], default=default.image_size,
                                                  state=pool)
