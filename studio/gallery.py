@@ -19,6 +19,8 @@ from . import maps, session, state
 
 #: Images (or table rows) per gallery page.
 PAGE_SIZE = 60
+#: How many times the pool's map pick was cleared (:func:`clear_pick`): part of each map's key.
+_PICK_ROUND = "pick_round"
 
 
 def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn: tuple, coords: np.ndarray,
@@ -31,9 +33,20 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
     ``drawn`` names what the figure shows (selection parameters, projection, colouring):
     another value draws a new chart instead of updating the old one in place, because a
     lasso on a scattergl plot updated in place fails in plotly.js ("Cannot read
-    properties of undefined (reading '_hoverlayer')") and selects nothing."""
-    key = session.chart_key(f"{name}_{hashlib.sha256(repr(drawn).encode()).hexdigest()[:12]}", pool)
+    properties of undefined (reading '_hoverlayer')") and selects nothing.
+
+    A new chart (another ``drawn``, back from another page, a reload) draws the pool's pick
+    as its selection (:func:`studio.maps.draw_pick`), the same pick for as long as the chart
+    lives: a figure changed in place resets the chart's selection, which would read as an
+    emptied pick. A lasso on it draws plotly's own selection over it; a cleared pick
+    (:func:`clear_pick`) draws a new chart."""
+    digest = hashlib.sha256(repr((drawn, pool.values.get(_PICK_ROUND, 0))).encode()).hexdigest()[:12]
+    key = session.chart_key(f"{name}_{digest}", pool)
     fresh = key not in st.session_state
+    shown = st.session_state.setdefault("_map_pick_shown", {})
+    if fresh:
+        shown[key] = pool.values.get("picked", np.empty(0, dtype=np.int64))
+    maps.draw_pick(fig, shown[key], coords)
     if height is not None:
         fig.update_layout(height=height)
     event = st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
@@ -65,8 +78,10 @@ def _selection_text(event) -> str:
 
 
 def clear_pick(pool: session.PoolState) -> None:
-    """Forget the pool's map pick (every page's map: it belongs to the pool)."""
+    """Forget the pool's map pick (every page's map: it belongs to the pool); the maps are
+    drawn anew, without the pick's selection and lasso outline."""
     pool.values["picked"] = np.empty(0, dtype=np.int64)
+    pool.values[_PICK_ROUND] = pool.values.get(_PICK_ROUND, 0) + 1
 
 
 def image_grid(images, captions: list[str], *, width: int = 112) -> None:

@@ -514,6 +514,29 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
     return fig
 
 
+#: The pool samples of a map pick on a density map (no markers of their own to select).
+PICK_COLOUR = "#212121"
+
+
+def draw_pick(fig: go.Figure, rows: np.ndarray, coords: np.ndarray) -> None:
+    """Draw the map pick ``rows`` (feature-set rows, ascending) on a
+    :func:`selection_figure` as plotly draws a lasso's selection: in every marker layer the
+    picked points in full colour, the rest faded (each trace's ``selectedpoints``). On a
+    density map (:func:`draws_density`) the pool's picked samples have no marker: a layer of
+    them goes on the image, under the overlays. Nothing changes for an empty pick."""
+    if rows.size == 0:
+        return
+    if draws_density(coords.shape[0]):
+        fig.add_trace(go.Scattergl(
+            x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=f"map pick ({rows.size:,})",
+            marker=dict(size=3, color=PICK_COLOUR, opacity=0.6), customdata=rows[:, None].astype(np.float32),
+            hoverinfo="skip"))
+        fig.data = (fig.data[-1],) + fig.data[:-1]  # under the overlays
+    for trace in fig.data:
+        shown = np.asarray(trace.customdata)[:, 0].astype(np.int64)
+        trace.selectedpoints = np.flatnonzero(np.isin(shown, rows))
+
+
 def overlay_line(fig: go.Figure) -> str:
     """The overlay layers of a :func:`selection_figure` as its legend names them, for a map
     drawn without its legend (Compare's): "core (50) · boundary (2,450; 714 drawn) ..."."""

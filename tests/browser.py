@@ -285,6 +285,15 @@ def map_box(page: Page, index: int = 0) -> dict:
     }""")
 
 
+def drawn_pick(page, index: int = 0) -> set[int] | None:
+    """The rows the index-th map draws as selected (plotly's ``selectedpoints`` of every
+    layer, or of the selection plotly holds after a lasso); None where nothing is selected."""
+    rows = page.locator(".js-plotly-plot").nth(index).evaluate(
+        "gd => gd._fullData.some(t => t.selectedpoints) ? gd._fullData.flatMap(t => "
+        "Array.from(t.selectedpoints || [], i => t.customdata[i][0])) : null")
+    return None if rows is None else set(rows)
+
+
 def gallery_ids(page: Page) -> list[str]:
     """The ids under the gallery's images (the first line of each caption)."""
     captions = page.locator('.bilaf-caption >> visible=true').all_inner_texts()

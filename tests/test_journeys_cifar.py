@@ -11,8 +11,8 @@ import pytest
 from playwright.sync_api import expect
 
 from bilaf_core.projection import project_2d
-from browser import (LONG, assert_clean, cpu_seconds, drag, go, map_box, metric, nudge, pick_tool, slider_value,
-                     streamlit_server, to_page, wait_select)
+from browser import (LONG, assert_clean, cpu_seconds, drag, drawn_pick, go, map_box, metric, nudge, pick_tool,
+                     slider_value, streamlit_server, to_page, wait_idle, wait_select)
 from conftest import SHARED
 
 FEATURES = SHARED / "data" / "cifar10" / "cifar10_effl0_features.npz"
@@ -26,7 +26,7 @@ def server(tmp_path_factory):
         yield url
 
 
-def test_cifar_features_link_tune_lasso_leave_and_reload(server, browser):
+def test_cifar_features_link_tune_lasso_leave_and_reload(server, browser, tmp_path):
     page = browser.page()
     page.goto(f"{server}/?data=features&file={FEATURES}&budget=500&n_cores=50")
     wait_select(page)
@@ -62,6 +62,12 @@ def test_cifar_features_link_tune_lasso_leave_and_reload(server, browser):
 
     go(page, "Inspect", "Inspect the selection")
     expect(page.get_by_text(f"{picked:,} point(s) picked on the map")).to_be_visible(timeout=LONG)
+    # the pick is drawn on this density map too: its pool samples a layer of their own
+    wait_idle(page)
+    shown = drawn_pick(page)
+    assert shown is not None and len(shown) == picked and shown <= rows_within(27)
+    expect(page.get_by_text(f"map pick ({picked:,})")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "inspect_density_pick.png"))
     go(page, "Select", "Select samples to label")
     wait_select(page)
     assert metric(page, "Removed") == removed and slider_value(page, "P_rm: removal ratio") == "0.20"

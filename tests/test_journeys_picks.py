@@ -10,8 +10,8 @@ from playwright.sync_api import expect
 
 from bilaf_core.data import load_pool
 
-from browser import (LONG, assert_clean, digits_server, drag, gallery_ids, go, map_box, mark, open_select,
-                     pick_tool, wait_idle, wait_select)
+from browser import (LONG, assert_clean, digits_server, drag, drawn_pick, gallery_ids, go, map_box, mark,
+                     open_select, pick_tool, wait_idle, wait_select)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -38,24 +38,30 @@ def _box_pick(page, share: float):
 
 
 def test_a_select_pick_is_cleared_on_inspect(server, browser, tmp_path):
+    """A pick made on Select is drawn on Inspect's map as its selection (it was not: the
+    caption said points were picked, the map showed none); a button clears it on both."""
     page = open_select(server[0], browser)
     _, _, count = _box_pick(page, 0.7)
+    picked = drawn_pick(page)
+    assert picked is not None and len(picked) == int(count.replace(",", ""))
 
     go(page, "Inspect", "Inspect the selection")
     line = page.get_by_text(f"{count} point(s) picked on the map")
     expect(line).to_be_visible(timeout=60_000)
     wait_idle(page)
-    expect(line).not_to_contain_text("double-click")  # no pick drawn on this map for a double-click to clear
+    assert drawn_pick(page) == picked
     page.screenshot(path=str(tmp_path / "inspect_picked.png"))
     page.get_by_role("button", name="Clear the map pick").click()
     expect(page.get_by_text("point(s) picked on the map")).to_have_count(0, timeout=60_000)
     wait_idle(page)
     expect(page.get_by_text("Lasso or box points on the map to narrow this down")).to_be_visible()
+    assert drawn_pick(page) is None
     page.screenshot(path=str(tmp_path / "inspect_cleared.png"))
 
     go(page, "Select", "Select samples to label")
     wait_idle(page)
     expect(page.get_by_role("heading", name=re.compile("Picked on the map"))).to_have_count(0)
+    assert drawn_pick(page) is None
     page.screenshot(path=str(tmp_path / "select_after.png"))
     assert_clean(page, browser)
 
@@ -72,6 +78,25 @@ def test_an_inspect_rerun_keeps_the_select_pick(server, browser):
     page.get_by_label(re.compile(r"^Page \(of")).first.press("Enter")
     wait_idle(page)
     expect(page.get_by_text(f"{count} point(s) picked on the map")).to_be_visible()
+    first = drawn_pick(page)
+    assert first is not None and len(first) == int(count.replace(",", ""))
+
+    # a box on Inspect's map, which shows Select's pick, picks anew; Select's map shows it
+    pick_tool(page, "Box Select")
+    box = map_box(page)
+    x0, y0, x1, y1 = (box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5,
+                      box["x"] + box["width"] - 5, box["y"] + box["height"] - 5)
+    drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], box=True)
+    line = page.get_by_text(re.compile(r"[\d,]+ point\(s\) picked on the map"))
+    expect(line).not_to_contain_text(f"{count} point(s)", timeout=60_000)
+    wait_idle(page)
+    again = int(re.search(r"([\d,]+) point", line.inner_text()).group(1).replace(",", ""))
+    second = drawn_pick(page)
+    assert second is not None and len(second) == again and second != first
+    go(page, "Select", "Select samples to label")
+    expect(page.get_by_role("heading", name=f"Picked on the map ({again:,})")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    assert drawn_pick(page) == second
     assert_clean(page, browser)
 
 

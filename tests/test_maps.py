@@ -11,7 +11,7 @@ from PIL import Image
 
 from bilaf_core import select
 from studio.maps import (DENSITY_ABOVE, OTHER, OVERLAY_DRAWN, PALETTE_10, PALETTE_MANY, Colouring, density_rgba,
-                         legend_html, map_extent, pool_colouring, rows_in_region, selection_figure, spread_colours)
+                         draw_pick, legend_html, map_extent, pool_colouring, rows_in_region, selection_figure, spread_colours)
 
 
 def _pool(n: int, budget: int = 300, k: int = 20, **options):
@@ -342,3 +342,28 @@ def test_a_mark_that_changes_nothing_in_the_selection_is_a_faint_ring_named_so()
         "excluded from the export (1)": [picked[0]], "forced into the export (1)": [unpicked[2]]}, rings
     assert [opacity for _, opacity in rings.values()] == [0.4, 0.4, None, None]  # faint, under the marks that act
     assert fig.data[-1].marker.symbol == MARKERS["forced"].symbol
+
+
+def test_a_map_pick_is_drawn_as_each_layers_selection_and_on_a_density_map_as_a_layer():
+    """A pick made on the other page's map is drawn as plotly draws a lasso's selection."""
+    features, result = _pool(500, 50, 5)
+    coords, ids = features[:, :2], np.arange(500).astype(str)
+    fig = selection_figure(coords, result, ids=ids)
+    draw_pick(fig, np.empty(0, dtype=np.int64), coords)
+    assert all(t.selectedpoints is None for t in fig.data)  # nothing picked: nothing faded
+    core = result.indices[result.role[result.indices] == "core"]
+    picked = np.sort(np.r_[core[:2], np.flatnonzero(result.role == "unselected")[:3]])
+    draw_pick(fig, picked, coords)
+    for trace in fig.data:  # each layer's picked points, by position in the layer
+        rows = np.asarray(trace.customdata)[:, 0].astype(int)
+        assert sorted(rows[list(trace.selectedpoints)]) == sorted(set(rows) & set(picked)), trace.name
+    assert len(fig.data[0].selectedpoints) == 5  # the pool layer: the pick's five rows
+
+    n = DENSITY_ABOVE + 5000
+    features, result = _pool(n)
+    dense = selection_figure(features[:, :2], result, ids=np.arange(n).astype(str))
+    names = [t.name for t in dense.data]
+    draw_pick(dense, np.array([3, 7, 11]), features[:, :2])
+    assert dense.data[0].name == "map pick (3)" and list(dense.data[0].selectedpoints) == [0, 1, 2]
+    assert [t.name for t in dense.data[1:]] == names  # under the overlays
+    assert np.array_equal(np.asarray(dense.data[0].customdata)[:, 0], [3, 7, 11])  # a lasso reads its rows

@@ -48,7 +48,7 @@ with tab_map:
     chosen = result.members(picked if picked.size else None)
     chosen = chosen[in_focus(result, **focus)[chosen]]
     matching = f"{chosen.size:,} sample(s) match the filters; selected samples first, in selection order."
-    if picked.size:  # picked here or on the Select page (not drawn on this map): a button clears it
+    if picked.size:  # picked here or on the Select page (drawn on both maps): a button clears it
         said, clear = st.columns([5, 1], vertical_alignment="center")
         said.caption(f"{picked.size:,} point(s) picked on the map (here or on the Select page). {matching}")
         clear.button("Clear the map pick", key="clear_pick_inspect", on_click=gallery.clear_pick, args=(pool,),
