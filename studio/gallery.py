@@ -77,6 +77,13 @@ def _selection_text(event) -> str:
     return repr([selection.get(part, []) for part in ("points", "box", "lasso")])
 
 
+def clear_pick_button(pool: session.PoolState, page: str) -> None:
+    """The button that forgets the pool's map pick, on the Select and Inspect pages: a
+    double-click clears only a pick plotly drew itself, not one drawn from the other page."""
+    st.button("Clear the map pick", key=f"clear_pick_{page}", on_click=clear_pick, args=(pool,),
+              help="Forget the samples picked on the map, on the Select and Inspect pages.")
+
+
 def clear_pick(pool: session.PoolState) -> None:
     """Forget the pool's map pick (every page's map: it belongs to the pool); the maps are
     drawn anew, without the pick's selection and lasso outline."""

@@ -66,7 +66,7 @@ def test_a_select_pick_is_cleared_on_inspect(server, browser, tmp_path):
     assert_clean(page, browser)
 
 
-def test_an_inspect_rerun_keeps_the_select_pick(server, browser):
+def test_an_inspect_rerun_keeps_the_select_pick(server, browser, tmp_path):
     """Paging Inspect's gallery (a rerun on which the map sends no selection) keeps the pick."""
     page = open_select(server[0], browser)
     _, _, count = _box_pick(page, 0.8)
@@ -97,6 +97,13 @@ def test_an_inspect_rerun_keeps_the_select_pick(server, browser):
     expect(page.get_by_role("heading", name=f"Picked on the map ({again:,})")).to_be_visible(timeout=60_000)
     wait_idle(page)
     assert drawn_pick(page) == second
+    # a double-click clears only a selection plotly drew itself: Select has the button too
+    page.get_by_role("heading", name=re.compile("Picked on the map")).scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "select_shows_the_inspect_pick.png"))
+    page.get_by_role("button", name="Clear the map pick").click()
+    expect(page.get_by_role("heading", name=re.compile("Picked on the map"))).to_have_count(0, timeout=60_000)
+    wait_idle(page)
+    assert drawn_pick(page) is None
     assert_clean(page, browser)
 
 

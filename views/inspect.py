@@ -51,8 +51,8 @@ with tab_map:
     if picked.size:  # picked here or on the Select page (drawn on both maps): a button clears it
         said, clear = st.columns([5, 1], vertical_alignment="center")
         said.caption(f"{picked.size:,} point(s) picked on the map (here or on the Select page). {matching}")
-        clear.button("Clear the map pick", key="clear_pick_inspect", on_click=gallery.clear_pick, args=(pool,),
-                     help="Show every sample the filters match again; the Select page's map pick goes too.")
+        with clear:
+            gallery.clear_pick_button(pool, "inspect")
     else:
         st.caption(f"Lasso or box points on the map to narrow this down. {matching}")
     gallery.show(chosen, result, fs, thumbs, key="inspect_gallery", closer=state.closer(source, result, coords),

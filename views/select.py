@@ -190,7 +190,10 @@ if result.has_stage2:  # at K = B every cluster's budget is its core: nothing to
         st.bar_chart(pd.Series(result.allocation, name="budget"), height=180)
 
 if picked.size:
-    st.subheader(f"Picked on the map ({picked.size:,})")
+    heading, clear = st.columns([5, 1], vertical_alignment="bottom")
+    heading.subheader(f"Picked on the map ({picked.size:,})")
+    with clear:
+        gallery.clear_pick_button(pool, "select")
     gallery.show(result.members(picked), result, fs, state.thumbs(source), key="select_picked",  # as on Inspect
                  closer=state.closer(source, result, coords), marks=pool)
 
