@@ -100,14 +100,15 @@ def upload_dir() -> Path:
 def allowed_roots() -> list[Path]:
     """Folders the app may read from: home, the data directory, the working directory,
     the app's own uploads (wherever BILAF_CACHE_DIR puts them), the project's sibling
-    shared/ folder, plus BILAF_ALLOWED_ROOTS (os.pathsep-separated)."""
+    shared/ folder, plus BILAF_ALLOWED_ROOTS (os.pathsep-separated); each once, in that order
+    (a folder given twice was named twice in :func:`check_allowed`'s message)."""
     roots = [Path.home(), Path(os.environ.get("BILAF_DATA_DIR", Path.home() / ".cache" / "bilaf-studio")), Path.cwd(),
              upload_dir()]
     shared = Path(__file__).resolve().parents[2] / "shared"
     if shared.is_dir():
         roots.append(shared)
     roots += [Path(p) for p in os.environ.get("BILAF_ALLOWED_ROOTS", "").split(os.pathsep) if p]
-    return [r.resolve() for r in roots]
+    return list(dict.fromkeys(r.resolve() for r in roots))
 
 
 def check_allowed(path: str) -> str:
