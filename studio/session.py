@@ -479,8 +479,8 @@ def url_warning(source: Source) -> str | None:
         said.append(st.session_state["link_unknown"])
     if parts:
         pages = sorted({"Finetune" if name == "protocol" else "Select" for name in notes})
-        said.append(f"The link's {'settings were' if len(parts) > 1 else 'setting was'} not all usable: "
-                    + "; ".join(parts) + f". Change them on the {' and '.join(pages)} page{'s' * (len(pages) > 1)}.")
+        said.append("Part of this link could not be used: " + "; ".join(parts) + f". Change "
+                    f"{'them' if len(parts) > 1 else 'it'} on the {' and '.join(pages)} page{'s' * (len(pages) > 1)}.")
     return " ".join(said) or None
 
 

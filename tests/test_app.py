@@ -900,6 +900,9 @@ def test_a_link_with_unusable_values_says_which_and_what_it_used_instead():
     _no_failure(at)
     said = [w.value for w in at.warning if "link" in w.value]
     assert len(said) == 1, [w.value for w in at.warning]
+    # in plain words (it said "The link's settings were not all usable: ...")
+    assert said[0].startswith("Part of this link could not be used: "), said[0]
+    assert said[0].endswith("Change them on the Select page."), said[0]
     for part in ("budget = 'abc'", "using 90 instead", "method = 'magic'", "using 'bilaf' instead",
                  "seed = '-1' (this input takes a whole number from 0 to 2,147,483,647): using 0 instead",
                  "k_neighbors = '80'", "using 50 instead"):
@@ -1432,7 +1435,7 @@ def test_the_finetune_protocol_travels_in_the_link():
     assert at.radio(key="protocol").value == "linear"
     said = " ".join(w.value for w in at.warning)
     assert "protocol = 'magic' (protocol must be one of 'linear', 'knn', 'finetune'): using 'linear'" in said, said
-    assert said.endswith("Change them on the Finetune page."), said
+    assert said.endswith("Change it on the Finetune page."), said  # one value: "it", not "them"
 
 
 def test_a_run_on_a_feature_files_test_split_says_so_in_words(tmp_path, monkeypatch):
