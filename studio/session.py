@@ -200,12 +200,15 @@ def setting(state: PoolState, name: str, default: Any) -> Any:
     if name in state.url_values:
         try:
             value = _coerce(state.url_values[name], default)
-            problem = _url_problem(name, value)
+            # moved into the Select page's range first (k = 80: 50), on every page, so that a number
+            # outside it is said in that range: P_rm = 1 was refused in the library's "[0, 1)" beside
+            # a slider that offers 0 to 0.9
+            used = _in_range(name, value)
+            problem = _url_problem(name, used)
         except ValueError as exc:
             problem = str(exc)
         if problem is None:
-            used = _in_range(name, value)
-            if used != value:  # as the Select page's slider would take it (k = 80: 50), on every page
+            if used != value:
                 low, high = page_range(name)
                 state.url_notes[name] = (state.url_values[name], used, f"this input takes {low:g} to {high:g}")
                 state.url_values[name] = str(used)

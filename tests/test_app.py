@@ -895,8 +895,10 @@ def test_data_page_warns_about_a_feature_file_of_duplicate_rows(tmp_path, monkey
 
 
 def test_a_link_with_unusable_values_says_which_and_what_it_used_instead():
-    """?budget=abc, ?method=magic or ?seed=-1 were replaced by the defaults without a word."""
-    at = _linked(data="digits", budget="abc", method="magic", seed="-1", k_neighbors="80")
+    """?budget=abc, ?method=magic or ?seed=-1 were replaced by the defaults without a word.
+    ?removal_ratio=1 was refused in the library's range, "[0, 1)", beside a slider that
+    offers 0 to 0.9: every number is moved into the slider's range and said in it."""
+    at = _linked(data="digits", budget="abc", method="magic", seed="-1", k_neighbors="80", removal_ratio="1")
     _no_failure(at)
     said = [w.value for w in at.warning if "link" in w.value]
     assert len(said) == 1, [w.value for w in at.warning]
@@ -905,10 +907,13 @@ def test_a_link_with_unusable_values_says_which_and_what_it_used_instead():
     assert said[0].endswith("Change them on the Select page."), said[0]
     for part in ("budget = 'abc'", "using 90 instead", "method = 'magic'", "using 'bilaf' instead",
                  "seed = '-1' (this input takes a whole number from 0 to 2,147,483,647): using 0 instead",
-                 "k_neighbors = '80'", "using 50 instead"):
+                 "k_neighbors = '80'", "using 50 instead",
+                 "removal_ratio = '1' (this input takes 0 to 0.9): using 0.9 instead"):
         assert part in said[0], (part, said[0])
     assert "faiss" not in said[0] and "random_state" not in said[0]  # the seed's range in the page's words
+    assert "[0, 1)" not in said[0]  # P_rm's range in the slider's words, not the library's
     assert shown(at, "Selected") == 90 and at.slider(key="k_neighbors").value == 50
+    assert at.slider(key="removal_ratio").value == 0.9
     at.run()  # a rerun (the background map arriving) keeps it
     assert len([w for w in at.warning if "link" in w.value]) == 1
     at.button(key="dismiss_link_warning").click().run()
