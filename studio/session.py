@@ -29,9 +29,9 @@ from bilaf_core.features import close_backbone_names, default_cache_dir, is_back
 
 from .jobs import PROTOCOL_NAMES
 from .sources import FEATURE_FILE_WAYS, feature_file_path
-from .state import (BACKBONE_CHOICES, PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of, budget_warning, check_allowed,
-                    current_source, feature_set, page_range, param_problem, select_defaults, selection,
-                    selection_params, values_in_use)
+from .state import (BACKBONE_CHOICES, DEFAULT_BUDGET_TEXT, PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of,
+                    budget_problem, budget_warning, check_allowed, current_source, feature_set, page_range,
+                    param_problem, select_defaults, selection, selection_params, values_in_use)
 
 #: Widget values written to the URL (besides the source); everything else stays in the session.
 URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
@@ -146,10 +146,11 @@ def app_state() -> PoolState:
 
 
 def _coerce(text: str, default: Any) -> Any:
-    """A URL's text as the type of its default; a ValueError says why it is none."""
+    """A URL's text as the type of its default (None: the budget's, a number not known before
+    the pool's size); a ValueError says why it is none."""
     if isinstance(default, bool):
         return text.lower() in ("1", "true", "yes")
-    if isinstance(default, (int, float)):
+    if default is None or isinstance(default, (int, float)):
         try:
             value = float(text)
         except ValueError:
@@ -157,16 +158,16 @@ def _coerce(text: str, default: Any) -> Any:
         if not math.isfinite(value):  # float() takes "nan" and "inf": no slider accepts them
             raise ValueError("not a finite number")
         # a whole number as an int; 12.5 for an int stays 12.5, for its own check or warning to refuse
-        return int(value) if isinstance(default, int) and value.is_integer() else value
+        return int(value) if not isinstance(default, float) and value.is_integer() else value
     return int(text) if text.isdigit() else text  # K: "auto" or a number
 
 
 def _url_problem(name: str, value: Any) -> str | None:
     """Why a URL's value cannot be used, by the checks of its one definition (the
-    selection parameters' and the seed's, :func:`param_problem`; the page's own choices);
-    None when it can. The budget is not checked here: the Select page moves it into the
-    pool with a warning."""
-    problem = param_problem(name, value)
+    selection parameters' and the seed's, :func:`param_problem`; the page's own choices;
+    the budget's, :func:`budget_problem`, whatever the pool); None when it can. A budget
+    above the pool is not refused here: the Select page moves it into the pool with a warning."""
+    problem = budget_problem(value) if name == "budget" else param_problem(name, value)
     if problem is None and name in URL_OPTIONS and value not in URL_OPTIONS[name]:
         return _choices(name, URL_OPTIONS[name])
     return problem
@@ -200,12 +201,15 @@ def setting(state: PoolState, name: str, default: Any) -> Any:
     if name in state.url_values:
         try:
             value = _coerce(state.url_values[name], default)
-            problem = _url_problem(name, value)
+            # moved into the Select page's range first (k = 80: 50), on every page, so that a number
+            # outside it is said in that range: P_rm = 1 was refused in the library's "[0, 1)" beside
+            # a slider that offers 0 to 0.9
+            used = _in_range(name, value)
+            problem = _url_problem(name, used)
         except ValueError as exc:
             problem = str(exc)
         if problem is None:
-            used = _in_range(name, value)
-            if used != value:  # as the Select page's slider would take it (k = 80: 50), on every page
+            if used != value:
                 low, high = page_range(name)
                 state.url_notes[name] = (state.url_values[name], used, f"this input takes {low:g} to {high:g}")
                 state.url_values[name] = str(used)
@@ -459,8 +463,8 @@ def restore_from_url() -> None:
     state = pool_state(source)
     state.url_values.update({k: v for k, v in params.items() if k in URL_FIELDS})
     # Checked now, on whatever page the link opens (Learn and Data read no Select value, and a
-    # link's P_rm of zz went unsaid there, kept in the address); the budget's default and range
-    # need the pool's size: it is checked where a page first reads it.
+    # link's P_rm of zz or budget of abc went unsaid there, kept in the address); only the budget's
+    # upper bound, the pool's size, waits for a page that reads the pool.
     for name, default in select_defaults(None).items():
         setting(state, name, default)
 
@@ -471,17 +475,27 @@ def url_warning(source: Source) -> str | None:
     with its value, why, and the value used instead). It stays, through the reruns that a
     background map or a timer makes, until the user dismisses it (:func:`dismiss_url_warning`)
     or changes a setting (:func:`changed`); None when there is nothing to say."""
-    notes = pool_state(source).url_notes
-    parts = [f"{name} = {text!r} ({why}): using {repr(used) if isinstance(used, str) else used} instead"
+    pool = pool_state(source)
+    notes = pool.url_notes
+    parts = [f"{name} = {text!r} ({why}): using {_used_text(name, used, pool.n)} instead"
              for name, (text, used, why) in notes.items()]
     said = [st.session_state.get("link_problem")] if st.session_state.get("link_problem") else []
     if st.session_state.get("link_unknown"):
         said.append(st.session_state["link_unknown"])
     if parts:
         pages = sorted({"Finetune" if name == "protocol" else "Select" for name in notes})
-        said.append(f"The link's {'settings were' if len(parts) > 1 else 'setting was'} not all usable: "
-                    + "; ".join(parts) + f". Change them on the {' and '.join(pages)} page{'s' * (len(pages) > 1)}.")
+        said.append("Part of this link could not be used: " + "; ".join(parts) + f". Change "
+                    f"{'them' if len(parts) > 1 else 'it'} on the {' and '.join(pages)} page{'s' * (len(pages) > 1)}.")
     return " ".join(said) or None
+
+
+def _used_text(name: str, used: Any, n: int | None) -> str:
+    """The value used instead of a link's, in :func:`url_warning`: None is the default that
+    needs the pool's size (the budget's), its number once a page has read the pool; a float
+    as the range it was moved into reads (P_rm 0, not 0.0, for "0 to 0.9")."""
+    if used is None:
+        return DEFAULT_BUDGET_TEXT if n is None else str(select_defaults(n)[name])
+    return repr(used) if isinstance(used, str) else f"{used:g}" if isinstance(used, float) else str(used)
 
 
 def dismiss_url_warning(source: Source) -> None:

@@ -100,14 +100,15 @@ def upload_dir() -> Path:
 def allowed_roots() -> list[Path]:
     """Folders the app may read from: home, the data directory, the working directory,
     the app's own uploads (wherever BILAF_CACHE_DIR puts them), the project's sibling
-    shared/ folder, plus BILAF_ALLOWED_ROOTS (os.pathsep-separated)."""
+    shared/ folder, plus BILAF_ALLOWED_ROOTS (os.pathsep-separated); each once, in that order
+    (a folder given twice was named twice in :func:`check_allowed`'s message)."""
     roots = [Path.home(), Path(os.environ.get("BILAF_DATA_DIR", Path.home() / ".cache" / "bilaf-studio")), Path.cwd(),
              upload_dir()]
     shared = Path(__file__).resolve().parents[2] / "shared"
     if shared.is_dir():
         roots.append(shared)
     roots += [Path(p) for p in os.environ.get("BILAF_ALLOWED_ROOTS", "").split(os.pathsep) if p]
-    return [r.resolve() for r in roots]
+    return list(dict.fromkeys(r.resolve() for r in roots))
 
 
 def check_allowed(path: str) -> str:
@@ -368,11 +369,24 @@ PAGE_OPTIONS = {"budget_unit": ("samples", "% of the pool"), "projection": tuple
 def select_defaults(n: int | None) -> dict:
     """The Select page's starting values for a pool of ``n`` samples: the library's own
     defaults (:class:`bilaf_core.params.SelectionParams`) plus the page's budget, seed and map.
-    With ``n`` None (the pool's size not known yet) every one but the budget, a share of the pool."""
+    With ``n`` None (the pool's size not known yet) the budget's is None: it is a share of
+    the pool (:data:`DEFAULT_BUDGET_TEXT`)."""
     library = SelectionParams().as_dict()
-    defaults = {**{name: library[name] for name in PAGE_PARAMS}, "budget_unit": "samples",
-                "budget_percent": DEFAULT_BUDGET_PERCENT, "seed": 0, "projection": "umap", "color_by": "pseudo-class"}
-    return defaults if n is None else {**defaults, "budget": default_budget(n)}
+    return {**{name: library[name] for name in PAGE_PARAMS}, "budget_unit": "samples",
+            "budget": None if n is None else default_budget(n), "budget_percent": DEFAULT_BUDGET_PERCENT, "seed": 0,
+            "projection": "umap", "color_by": "pseudo-class"}
+
+
+#: The budget's default in words, before the pool's size (its number of samples) is known.
+DEFAULT_BUDGET_TEXT = f"{DEFAULT_BUDGET_PERCENT:g} % of the pool"
+
+
+def budget_problem(value: float) -> str | None:
+    """Why a budget of ``value`` samples is unusable on any pool (a link's 1.5 or -3); None
+    when a pool large enough takes it. Its upper bound, the pool's size, is :func:`budget_warning`'s."""
+    if value < 1 or not float(value).is_integer():
+        return "a budget is a whole number of samples, at least 1"
+    return None
 
 
 def n_cores_value(value) -> int | str:

@@ -895,17 +895,27 @@ def test_data_page_warns_about_a_feature_file_of_duplicate_rows(tmp_path, monkey
 
 
 def test_a_link_with_unusable_values_says_which_and_what_it_used_instead():
-    """?budget=abc, ?method=magic or ?seed=-1 were replaced by the defaults without a word."""
-    at = _linked(data="digits", budget="abc", method="magic", seed="-1", k_neighbors="80")
+    """?budget=abc, ?method=magic or ?seed=-1 were replaced by the defaults without a word.
+    ?removal_ratio=1 was refused in the library's range, "[0, 1)", beside a slider that
+    offers 0 to 0.9: every number is moved into the slider's range and said in it."""
+    at = _linked(data="digits", budget="abc", method="magic", seed="-1", k_neighbors="80", removal_ratio="1",
+                 opponent_penalty="0.5")
     _no_failure(at)
     said = [w.value for w in at.warning if "link" in w.value]
     assert len(said) == 1, [w.value for w in at.warning]
+    # in plain words (it said "The link's settings were not all usable: ...")
+    assert said[0].startswith("Part of this link could not be used: "), said[0]
+    assert said[0].endswith("Change them on the Select page."), said[0]
     for part in ("budget = 'abc'", "using 90 instead", "method = 'magic'", "using 'bilaf' instead",
                  "seed = '-1' (this input takes a whole number from 0 to 2,147,483,647): using 0 instead",
-                 "k_neighbors = '80'", "using 50 instead"):
+                 "k_neighbors = '80'", "using 50 instead",
+                 "removal_ratio = '1' (this input takes 0 to 0.9): using 0.9 instead",
+                 "opponent_penalty = '0.5' (this input takes 1 to 2): using 1 instead"):  # not 1.0
         assert part in said[0], (part, said[0])
     assert "faiss" not in said[0] and "random_state" not in said[0]  # the seed's range in the page's words
+    assert "[0, 1)" not in said[0]  # P_rm's range in the slider's words, not the library's
     assert shown(at, "Selected") == 90 and at.slider(key="k_neighbors").value == 50
+    assert at.slider(key="removal_ratio").value == 0.9
     at.run()  # a rerun (the background map arriving) keeps it
     assert len([w for w in at.warning if "link" in w.value]) == 1
     at.button(key="dismiss_link_warning").click().run()
@@ -1432,7 +1442,7 @@ def test_the_finetune_protocol_travels_in_the_link():
     assert at.radio(key="protocol").value == "linear"
     said = " ".join(w.value for w in at.warning)
     assert "protocol = 'magic' (protocol must be one of 'linear', 'knn', 'finetune'): using 'linear'" in said, said
-    assert said.endswith("Change them on the Finetune page."), said
+    assert said.endswith("Change it on the Finetune page."), said  # one value: "it", not "them"
 
 
 def test_a_run_on_a_feature_files_test_split_says_so_in_words(tmp_path, monkeypatch):
@@ -1468,12 +1478,34 @@ def test_an_emptied_finetune_number_field_keeps_its_last_value_and_says_so():
 
 def test_a_links_unusable_values_are_said_on_the_page_it_opens_even_learn():
     """Opened on Learn (which reads no Select value), a link's removal_ratio=zz went unsaid
-    and stayed in the address until the Select page was opened."""
+    and stayed in the address until the Select page was opened; so did its budget=abc (or
+    1.5, or -3), on Learn and Data, though no pool takes it. Only a budget above the pool
+    waits for a page that knows the pool's size."""
     at = AppTest.from_file(APP, default_timeout=180)
-    at.query_params.update(data="digits", removal_ratio="zz", method="magic")
+    at.query_params.update(data="digits", removal_ratio="zz", method="magic", budget="abc")
     at.switch_page("views/learn.py").run()
     _no_failure(at)
     assert at.title[0].value.startswith("Learn")
-    said = " ".join(w.value for w in at.warning)
-    assert "removal_ratio = 'zz' (not a number): using 0.1 instead" in said and "method = 'magic'" in said, said
+    said = [w.value for w in at.warning]
+    assert len(said) == 1, said  # one warning says all of the link
+    assert "removal_ratio = 'zz' (not a number): using 0.1 instead" in said[0] and "method = 'magic'" in said[0], said
+    assert "budget = 'abc' (not a number): using 5 % of the pool instead" in said[0], said
     assert "removal_ratio" not in at.query_params and at.query_params["data"] in ("digits", ["digits"])
+    assert "budget" not in at.query_params
+    for budget in ("1.5", "-3", "0"):
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.query_params.update(data="digits", budget=budget)
+        at.switch_page("views/data.py").run()
+        _no_failure(at)
+        said = [w.value for w in at.warning if "link" in w.value]
+        assert said == [f"Part of this link could not be used: budget = '{budget}' (a budget is a whole number of "
+                        "samples, at least 1): using 5 % of the pool instead. Change it on the Select page."], said
+        assert "budget" not in at.query_params
+        at.switch_page("views/select.py").run()  # the pool's size known: its number, and no second warning
+        said = [w.value for w in at.warning]
+        assert len(said) == 1 and f"budget = '{budget}'" in said[0] and "using 90 instead" in said[0], said
+        assert shown(at, "Selected") == 90 and at.query_params["budget"] in ("90", ["90"])
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(data="digits", budget="99999")  # too many for this pool: said where the pool is known
+    at.switch_page("views/learn.py").run()
+    assert not at.warning and at.query_params["budget"] in ("99999", ["99999"]), [w.value for w in at.warning]

@@ -435,3 +435,20 @@ def test_compare_says_which_rows_are_the_same_setting_and_compares_it_once():
     assert at.dataframe[-1].value["setting"].tolist() == [FIVE, "activeft", AUTO]
     assert [m.value for m in at.markdown if m.value.startswith("**")][:3] == [f"**{FIVE}**", "**activeft**",
                                                                               f"**{AUTO}**"]
+
+
+def test_the_allowed_folders_are_named_once_each_in_their_order(tmp_path, monkeypatch):
+    """A folder given twice in BILAF_ALLOWED_ROOTS (or also one of the app's own) was listed
+    twice in the message that refuses a path outside them."""
+    import os
+
+    from studio.state import check_allowed
+
+    extra, other = tmp_path / "extra", tmp_path / "other"
+    monkeypatch.setenv("BILAF_ALLOWED_ROOTS", os.pathsep.join(map(str, (extra, other, extra, Path.home()))))
+    with pytest.raises(ValueError) as refused:
+        check_allowed("/etc")
+    listed = str(refused.value).split("(", 1)[1].split(")", 1)[0].split(", ")
+    assert len(listed) == len(set(listed)), listed
+    assert listed.index(str(extra)) < listed.index(str(other)), listed
+    assert listed[0] == str(Path.home()), listed  # the app's own first, as before

@@ -1,8 +1,8 @@
 """Browser journeys of a newcomer's bad inputs on the built-in digits: an emptied or
 lettered budget, K above a lowered budget, a .csv upload, a file given as the image
 folder, a bad Ray address, a one-sample feature file, a link without its data source or
-to a missing feature file, a link's warning that must outlive the background map, Compare
-rows differing by seed, Compare cells outside the Select page's ranges, and an Inspect
+to a missing feature file, a link's warning that must outlive the background map, a
+link's budget=abc opened on Learn, Compare rows differing by seed, Compare cells outside the Select page's ranges, and an Inspect
 page number and a link's values out of range.
 Each drives Debian's chromium against `streamlit run app.py` and fails on any Streamlit
 exception box, console error or page error."""
@@ -167,6 +167,20 @@ def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, br
         expect(warned).to_contain_text(part)
     expect(page.locator('[data-testid="stSidebarUserContent"]')).to_contain_text("Data digits")
     page.screenshot(path=str(Path(server[1]) / "link_missing_feature_file.png"))
+    assert_clean(page, browser)
+    # Opened on Learn (which reads no budget), a link's budget=abc went unsaid and stayed in the
+    # address: no pool takes it, so it is said at once and dropped, as any other bad value.
+    page = browser.page()
+    page.goto(f"{server[0]}/learn?data=digits&budget=abc")
+    expect(page.get_by_role("heading", name="Learn: BiLAF step by step")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    warned = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="link")
+    expect(warned).to_have_count(1)
+    expect(warned).to_have_text("Part of this link could not be used: budget = 'abc' (not a number): using 5 % of "
+                                "the pool instead. Change it on the Select page.")
+    expect(page).not_to_have_url(re.compile(r"[?&]budget="))
+    expect(page).to_have_url(re.compile(r"/learn\?data=digits"))
+    page.screenshot(path=str(Path(server[1]) / "link_bad_budget_on_learn.png"))
     assert_clean(page, browser)
 
 
