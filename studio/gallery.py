@@ -44,7 +44,13 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
     key = session.chart_key(f"{name}_{digest}", pool)
     fresh = key not in st.session_state
     shown = st.session_state.setdefault("_map_pick_shown", {})
+    seen = st.session_state.setdefault("_map_selection", {})
     if fresh:
+        # what is kept per chart goes with the charts no longer drawn (a pick of 50,000 rows and
+        # a lasso's points for each slider move added up over a session)
+        for memo in (shown, seen):
+            for gone in [k for k in memo if k not in st.session_state]:
+                del memo[gone]
         shown[key] = pool.values.get("picked", np.empty(0, dtype=np.int64))
     maps.draw_pick(fig, shown[key], coords)
     if height is not None:
@@ -55,7 +61,6 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
     # double-click that empties it). A rerun the chart did not make (a gallery page, a
     # button) sends its unchanged selection, often none at all, where a pick came from
     # another page or was cleared by a button: it keeps the pool's pick.
-    seen = st.session_state.setdefault("_map_selection", {})
     now = _selection_text(event)
     if fresh or seen.get(key) != now:
         seen[key] = now

@@ -1509,3 +1509,17 @@ def test_a_links_unusable_values_are_said_on_the_page_it_opens_even_learn():
     at.query_params.update(data="digits", budget="99999")  # too many for this pool: said where the pool is known
     at.switch_page("views/learn.py").run()
     assert not at.warning and at.query_params["budget"] in ("99999", ["99999"]), [w.value for w in at.warning]
+
+
+def test_what_a_map_keeps_per_chart_goes_with_the_charts_no_longer_drawn():
+    """Each redraw of the map (a new colouring, a slider moved) is a new chart: the pick it was
+    drawn with and its last selection were kept for every chart of the session (a 50,000-row
+    pick each); now for the chart drawn and the one it replaced, until the next run."""
+    at = _app()
+    _no_failure(at)
+    for ratio in (0.2, 0.3, 0.4):  # stage 2 anew, on the cached stage 1: a new map each time
+        at.slider(key="removal_ratio").set_value(ratio)
+        at.button[0].click().run()
+        _no_failure(at)
+        kept = list(at.session_state["_map_pick_shown"])  # this run's chart and the one it replaced
+        assert len(kept) <= 2 and list(at.session_state["_map_selection"]) == kept, kept
