@@ -1477,3 +1477,42 @@ def test_a_links_unusable_values_are_said_on_the_page_it_opens_even_learn():
     said = " ".join(w.value for w in at.warning)
     assert "removal_ratio = 'zz' (not a number): using 0.1 instead" in said and "method = 'magic'" in said, said
     assert "removal_ratio" not in at.query_params and at.query_params["data"] in ("digits", ["digits"])
+
+
+def test_inspect_names_roles_as_the_map_and_keeps_the_choice_across_k_equal_to_b():
+    """Inspect's Roles offered "core" for a whole-budget method's picks, which its map names
+    "selected", and every role whatever the selection had. A choice of only the boundary
+    picks at K < B, then K = B (no boundary picks): the filter is not left empty, and the
+    choice comes back at K < B."""
+    at = _linked(data="digits", budget="30", n_cores="10")
+    at.switch_page("views/inspect.py").run()
+    roles = at.multiselect(key="inspect_roles")
+    assert roles.options == ["core", "boundary", "removed", "unselected"], roles.options
+    roles.set_value(["boundary"]).run()
+    for k, shown in ((30, ["core", "unselected"]), (10, ["boundary"])):
+        at.switch_page("views/select.py").run()
+        at.select_slider(key="n_cores").set_value(k)
+        at.button[0].click().run()  # the form's submit button
+        at.switch_page("views/inspect.py").run()
+        _no_failure(at)
+        assert at.multiselect(key="inspect_roles").value == shown, k
+    at = _linked(data="digits", budget="30", method="kmeans")
+    at.switch_page("views/inspect.py").run()
+    _no_failure(at)
+    assert at.multiselect(key="inspect_roles").options == ["selected", "unselected"]  # as its map's legend
+
+
+def test_the_one_cluster_view_shows_your_marks_as_the_map_gallery_does(tmp_path, monkeypatch):
+    """A cluster whose core you excluded: its gallery's captions and its name in the
+    Cluster box lacked the "excluded" the map's gallery shows."""
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))  # the marks file goes there
+    at = _app("views/inspect.py")
+    box = next(m for m in at.multiselect if m.label == "Exclude from the export")
+    box.set_value([box.options[0]])  # the first offered: cluster 0's core, the selection's first sample
+    next(b for b in at.button if b.label == "Apply marks").click().run()
+    _no_failure(at)
+    assert "· 1 excluded" in at.selectbox(key="cluster_view").options[0]
+    assert "· 1 excluded" not in at.selectbox(key="cluster_view").options[1]
+    grids = [h.value for h in at.html if "bilaf-caption" in h.value]
+    captions = re.findall(r'<figcaption class="bilaf-caption">(.*?)</figcaption>', grids[1])  # the cluster's picks (the map's gallery first)
+    assert captions[0].endswith("core · excluded"), captions[0]
