@@ -213,6 +213,10 @@ def test_compare_page_shows_a_table_of_diagnostics():
     at.run()  # the same settings again: every one from the cache
     said = [c.value for c in at.caption if "cache" in c.value or "Computed in" in c.value]
     assert len(said) == 4 and all("From the cache" in line for line in said), said
+    # the table said "seconds 1.64" beside "From the cache": the time it took when computed, said so
+    assert list(table["computed"]) == ["before (cache)", "now", "now", "now"], table
+    again = at.dataframe[-1].value
+    assert list(again["computed"]) == ["before (cache)"] * 4 and again["seconds"].equals(table["seconds"]), again
 
 
 def test_compare_leaves_bilaf_only_parameters_blank_and_a_baselines_pool_one_colour():
