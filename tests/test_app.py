@@ -1507,16 +1507,15 @@ def test_inspect_names_roles_as_the_map_and_keeps_the_choice_across_k_equal_to_b
 
 
 def test_the_one_cluster_view_shows_your_marks_as_the_map_gallery_does(tmp_path, monkeypatch):
-    """A cluster whose core you excluded: its gallery's captions and its name in the
-    Cluster box lacked the "excluded" the map's gallery shows."""
+    """A cluster whose core you excluded: its gallery's captions lacked the "excluded" the
+    map's gallery shows."""
     monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))  # the marks file goes there
     at = _app("views/inspect.py")
     box = next(m for m in at.multiselect if m.label == "Exclude from the export")
     box.set_value([box.options[0]])  # the first offered: cluster 0's core, the selection's first sample
     next(b for b in at.button if b.label == "Apply marks").click().run()
     _no_failure(at)
-    assert "· 1 excluded" in at.selectbox(key="cluster_view").options[0]
-    assert "· 1 excluded" not in at.selectbox(key="cluster_view").options[1]
     grids = [h.value for h in at.html if "bilaf-caption" in h.value]
-    captions = re.findall(r'<figcaption class="bilaf-caption">(.*?)</figcaption>', grids[1])  # the cluster's picks (the map's gallery first)
+    # the cluster's picks (the map's gallery comes first)
+    captions = re.findall(r'<figcaption class="bilaf-caption">(.*?)</figcaption>', grids[1])
     assert captions[0].endswith("core · excluded"), captions[0]

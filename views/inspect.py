@@ -113,14 +113,11 @@ with tab_cluster:
     if result.params["method"] != "bilaf":
         st.info("Per-cluster views exist for BiLAF selections (cores, boundary picks, removed noise).")
     else:
-        def cluster_name(c: int) -> str:
-            """The cluster, its core and budget, and how many of its picks you excluded (as the captions say)."""
-            excluded = len(pool.excluded.intersection(result.cluster_view(c)[0].tolist()))
-            return (f"cluster {c} · core {fs.ids[result.cores[c]]} · budget {result.allocation[c]}"
-                    + (f" · {excluded} excluded" if excluded else ""))
-
+        # No count of your marks in the cluster's name: the browser kept showing the name the
+        # box had before you marked (the same option chosen), so the captions below say them.
         cid = session.kept(st.selectbox, "cluster_view", "Cluster", options=list(range(result.cores.size)), default=0,
-                           state=pool, format_func=cluster_name)
+                           state=pool, format_func=lambda c: f"cluster {c} · core {fs.ids[result.cores[c]]} · "
+                                                             f"budget {result.allocation[c]}")
         picks, removed = result.cluster_view(cid)
         st.markdown(f"**Core and boundary picks, in the order they were picked** ({picks.size})")
         gallery.show(picks, result, fs, thumbs, key="cluster_picks", marks=pool)  # captions with the marks, as above
