@@ -183,8 +183,9 @@ def _choices(name: str, options) -> str:
 def _valid(value: Any, options, min_value, max_value) -> Any:
     """The value if a widget accepts it, else None (a stale or hand-edited URL, another pool's range)."""
     if options is not None:
-        if isinstance(value, list):  # a multiselect: the choices it still offers
-            return [v for v in value if v in list(options)]
+        if isinstance(value, list):  # a multiselect: the choices it still offers; none of them: the default
+            offered = [v for v in value if v in list(options)]
+            return offered if offered or not value else None
         return value if value in list(options) else None
     if min_value is not None and value < min_value:
         return min_value
@@ -256,9 +257,11 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
     whenever the widget is new on this run, was last seeded for another pool or has
     another range or other options than on the last run; the value it returns is stored
     back. Out-of-range values are clamped, unknown options
-    replaced by the default. With ``restore``, a value a narrower range clamped is held
-    (:func:`held`) and comes back when the range allows it again, until the user moves
-    the widget (Learn's Budget B stayed 200 after Points went to 200 and back to 600)."""
+    replaced by the default (a multiselect keeps the choices still offered; the default
+    when none is). With ``restore``, a value a narrower range clamped (or fewer options
+    cut) is held (:func:`held`) and comes back when the range allows it again, until the
+    user moves the widget (Learn's Budget B stayed 200 after Points went to 200 and back
+    to 600; Inspect's roles lost the boundary picks at K = B and got them back at K < B)."""
     owners = st.session_state.setdefault("_widget_pool", {})
     # A widget whose range or options change is a new widget to Streamlit, which then
     # starts it at its minimum (Learn's Budget B fell from 60 to 2 when Points lowered
@@ -273,7 +276,7 @@ def kept(widget: Callable, name: str, label: str, *, default: Any, state: PoolSt
         value = _valid(asked, options, min_value, max_value)
         st.session_state[name] = default if value is None else value
         owners[name] = state.key
-        if restore and value is not None and _differs(value, asked):
+        if restore and _differs(st.session_state[name], asked):
             state.held[name] = asked
         if value != asked and name not in state.values and name in state.url_values:  # a link's, which this widget lacks
             why = (_choices(name, options) if options is not None

@@ -318,6 +318,10 @@ def range_text(name: str, budget: int | None = None, n: int | None = None, *, au
             + f"{'a whole number' if _whole_setting(name) else 'a number'} from {_number(low)} to {_number(high)}")
 
 
+#: :func:`range_problem`'s word for a whole-number setting given a fraction (a seed of 1.5).
+NOT_WHOLE = "not a whole number"
+
+
 def range_problem(name: str, value: float, budget: int | None = None, n: int | None = None) -> str | None:
     """Why the Select page would not take the number ``value`` for ``name``, in the words
     every page uses: "not a whole number" or "outside 0 to 0.9" (:func:`page_range`);
@@ -326,7 +330,7 @@ def range_problem(name: str, value: float, budget: int | None = None, n: int | N
     if not low <= value <= high:
         return f"outside {_number(low)} to {_number(high)}"
     if _whole_setting(name) and not float(value).is_integer():
-        return "not a whole number"
+        return NOT_WHOLE
     return None
 
 
@@ -334,8 +338,8 @@ def param_column(name: str, budget: int, n: int):
     """A Compare table column for a Select page setting (a selection parameter, or the
     seed): its options, or its help naming the range (:func:`range_text`), from the same
     definition as the Select page's widget."""
-    if name == "seed":
-        return st.column_config.NumberColumn(step=1, help=f"Seed: {range_text('seed')}. Empty: the Select page's seed.")
+    if name == "seed":  # no step=1: its editor dropped a typed "." (1.5 became 15); the page refuses 1.5
+        return st.column_config.NumberColumn(help=f"Seed: {range_text('seed')}. Empty: the Select page's seed.")
     widget = param_widget(name)
     if "options" in widget:
         return st.column_config.SelectboxColumn(options=widget["options"], help=widget["help"], required=name == "method")
@@ -601,7 +605,7 @@ def seed_warning(asked: int, *, doing: str = "selecting", again: str = "(Advance
     problem = range_problem("seed", float(asked))
     if problem is None:
         return None
-    what = "a whole number" if problem == "not a whole number" else "a seed in that range"  # 1.5 was used as 1
+    what = "a whole number" if problem == NOT_WHOLE else "a seed in that range"  # 1.5 was used as 1
     return f"Seed {_number(float(asked))} is {problem}: {doing} with seed {seed_of(asked):,}. Type {what} {again}."
 
 
@@ -639,11 +643,13 @@ def compare_problems(row: dict, budget: int, n: int) -> dict[str, str]:
             typed = n_cores_value(value) if name == "n_cores" else _whole(value) if name not in _SPECS else (
                 _KINDS[_SPECS[name].kind](value))
         except ValueError:
-            problems[name] = f"it is not {range_text(name, budget, n, auto=True)}"
-            continue
+            typed = None  # no value of it at all (a K of abc): said as a fraction is
         if name in ("seed", "n_cores") or _SPECS[name].kind in ("int", "float"):
-            problem = None if typed == AUTO else range_problem(name, float(typed), budget, n)
-            if problem:
+            problem = None if typed == AUTO else NOT_WHOLE if typed is None else range_problem(name, float(typed),
+                                                                                               budget, n)
+            if problem == NOT_WHOLE:  # a K of abc, a seed of 1.5: what the page takes
+                problems[name] = f"it is not {range_text(name, budget, n, auto=True)}"
+            elif problem:
                 top = page_range(name, budget, n)[1]
                 problems[name] = f"it is {problem}, the Select page's range" + (
                     f" (K is at most the budget B = {budget:,})" if name == "n_cores" and top == budget else "")

@@ -213,6 +213,10 @@ def test_compare_page_shows_a_table_of_diagnostics():
     at.run()  # the same settings again: every one from the cache
     said = [c.value for c in at.caption if "cache" in c.value or "Computed in" in c.value]
     assert len(said) == 4 and all("From the cache" in line for line in said), said
+    # the table said "seconds 1.64" beside "From the cache": the time it took when computed, said so
+    assert list(table["computed"]) == ["before (cache)", "now", "now", "now"], table
+    again = at.dataframe[-1].value
+    assert list(again["computed"]) == ["before (cache)"] * 4 and again["seconds"].equals(table["seconds"]), again
 
 
 def test_compare_leaves_bilaf_only_parameters_blank_and_a_baselines_pool_one_colour():
@@ -1523,3 +1527,43 @@ def test_what_a_map_keeps_per_chart_goes_with_the_charts_no_longer_drawn():
         _no_failure(at)
         kept = list(at.session_state["_map_pick_shown"])  # this run's chart and the one it replaced
         assert len(kept) <= 2 and list(at.session_state["_map_selection"]) == kept, kept
+
+
+
+
+def test_inspect_names_roles_as_the_map_and_keeps_the_choice_across_k_equal_to_b():
+    """Inspect's Roles offered "core" for a whole-budget method's picks, which its map names
+    "selected", and every role whatever the selection had. A choice of only the boundary
+    picks at K < B, then K = B (no boundary picks): the filter is not left empty, and the
+    choice comes back at K < B."""
+    at = _linked(data="digits", budget="30", n_cores="10")
+    at.switch_page("views/inspect.py").run()
+    roles = at.multiselect(key="inspect_roles")
+    assert roles.options == ["core", "boundary", "removed", "unselected"], roles.options
+    roles.set_value(["boundary"]).run()
+    for k, shown in ((30, ["core", "unselected"]), (10, ["boundary"])):
+        at.switch_page("views/select.py").run()
+        at.select_slider(key="n_cores").set_value(k)
+        at.button[0].click().run()  # the form's submit button
+        at.switch_page("views/inspect.py").run()
+        _no_failure(at)
+        assert at.multiselect(key="inspect_roles").value == shown, k
+    at = _linked(data="digits", budget="30", method="kmeans")
+    at.switch_page("views/inspect.py").run()
+    _no_failure(at)
+    assert at.multiselect(key="inspect_roles").options == ["selected", "unselected"]  # as its map's legend
+
+
+def test_the_one_cluster_view_shows_your_marks_as_the_map_gallery_does(tmp_path, monkeypatch):
+    """A cluster whose core you excluded: its gallery's captions lacked the "excluded" the
+    map's gallery shows."""
+    monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path))  # the marks file goes there
+    at = _app("views/inspect.py")
+    box = next(m for m in at.multiselect if m.label == "Exclude from the export")
+    box.set_value([box.options[0]])  # the first offered: cluster 0's core, the selection's first sample
+    next(b for b in at.button if b.label == "Apply marks").click().run()
+    _no_failure(at)
+    grids = [h.value for h in at.html if "bilaf-caption" in h.value]
+    # the cluster's picks (the map's gallery comes first)
+    captions = re.findall(r'<figcaption class="bilaf-caption">(.*?)</figcaption>', grids[1])
+    assert captions[0].endswith("core · excluded"), captions[0]

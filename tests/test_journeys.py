@@ -235,6 +235,10 @@ def test_marks_stay_with_their_pool_and_can_be_cleared(server, browser, tmp_path
     first = gallery_ids(page)[0]  # a selected sample, to exclude; and the first unselected one, to force
     second = next(str(i) for i in DIGIT_IDS if str(i) not in selected)
     mark(page, first, second)
+    # the one-cluster view (cluster 0: the first sample is its core) says the mark, as the map's gallery does
+    page.get_by_role("tab", name="One cluster, in the algorithm's order").click()
+    expect(page.locator(".bilaf-caption >> visible=true").first).to_contain_text(first)
+    expect(page.locator(".bilaf-caption >> visible=true").first).to_contain_text("core · excluded")
     # a run trains on what gets labelled: the export, the marks applied (it trained on the
     # selection without them, not saying so, while the sidebar said "Marks 2")
     go(page, "Finetune", "Finetune and compare")
@@ -448,6 +452,15 @@ def test_inspect_map_shows_the_cluster_filter(server, browser, tmp_path):
     assert shown and all(clusters == {2} for clusters in shown.values()), shown
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "inspect_cluster_filter.png"))
+    # a whole-budget method's picks: the Roles filter names them as the map's legend does (it offered "core")
+    page.goto(server[0] + "/inspect?data=digits&method=kmeans")
+    expect(page.get_by_role("heading", name="Inspect the selection")).to_be_visible(timeout=LONG)
+    expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=LONG)
+    wait_idle(page)
+    roles = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Roles")
+    offered = [line for line in roles.inner_text().split("\n") if line][1:]  # under the label, its chips
+    assert offered == ["selected", "unselected"], offered
+    assert any(name.startswith("selected (") for name in page.locator(".legendtext").all_text_contents())
     assert_clean(page, browser)
 
 

@@ -251,7 +251,8 @@ def _edit_cell(page, row: int, column: int, text: str) -> None:
     page.keyboard.press("Enter")
     cell = page.locator(".gdg-input")
     expect(cell).to_be_focused(timeout=30_000)
-    cell.fill(text)
+    cell.press("Control+A")
+    page.keyboard.type(text)  # as a user types: a whole-number column's editor dropped the "." of 1.5
     cell.press("Enter")
     time.sleep(0.5)
     wait_idle(page)
@@ -277,6 +278,9 @@ def test_compare_takes_the_select_pages_ranges_and_shows_what_each_row_runs_with
     _edit_cell(page, 1, 5, "-1")  # row 2's seed
     expect(page.get_by_text("Row 2 (activeft), seed = -1 was not applied: it is outside 0 to 2,147,483,647, the "
                             "Select page's range.", exact=False)).to_be_visible(timeout=LONG)
+    _edit_cell(page, 2, 5, "1.5")  # row 3's seed: it became 15, silently
+    expect(page.get_by_text("Row 3 (kmeans), seed = 1.5 was not applied: it is not a whole number from 0 to "
+                            "2,147,483,647.", exact=False)).to_be_visible(timeout=LONG)
     wait_idle(page)
     rows = _runs_with(page)
     assert rows[0] == ["1", "bilaf", "auto", "0.1 (Select)", "1.1", "idc", "0"], rows

@@ -22,9 +22,10 @@ st.caption(f"Budget B = {budget:,} and every parameter not in the table comes fr
            "Edit the rows: 2 to 4 settings.")
 key = session.chart_key("compare_settings", pool)
 if key not in st.session_state:  # new on this run (first visit, back from a page): the last edited rows
+    # the seed a float column: an integer one's editor dropped a typed "." (1.5 became 15); the page refuses 1.5
     pool.values["compare_base"] = pool.values.get("compare_rows", state.compare_rows(pd.DataFrame(
         [{**{name: select_values[name] for name in EDITABLE}, "n_cores": str(select_values["n_cores"]), "method": method}
-         for method in ("bilaf", "activeft", "kmeans", "random")])))
+         for method in ("bilaf", "activeft", "kmeans", "random")]).astype({"seed": float})))
 settings = st.data_editor(
     pool.values["compare_base"], num_rows="dynamic", hide_index=True, key=key, placeholder=state.NO_VALUE,
     # no validate= / min_value: the table reverted a bad cell without a word; checked below
@@ -81,13 +82,15 @@ st.caption(f"Every map has the same axes and colours: the pool faint (by {color_
            "crosses the removed noise; markers shrink as their number grows, hundreds of them are see-through "
            "outlines, and beyond what a small map shows a fixed subset is drawn (under each map: how many).")
 overall = st.empty()  # which setting of how many is being computed; each column has its own bar
-columns = st.columns(len(cells))
+# The names in a row of their own, above the maps': in a narrow window (900 px) a long name
+# wrapped onto more lines than the others and pushed its map below theirs.
+heads, columns = st.columns(len(cells)), st.columns(len(cells))
 table = []
-for number, (col, row) in enumerate(zip(columns, cells)):
+for number, (head, col, row) in enumerate(zip(heads, columns, cells)):
     values, name = state.compare_setting(select_values, row, budget=budget, n=n)
     params = state.selection_params(values)
+    head.markdown(f"**{name}**")
     with col:
-        st.markdown(f"**{name}**")
         try:
             with session.progress_bar(name) as report:
                 overall.caption(f"Setting {number + 1} of {len(cells)}: {name} ...")
@@ -110,16 +113,21 @@ for number, (col, row) in enumerate(zip(columns, cells)):
         measured = state.selection_diagnostics(source, result, normalize=True)  # one space for all settings
         table.append({"setting": name, "EMD proxy": measured["emd_proxy"], "coverage": measured["coverage"],
                       "classes covered": measured.get("classes_covered", np.nan),
-                      "removed": int(result.removed.size), "seconds": result.timings["total"]})
+                      "removed": int(result.removed.size), "computed": "before (cache)" if cached else "now",
+                      "seconds": result.timings["total"]})
         advice, value = state.guide(source, result)  # the same budget for every row: the same advice
         if advice is not None and advice.diagnostic is not None:
             table[-1][DIAGNOSTIC_NAMES[advice.diagnostic][0]] = value
 overall.empty()
 if table:
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch", placeholder=state.NO_VALUE,
-                 column_config={"coverage": st.column_config.NumberColumn(format="%.3f"),
+                 # the setting stays in view scrolled sideways (a narrow window); no grey meaning in this table
+                 column_config={"setting": st.column_config.TextColumn(pinned=True),
+                                "coverage": st.column_config.NumberColumn(format="%.3f"),
                                 "EMD proxy": st.column_config.NumberColumn(format="%.4f"),
-                                "seconds": st.column_config.NumberColumn(format="%.2f")})
+                                "seconds": st.column_config.NumberColumn(
+                                    format="%.2f", help="How long the selection took when it was computed: now, or "
+                                                        "before for one from the cache, which took no time now.")})
     st.caption("EMD proxy: mean distance of the pool to its nearest selected sample (lower is better). "
                "Coverage: share of the pool within the default radius of a selected sample."
                + (f" {advice.message}" if advice is not None else ""))

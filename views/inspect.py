@@ -5,7 +5,7 @@ import streamlit as st
 from bilaf_core.data import sample_rows, some_of
 from bilaf_core.selection import ROLES
 from studio import exports, gallery, session, state
-from studio.maps import MARKS, in_focus, legend_html, pool_colouring, selection_figure
+from studio.maps import MARKS, in_focus, layer_role, legend_html, pool_colouring, selection_figure
 
 st.title("Inspect the selection")
 source, fs = state.current_feature_set()
@@ -23,13 +23,19 @@ thumbs = state.thumbs(source)
 
 tab_map, tab_cluster = st.tabs(["From the map", "One cluster, in the algorithm's order"])
 with tab_map:
-    a, b, c = st.columns([3, 1, 2])
-    roles = session.kept(a.multiselect, "inspect_roles", "Roles", options=list(ROLES), default=list(ROLES), state=pool)
+    # The roles this selection has, named as its map names them (a whole-budget method's
+    # "core" picks are "selected"); those a new selection lacks (K = B: no boundary picks)
+    # come back with a selection that has them. On a row of their own: at 900 px three
+    # filters side by side cut the cluster ("al") and the chips of both multiselects ("e...").
+    present = [role for role in ROLES if role in result.role_counts()]
+    roles = session.kept(st.multiselect, "inspect_roles", "Roles", options=present, default=present, state=pool,
+                         restore=True, format_func=lambda role: layer_role(result, role), wrap=True)
+    b, c = st.columns([1, 2])
     clusters = ["all"] + sorted(set(result.cluster[result.cluster >= 0].tolist()))
     cluster = session.kept(b.selectbox, "inspect_cluster", "Cluster", options=clusters, default="all", state=pool)
     mark_kinds = session.kept(c.multiselect, "inspect_marks", "Mark", options=list(MARKS), default=list(MARKS),
-                              state=pool, help="Your manual marks (below): samples excluded from or forced into the "
-                                               "export, and the unmarked rest of the pool.")
+                              state=pool, wrap=True, help="Your manual marks (below): samples excluded from or forced "
+                                                           "into the export, and the unmarked rest of the pool.")
     marks = session.row_marks(pool, fs.ids)
     projection = session.setting(pool, "projection", "umap")
     coords, shown, failure = state.map_to_draw(source, projection)
@@ -107,11 +113,13 @@ with tab_cluster:
     if result.params["method"] != "bilaf":
         st.info("Per-cluster views exist for BiLAF selections (cores, boundary picks, removed noise).")
     else:
+        # No count of your marks in the cluster's name: the browser kept showing the name the
+        # box had before you marked (the same option chosen), so the captions below say them.
         cid = session.kept(st.selectbox, "cluster_view", "Cluster", options=list(range(result.cores.size)), default=0,
                            state=pool, format_func=lambda c: f"cluster {c} · core {fs.ids[result.cores[c]]} · "
                                                              f"budget {result.allocation[c]}")
         picks, removed = result.cluster_view(cid)
         st.markdown(f"**Core and boundary picks, in the order they were picked** ({picks.size})")
-        gallery.show(picks, result, fs, thumbs, key="cluster_picks")
+        gallery.show(picks, result, fs, thumbs, key="cluster_picks", marks=pool)  # captions with the marks, as above
         st.markdown(f"**Removed as noise, least noisy first** ({removed.size})")
-        gallery.show(removed, result, fs, thumbs, key="cluster_removed")
+        gallery.show(removed, result, fs, thumbs, key="cluster_removed", marks=pool)
