@@ -124,13 +124,13 @@ def image_grid(images, captions: list[str], *, width: int = 112) -> None:
 
 def rows_table(rows: np.ndarray, result: Selection, ids: np.ndarray, labels: np.ndarray | None,
                marks: session.PoolState | None = None) -> pd.DataFrame:
-    """id, label, role, cluster and boundary score of pool rows (the gallery's captions as a
-    table), and each row's manual mark ("excluded" / "forced" from the export) where the
+    """id, label, role (as the map names it, :func:`studio.maps.layer_role`), cluster and
+    boundary score of pool rows (the gallery's captions as a table), and each row's manual mark ("excluded" / "forced" from the export) where the
     pool ``marks`` has any."""
     score = np.full(ids.size, np.nan)
     score[result.indices] = result.boundary_score
-    table = pd.DataFrame({"id": ids[rows], "role": result.role[rows], "cluster": result.cluster[rows],
-                          "boundary score": score[rows]})
+    table = pd.DataFrame({"id": ids[rows], "role": [maps.layer_role(result, role) for role in result.role[rows]],
+                          "cluster": result.cluster[rows], "boundary score": score[rows]})
     if labels is not None:
         table.insert(1, "label", labels[rows])
     if marks is not None and marks.n_marks:

@@ -1552,6 +1552,8 @@ def test_inspect_names_roles_as_the_map_and_keeps_the_choice_across_k_equal_to_b
     at.switch_page("views/inspect.py").run()
     _no_failure(at)
     assert at.multiselect(key="inspect_roles").options == ["selected", "unselected"]  # as its map's legend
+    captions = " ".join(h.value for h in at.html if "bilaf-caption" in h.value)
+    assert "· selected" in captions and "· core" not in captions  # and the gallery's captions
 
 
 def test_the_one_cluster_view_shows_your_marks_as_the_map_gallery_does(tmp_path, monkeypatch):
