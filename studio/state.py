@@ -48,8 +48,10 @@ from bilaf_core.store import RunStore, StoreError, default_store_path
 
 from .maps import MAP_NAMES, ProgressFile
 
-#: Pools above this size are projected with UMAP / t-SNE only when asked (a button).
-AUTO_PROJECTION_MAX = 20_000
+#: Pools above this size start work of a minute or more only when asked (a button): a UMAP /
+#: t-SNE map, Compare's settings not in the cache (opening Compare on CIFAR-10 started two
+#: minutes of selections).
+ON_REQUEST_ABOVE = 20_000
 #: Interactive diagnostics average over at most this many pool samples (a fixed seeded
 #: subset, so selections are compared on the same samples; standard error of the EMD
 #: proxy about 1 % of its value). Each rerun costs DIAGNOSTICS_SAMPLE x B distances.

@@ -88,7 +88,7 @@ def test_a_map_on_request_says_the_map_shown_meanwhile_is_pca(monkeypatch):
     # no UMAP of digits from another test: on disk, in the page's cache of it, in this process's jobs
     monkeypatch.setattr(state, "_disk_projection", lambda *args: None)
     monkeypatch.setattr(state, "_projection_jobs", lambda: (None, {}))
-    monkeypatch.setattr(state, "AUTO_PROJECTION_MAX", 100)  # digits' 1,797 points: a map on request
+    monkeypatch.setattr(state, "ON_REQUEST_ABOVE", 100)  # digits' 1,797 points: a map on request
     at = _app()
     _no_failure(at)
     assert any(b.label == "Compute the UMAP map (1,797 points, takes a while)" for b in at.button)
@@ -1569,3 +1569,24 @@ def test_the_one_cluster_view_shows_your_marks_as_the_map_gallery_does(tmp_path,
     # the cluster's picks (the map's gallery comes first)
     captions = re.findall(r'<figcaption class="bilaf-caption">(.*?)</figcaption>', grids[1])
     assert captions[0].endswith("core · excluded"), captions[0]
+
+
+def test_compare_on_a_large_pool_computes_new_settings_when_asked(monkeypatch):
+    """Opening Compare on CIFAR-10 started two minutes of selections at once, unasked. On a
+    large pool a setting not computed before now waits for a button; one computed before
+    (the Select page's) is drawn at once."""
+    from studio import state
+
+    monkeypatch.setattr(state, "ON_REQUEST_ABOVE", 100)  # digits' 1,797 samples: a large pool
+    at = _linked(data="digits", budget="77")  # a budget no other test selects: nothing cached but Select's
+    at.switch_page("views/compare.py").run()
+    _no_failure(at)
+    (button,) = [b for b in at.button if b.label.startswith("Compute 3 settings (1,797 samples")]
+    assert len(at.get("plotly_chart")) == 1  # the Select page's selection
+    assert sum(i.value.startswith("Not computed yet") for i in at.info) == 3
+    button.click().run()
+    _no_failure(at)
+    assert len(at.get("plotly_chart")) == 4 and not any(b.label.startswith("Compute") for b in at.button)
+    at.switch_page("views/select.py").run()
+    at.switch_page("views/compare.py").run()
+    assert len(at.get("plotly_chart")) == 4  # computed now: drawn at once when the page comes back

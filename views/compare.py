@@ -81,20 +81,37 @@ st.caption(f"Every map has the same axes and colours: the pool faint (by {color_
            + "), stars BiLAF's cores and a whole-budget method's selected samples, circles BiLAF's boundary picks, "
            "crosses the removed noise; markers shrink as their number grows, hundreds of them are see-through "
            "outlines, and beyond what a small map shows a fixed subset is drawn (under each map: how many).")
+# Each setting: its values, name, parameters and whether it is computed already. On a large
+# pool, settings not in the cache wait for a button (each takes tens of seconds there).
+runs = []  # (name, params, cached) per setting
+for row in cells:
+    values, name = state.compare_setting(select_values, row, budget=budget, n=n)
+    params = state.selection_params(values)
+    runs.append((name, params, state.selection_cached(source, budget, params)))
+asked = pool.values.setdefault("compare_asked", set())  # (budget, params) the user asked Compare to compute
+waiting = [name for name, params, cached in runs if not cached and (budget, params) not in asked] \
+    if n > state.ON_REQUEST_ABOVE else []
+if waiting:
+    st.button(f"Compute {len(waiting)} setting{'s' * (len(waiting) > 1)} ({n:,} samples: tens of seconds each)",
+              type="primary", on_click=asked.update,
+              args=({(budget, params) for _, params, cached in runs if not cached},))
+    st.caption(f"Not computed yet: {', '.join(waiting)}. On a pool of more than {state.ON_REQUEST_ABOVE:,} samples "
+               "Compare computes a setting when asked; settings computed before are drawn at once.")
 overall = st.empty()  # which setting of how many is being computed; each column has its own bar
 # The names in a row of their own, above the maps': in a narrow window (900 px) a long name
 # wrapped onto more lines than the others and pushed its map below theirs.
 heads, columns = st.columns(len(cells)), st.columns(len(cells))
 table = []
-for number, (head, col, row) in enumerate(zip(heads, columns, cells)):
-    values, name = state.compare_setting(select_values, row, budget=budget, n=n)
-    params = state.selection_params(values)
+for number, (head, col, (name, params, cached)) in enumerate(zip(heads, columns, runs)):
     head.markdown(f"**{name}**")
     with col:
+        if name in waiting:
+            st.info("Not computed yet: press the button above.")
+            continue
         try:
             with session.progress_bar(name) as report:
                 overall.caption(f"Setting {number + 1} of {len(cells)}: {name} ...")
-                cached, started = state.selection_cached(source, budget, params), time.perf_counter()
+                started = time.perf_counter()
                 result = state.selection(source, budget, params, progress=report)
                 took = time.perf_counter() - started
         except ValueError as exc:

@@ -124,7 +124,7 @@ with st.container():  # the map takes the page's width; the diagnostics go under
     color_by = keep(b.radio, "color_by", "Colour pool by", horizontal=True,
                     options=list(state.PAGE_OPTIONS["color_by"][:1 if fs.labels is None else None]),
                     help="pseudo-class: the core each sample is assigned to; true label: the pool's labels")
-    on_request = n > state.AUTO_PROJECTION_MAX and projection != "pca"
+    on_request = n > state.ON_REQUEST_ABOVE and projection != "pca"
     start = not on_request or st.session_state.get(f"project_{projection}", False)
     coords, shown, failure = state.map_to_draw(source, projection, seed=0, start=start)
     if failure:
@@ -134,7 +134,7 @@ with st.container():  # the map takes the page's width; the diagnostics go under
             st.button(f"Compute the {MAP_NAMES[projection]} map ({n:,} points, takes a while)",
                       on_click=lambda: st.session_state.update({f"project_{projection}": True}))
             st.caption(f"Until then the map below is PCA: the {MAP_NAMES[projection]} map of more than "
-                       f"{state.AUTO_PROJECTION_MAX:,} points is computed on request.")
+                       f"{state.ON_REQUEST_ABOVE:,} points is computed on request.")
         else:
             @st.fragment(run_every="2s")
             def wait_for_map():
