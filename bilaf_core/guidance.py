@@ -94,7 +94,10 @@ def guidance(budget_fraction: float, *, measurements: dict | None = None) -> Gui
     strength, rhos = scores[best]
     name, lower_better = DIAGNOSTIC_NAMES[best]
     measured = ", ".join(f"{r:+.2f} on {data_set}" for data_set, r in rhos.items())
-    where = f"at {nearest:g} % of the pool"
+    # a budget of 8.35 % read "at 5 % of the pool", as if it were one of 5 %
+    where = f"at {nearest:g} % of the pool" + (
+        "" if pool_share(budget_fraction) == pool_share(nearest / 100)
+        else f" (the measured budget nearest to this one, {pool_share(budget_fraction)})")
     if strength >= USEFUL_RHO:
         return Guidance(best, rhos, nearest, (
             f"Best label-free guide {where}: {name} ({'lower' if lower_better else 'higher'} is better; Spearman rho "
