@@ -94,9 +94,9 @@ def guidance(budget_fraction: float, *, measurements: dict | None = None) -> Gui
     strength, rhos = scores[best]
     name, lower_better = DIAGNOSTIC_NAMES[best]
     measured = ", ".join(f"{r:+.2f} on {data_set}" for data_set, r in rhos.items())
-    # a budget of 8.35 % read "at 5 % of the pool", as if it were one of 5 %
+    # a budget of 8.35 % read "at 5 % of the pool", as if it were one of 5 % (5.01 % is one)
     where = f"at {nearest:g} % of the pool" + (
-        "" if pool_share(budget_fraction) == pool_share(nearest / 100)
+        "" if abs(math.log(nearest / wanted)) < math.log(1.05)
         else f" (the measured budget nearest to this one, {pool_share(budget_fraction)})")
     if strength >= USEFUL_RHO:
         return Guidance(best, rhos, nearest, (

@@ -142,7 +142,7 @@ def test_guidance_names_a_predictor_only_when_every_data_set_agrees():
     assert at_five.diagnostic is None and at_five.budget_percent == 5.0  # coverage agrees in sign, but |rho| < 0.5
     assert "No label-free diagnostic predicted" in at_five.message
     assert "at 5 % of the pool (the measured budget nearest to this one, 4 %)" in at_five.message
-    assert "at 1 % of the pool:" in guidance(0.01, measurements=measured).message  # a measured budget: no aside
+    assert "at 1 % of the pool:" in guidance(0.0102, measurements=measured).message  # a measured budget: no aside
     assert guidance(0.01, measurements={}) is None
     far = guidance(0.5, measurements=measured)  # 50 % of the pool: nothing was measured near it
     assert far.diagnostic is None and "No benchmark measured" in far.message and "near 50 %" in far.message
