@@ -125,8 +125,8 @@ def image_grid(images, captions: list[str], *, width: int = 112) -> None:
 def rows_table(rows: np.ndarray, result: Selection, ids: np.ndarray, labels: np.ndarray | None,
                marks: session.PoolState | None = None) -> pd.DataFrame:
     """id, label, role (as the map names it, :func:`studio.maps.layer_role`), cluster and
-    boundary score of pool rows (the gallery's captions as a table), and each row's manual mark ("excluded" / "forced" from the export) where the
-    pool ``marks`` has any."""
+    boundary score of pool rows (the gallery's captions as a table), and each row's manual
+    mark ("excluded" / "forced" from the export) where the pool ``marks`` has any."""
     score = np.full(ids.size, np.nan)
     score[result.indices] = result.boundary_score
     table = pd.DataFrame({"id": ids[rows], "role": [maps.layer_role(result, role) for role in result.role[rows]],
@@ -222,6 +222,6 @@ def closer_view(row: int, result: Selection, fs, image, coords: np.ndarray, neig
                                    text=np.asarray(fs.ids)[neighbours], hovertemplate="%{text}<extra></extra>"))
         fig.add_trace(go.Scattergl(x=coords[[row], 0], y=coords[[row], 1], mode="markers", name=str(fs.ids[row]),
                                    marker=dict(symbol="star", size=16, color="#d62728"), hoverinfo="name"))
-        fig.update_layout(height=380, margin=dict(l=0, r=0, t=10, b=0), legend=dict(orientation="h", y=-0.02),
+        fig.update_layout(height=380, margin=dict(l=0, r=0, t=maps.TOOLBAR, b=0), legend=dict(orientation="h", y=-0.02),
                           xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
         st.plotly_chart(fig, width="stretch", key=f"closer_map_{row}")

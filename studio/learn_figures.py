@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from bilaf_core.boundary import boundary_score_at
 from bilaf_core.teaching import Walkthrough, region_grid
 
-from .maps import MARKERS
+from .maps import MARKERS, TOOLBAR
 
 PALETTE = qualitative.Light24
 HEIGHT = 560
@@ -22,9 +22,6 @@ LEGEND_BELOW = dict(orientation="h", x=0, xanchor="left", y=-0.1, yanchor="top")
 #: Step 2's round slider sits where that legend would (under the axis' numbers): the
 #: legend goes under the slider.
 SLIDER_Y, LEGEND_UNDER_SLIDER = -0.08, -0.4
-#: Height of plotly's toolbar (modebar) at the figure's top: what sits above the plot
-#: area (step 2's play button, step 5's panel titles) goes under it.
-TOOLBAR = 30
 
 
 def _cluster_colour(c: int) -> str:

@@ -38,6 +38,10 @@ from PIL import Image
 from bilaf_core import Selection
 from bilaf_core.selection import ROLES
 
+#: Height of plotly's toolbar (modebar) at a figure's top: a map's plotting area starts under
+#: it (a point at the top edge was hidden under the toolbar's icons), and so does what sits
+#: above Learn's plots (step 2's play button, step 5's panel titles).
+TOOLBAR = 30
 #: Pools above this size are drawn as a server-side density image, not as markers.
 DENSITY_ABOVE = 10_000
 #: A full-size map draws at most this many points of one overlay (a role: the removed
@@ -508,7 +512,7 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
             customdata=np.column_stack((idx, selection.cluster[idx], label_column[idx])).astype(np.float32),
             text=hover, hovertemplate="%{text}<extra></extra>"))
     # The legend goes under the map: above it, plotly's toolbar would cover it.
-    fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), showlegend=show_legend,
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=TOOLBAR, b=0), showlegend=show_legend,
                       legend=dict(orientation="h", y=-0.02, yanchor="top", x=0), dragmode="lasso",
                       xaxis=x_axis, yaxis=y_axis, plot_bgcolor="white")
     return fig

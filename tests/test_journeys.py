@@ -424,7 +424,7 @@ def test_finetune_launch_cancel_and_a_linear_probe(server, browser):
     assert_clean(page, browser)
 
 
-def test_inspect_enlarges_a_sample_beside_its_neighbours_on_the_map(server, browser):
+def test_inspect_enlarges_a_sample_beside_its_neighbours_on_the_map(server, browser, tmp_path):
     page = open_select(server[0], browser)
     go(page, "Inspect", "Inspect the selection")
     wait_idle(page)
@@ -444,6 +444,12 @@ def test_inspect_enlarges_a_sample_beside_its_neighbours_on_the_map(server, brow
         "grids => grids.filter(g => g.offsetParent).map(g => [g.querySelectorAll('img').length, "
         "Math.round(g.querySelector('img').getBoundingClientRect().width)])")
     assert [12, 72] in widths and any(w == 112 for _, w in widths), widths
+    for index in (0, 1):  # plotly's toolbar above each map's plotting area: it hid a sample at the top edge
+        plot = page.locator(".js-plotly-plot").nth(index)
+        plot.hover()
+        bar = plot.locator(".modebar").bounding_box()
+        assert bar["y"] + bar["height"] <= map_box(page, index)["y"] + 1, index
+    page.screenshot(path=str(tmp_path / "closer_view.png"))
     assert_clean(page, browser)
 
 
