@@ -26,7 +26,7 @@ from .params import STAGE2_PARAMS, SelectionParams
 from .selection import _validate, select
 
 __all__ = ["TOY_DATASETS", "make_toy_dataset", "lift_to_sphere", "Walkthrough", "walkthrough", "compare_methods",
-           "region_grid"]
+           "region_extent", "region_grid"]
 
 TOY_DATASETS = ("blobs", "moons", "anisotropic", "rings")
 
@@ -136,14 +136,21 @@ def compare_methods(points: np.ndarray, budget: int, methods=("activeft", "kmean
     return {m: select(lifted, budget, method=m, random_state=random_state).indices for m in methods}
 
 
-def region_grid(points: np.ndarray, core_points: np.ndarray, *, resolution: int = 150,
-                margin: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pseudo-class regions: (xs, ys, cluster id per grid cell), each cell assigned
-    to its nearest core as stage 2 assigns samples (ties: lower core id)."""
+def region_extent(points: np.ndarray, *, margin: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """The plane :func:`region_grid` covers: the points' bounding box widened by ``margin``
+    of its size on every side, as (low, high) corners, each of shape (2,)."""
     low, high = points.min(axis=0), points.max(axis=0)
     pad = margin * (high - low)
-    xs = np.linspace(low[0] - pad[0], high[0] + pad[0], resolution)
-    ys = np.linspace(low[1] - pad[1], high[1] + pad[1], resolution)
+    return low - pad, high + pad
+
+
+def region_grid(points: np.ndarray, core_points: np.ndarray, *,
+                resolution: int = 150) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pseudo-class regions over :func:`region_extent`: (xs, ys, cluster id per grid
+    cell), each cell assigned to its nearest core as stage 2 assigns samples (ties: lower core id)."""
+    low, high = region_extent(points)
+    xs = np.linspace(low[0], high[0], resolution)
+    ys = np.linspace(low[1], high[1], resolution)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype(np.float32)
     both = np.concatenate((core_points.astype(np.float32), grid))
     labels = assign_clusters(both, np.arange(core_points.shape[0]), exact=True).labels[core_points.shape[0]:]

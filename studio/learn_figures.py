@@ -9,7 +9,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from bilaf_core.boundary import boundary_score_at
-from bilaf_core.teaching import Walkthrough, region_grid
+from bilaf_core.teaching import Walkthrough, region_extent, region_grid
 
 from .maps import MARKERS, TOOLBAR
 
@@ -32,8 +32,13 @@ def _frame(fig: go.Figure, points: np.ndarray, *, legend_y: float = LEGEND_BELOW
     # the legend under the plot (LEGEND_BELOW); plotly widens the bottom margin to hold it
     fig.update_layout(height=HEIGHT, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
                       legend={**LEGEND_BELOW, "y": legend_y})
-    fig.update_xaxes(showgrid=False, zeroline=False)
-    fig.update_yaxes(showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1)
+    # Every step over the plane the shaded regions cover (region_extent), one unit as long on
+    # both axes: the plot area shrinks to fit (constrain="domain"); an axis widened its range
+    # past the regions instead (x from -10 beside regions from -8).
+    low, high = region_extent(points)
+    fig.update_xaxes(showgrid=False, zeroline=False, range=[low[0], high[0]], constrain="domain")
+    fig.update_yaxes(showgrid=False, zeroline=False, range=[low[1], high[1]], scaleanchor="x", scaleratio=1,
+                     constrain="domain")
     return fig
 
 

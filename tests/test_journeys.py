@@ -554,6 +554,14 @@ def test_learn_legends_sit_under_each_plot_clear_of_the_toolbar_numbers_and_slid
         (legend,), (toolbar,) = boxes["legend"], boxes["toolbar"]
         assert legend[1] > max(b[3] for b in boxes["numbers"] + boxes["slider"] + [toolbar]), (step, boxes)
         assert not [b for b in boxes["play"] + boxes["titles"] if _overlap(b, toolbar)], (step, boxes)
+        # the axes end about where the shaded regions do (x from -10 for regions from -8: a blank strip)
+        extent = figure.evaluate("""gd => {const h = gd._fullData.find(t => t.type === 'heatmap');
+            if (!h) return null; const cell = h.x[1] - h.x[0], ycell = h.y[1] - h.y[0];
+            return [gd._fullLayout.xaxis.range, [Math.min(...h.x) - cell, Math.max(...h.x) + cell],
+                    gd._fullLayout.yaxis.range, [Math.min(...h.y) - ycell, Math.max(...h.y) + ycell]]}""")
+        if extent is not None:
+            for (low, high), (start, end) in (extent[:2], extent[2:]):  # plotly's own padding, no more
+                assert start - low <= 0.05 * (end - start) and high - end <= 0.05 * (end - start), (step, extent)
         if step.startswith("3"):  # the field and its colour bar take the page's width (were 3/5 of it, squeezed)
             main = page.locator("[data-testid='stMainBlockContainer'] [data-testid='stVerticalBlock']").first.bounding_box()["width"]
             assert figure.bounding_box()["width"] > 0.9 * main, (figure.bounding_box(), main)
