@@ -28,6 +28,8 @@ from .maps import time_left
 from .state import Source
 
 PROTOCOL_NAMES = {"linear": "Linear probe", "knn": "k-NN", "finetune": "Full finetuning"}
+#: The Finetune page's protocol until one is chosen (or a link's is unusable).
+DEFAULT_PROTOCOL = "linear"
 
 
 def evaluated_on(outcome) -> str:

@@ -27,11 +27,11 @@ from bilaf_core._io import atomic_open
 from bilaf_core.data import DATASETS
 from bilaf_core.features import close_backbone_names, default_cache_dir, is_backbone_name
 
-from .jobs import PROTOCOL_NAMES
+from .jobs import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from .sources import FEATURE_FILE_WAYS, feature_file_path
 from .state import (BACKBONE_CHOICES, DEFAULT_BUDGET_TEXT, PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of,
-                    budget_problem, budget_warning, check_allowed, current_source, feature_set, page_range,
-                    param_problem, select_defaults, selection, selection_params, values_in_use)
+                    budget_problem, budget_warning, check_allowed, current_source, feature_set, n_cores_problem,
+                    page_range, param_problem, select_defaults, selection, selection_params, values_in_use)
 
 #: Widget values written to the URL (besides the source); everything else stays in the session.
 URL_FIELDS = ("method", "budget_unit", "budget", "budget_percent", "n_cores", "removal_ratio", "include_ratio",
@@ -162,12 +162,19 @@ def _coerce(text: str, default: Any) -> Any:
     return int(text) if text.isdigit() else text  # K: "auto" or a number
 
 
+#: The checks of the settings whose range needs the pool, of what no pool takes (a budget of
+#: 1.5, a K of 0): their upper bound waits for a page that reads the pool.
+_POOL_FREE_CHECKS = {"budget": budget_problem, "n_cores": n_cores_problem}
+
+
 def _url_problem(name: str, value: Any) -> str | None:
     """Why a URL's value cannot be used, by the checks of its one definition (the
     selection parameters' and the seed's, :func:`param_problem`; the page's own choices;
-    the budget's, :func:`budget_problem`, whatever the pool); None when it can. A budget
-    above the pool is not refused here: the Select page moves it into the pool with a warning."""
-    problem = budget_problem(value) if name == "budget" else param_problem(name, value)
+    the budget's and K's, :data:`_POOL_FREE_CHECKS`, whatever the pool); None when it can. A
+    budget above the pool, or a K above the budget, is not refused here: the Select page
+    moves it into the pool (or below the budget) with a warning."""
+    check = _POOL_FREE_CHECKS.get(name)
+    problem = check(value) if check else param_problem(name, value)
     if problem is None and name in URL_OPTIONS and value not in URL_OPTIONS[name]:
         return _choices(name, URL_OPTIONS[name])
     return problem
@@ -356,28 +363,35 @@ def progress_bar(what: str):
 
 def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
     """The source a URL names, checked like a typed one (its folders; its feature file,
-    which is read; its backbone's name), or None and why not (the link's value, why, and
-    what to do)."""
+    which is read; its backbone's name), or None and why not (the link's values, why, and
+    what to do: an unknown backbone is named beside an unknown data set)."""
     given = {name: params.get(key, "") for name, key in SOURCE_KEYS.items()}
     if not given["dataset"]:
         return None, None
     not_opened = "The link's data source was not opened: "
+    why = None
     if given["dataset"] not in URL_DATASETS:
-        return None, f"{not_opened}data={given['dataset']!r} is none of this app's ({', '.join(URL_DATASETS)})."
-    if given["dataset"] == "features" and not given["feature_file"]:
-        return None, (f"{not_opened}it names a feature file but not which one (no file= parameter); "
-                      f"{FEATURE_FILE_WAYS}.")
-    if given["dataset"] == "folder" and not given["root"]:
-        return None, (f"{not_opened}it names an image folder but not which one (no root= parameter); type the folder "
-                      "on the Data page.")
-    try:
-        for name in ("root", "weights", "test_root"):
-            if given[name]:
-                given[name] = check_allowed(given[name])
-        if given["feature_file"]:
-            given["feature_file"] = feature_file_path(given["feature_file"])
-    except ValueError as exc:
-        return None, f"{not_opened}{exc}."
+        why = f"data={given['dataset']!r} is none of this app's ({', '.join(URL_DATASETS)})."
+    elif given["dataset"] == "features" and not given["feature_file"]:
+        why = f"it names a feature file but not which one (no file= parameter); {FEATURE_FILE_WAYS}."
+    elif given["dataset"] == "folder" and not given["root"]:
+        why = "it names an image folder but not which one (no root= parameter); type the folder on the Data page."
+    else:
+        try:
+            for name in ("root", "weights", "test_root"):
+                if given[name]:
+                    given[name] = check_allowed(given[name])
+            if given["feature_file"]:
+                given["feature_file"] = feature_file_path(given["feature_file"])
+        except ValueError as exc:
+            why = f"{exc}."
+    # a feature file's backbone is only the name of what made it; any other source's is loaded
+    bad_backbone = given["dataset"] != "features" and given["backbone"] and not is_backbone_name(given["backbone"])
+    said = [why] if why else []
+    if bad_backbone:
+        said.append(_backbone_problem(given["backbone"]))
+    if said:
+        return None, not_opened + " ".join(said)
     if not given["backbone"] and given["dataset"] != "features":
         given["backbone"] = Source().backbone
     source = Source(**given)
@@ -386,8 +400,6 @@ def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
             feature_set(source)  # read once here (the pages find it cached): a file of no features is said now
         except ValueError as exc:
             return None, f"{not_opened}{exc}."  # the loader's messages name the file
-    elif not is_backbone_name(source.backbone):
-        return None, not_opened + _backbone_problem(source.backbone)
     return source, None
 
 
@@ -442,33 +454,37 @@ def restore_from_url() -> None:
     named that could not be opened, or settings it carries without the data source they
     belong to (no ``data=``), is kept for :func:`url_warning`. A data source that cannot be
     opened leaves the session on its start pool (:func:`studio.state.current_source`, the
-    built-in digits), which takes the link's settings (each one it cannot use said)."""
+    built-in digits) with that pool's own settings: the link's belong to the source it names
+    (its method = kmeans and budget = 100 were applied to the digits), and the warning says so."""
     params = {key: st.query_params.get(key) for key in st.query_params}
     source, problem = source_from_url(params)
     unknown = unknown_url_keys(params)
     if unknown:
         st.session_state.link_unknown = unknown
-    settings_given = [k for k in params if k in URL_FIELDS]
+    settings_given = ", ".join(f"{k}={params[k]}" for k in params if k in URL_FIELDS)
     if source is None and problem is None and settings_given:
-        problem = (f"The link's settings ({', '.join(f'{k}={params[k]}' for k in settings_given)}) were not read: "
+        problem = (f"The link's settings ({settings_given}) were not read: "
                    f"a link's settings belong to a data source, and this link names none (no data= parameter, e.g. "
                    f"data=digits). Showing {Source().label} with its own settings; set them on the Select page, or "
                    "open the link with its data= part.")
     if problem and params.get(SOURCE_KEYS["dataset"]):  # the data source the link names cannot be opened
-        source = current_source()
-        problem += f" Showing {source.label} instead" + (
+        problem += f" Showing {current_source().label} instead" + (
             "." if "the Data page" in problem else ": choose the data source on the Data page.")  # said once
+        if settings_given:  # they belong to the source not opened (a budget of 100 on another pool is another share)
+            problem += (f" The link's other settings ({settings_given}) were not applied: they belong to the data "
+                        "source it names.")
     if problem:
         st.session_state.link_problem = problem
-    if source is None:
+    if source is None:  # none named, or the one named not opened: the start pool, with its own settings
         return
     st.session_state.source = source
     state = pool_state(source)
     state.url_values.update({k: v for k, v in params.items() if k in URL_FIELDS})
     # Checked now, on whatever page the link opens (Learn and Data read no Select value, and a
-    # link's P_rm of zz or budget of abc went unsaid there, kept in the address); only the budget's
-    # upper bound, the pool's size, waits for a page that reads the pool.
-    for name, default in select_defaults(None).items():
+    # link's P_rm of zz, budget of abc or K of 0 went unsaid there, kept in the address; Finetune
+    # reads its protocol only below a selection, which a bad K had refused); only the budget's and
+    # K's upper bounds, the pool's size and the budget, wait for a page that reads the pool.
+    for name, default in {**select_defaults(None), "protocol": DEFAULT_PROTOCOL}.items():
         setting(state, name, default)
 
 

@@ -395,6 +395,19 @@ def budget_problem(value: float) -> str | None:
     return None
 
 
+def n_cores_problem(value) -> str | None:
+    """Why a K of ``value`` (a link's text or number) is unusable on any pool and budget (0,
+    -3, 2.5, abc); None when a budget large enough takes it. Its upper bound, the budget and
+    the pool's size, is :func:`clamp_n_cores`'s."""
+    try:
+        k = n_cores_value(value)
+    except ValueError:
+        k = None
+    if k == AUTO or (k is not None and k >= 1):
+        return None
+    return "K is 'auto' or a whole number, at least 1"
+
+
 def n_cores_value(value) -> int | str:
     """K as the app holds it: "auto" or a positive int (a table cell or a URL gives text)."""
     text = str(value).strip()

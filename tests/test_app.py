@@ -1397,17 +1397,26 @@ def test_a_link_to_a_bad_feature_file_or_backbone_opens_the_digits_and_says_why_
              "backbone='dino' (did you mean vit_small_patch16_224.dino?) is no backbone this app knows; it takes "
              "vit_small_patch16_224.dino, tf_efficientnet_lite0, pixels or another timm model name"),
             ({"data": "imagenet"}, "data='imagenet' is none of this app's")):
-        at = _linked(**params, budget="abc", bugdet="5")
+        at = _linked(**params, method="kmeans", budget="100", bugdet="5")
         _no_failure(at)
         assert not at.error, (params, [e.value for e in at.error])
         warned = [w.value for w in at.warning if "link" in w.value]
         assert len(warned) == 1, (params, [w.value for w in at.warning])
         for part in ("The link's data source was not opened: " + said, "Showing digits instead",
-                     "bugdet=5 (did you mean budget?)", "budget = 'abc' (not a number): using 90 instead"):
+                     "bugdet=5 (did you mean budget?)", "The link's other settings (method=kmeans, budget=100) were "
+                     "not applied: they belong to the data source it names."):
             assert part in warned[0], (part, warned[0])
         assert [t.value for t in at.title] == ["Select samples to label"]
-        assert shown(at, "Selected") == 90
+        # the digits with their own settings: the link's kmeans and B = 100 were applied to them
+        assert shown(at, "Selected") == 90 and at.selectbox(key="method").value == "bilaf"
+        assert at.query_params["method"] in ("bilaf", ["bilaf"]) and at.query_params["budget"] in ("90", ["90"])
         assert any(m.value.startswith("**Data** digits") for m in at.sidebar.markdown), params
+    # a data set and a backbone both unknown: both named (backbone=bar went unsaid)
+    at = _linked(data="foo", backbone="bar", budget="100")
+    warned = [w.value for w in at.warning if "link" in w.value]
+    assert len(warned) == 1 and "data='foo' is none of this app's" in warned[0], warned
+    assert "backbone='bar'" in warned[0] and "is no backbone this app knows" in warned[0], warned
+    assert "The link's other settings (budget=100) were not applied" in warned[0], warned
 
 
 def test_a_progress_bar_gives_no_time_left_from_the_first_steps(monkeypatch):
@@ -1513,6 +1522,58 @@ def test_a_links_unusable_values_are_said_on_the_page_it_opens_even_learn():
     at.query_params.update(data="digits", budget="99999")  # too many for this pool: said where the pool is known
     at.switch_page("views/learn.py").run()
     assert not at.warning and at.query_params["budget"] in ("99999", ["99999"]), [w.value for w in at.warning]
+
+
+@pytest.mark.parametrize("k", ["0", "-3", "2.5"])
+def test_a_links_k_below_1_or_not_whole_is_said_on_any_page_with_its_other_problems(k):
+    """Opened on Inspect, a link's n_cores=0 went unsaid beside its budget=abc: Inspect said
+    "The Select page's parameters do not give a selection (n_cores must be in [1, 90] ...)",
+    the sidebar read "K = 0", and only the Select page turned it into 'auto'. No budget takes
+    such a K: it is said when the link opens and dropped from the address, as the budget is."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(data="digits", backbone="pixels", n_cores=k, budget="abc")
+    at.switch_page("views/inspect.py").run()
+    _no_failure(at)
+    assert not at.error, [e.value for e in at.error]
+    said = [w.value for w in at.warning if "link" in w.value]
+    assert len(said) == 1, [w.value for w in at.warning]
+    for part in (f"n_cores = '{k}' (K is 'auto' or a whole number, at least 1): using 'auto' instead",
+                 "budget = 'abc' (not a number): using 90 instead"):
+        assert part in said[0], (part, said[0])
+    assert any("K = auto" in m.value for m in at.sidebar.markdown), [m.value for m in at.sidebar.markdown]
+    assert at.query_params["n_cores"] in ("auto", ["auto"])  # the K in use, not the link's
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(data="digits", n_cores=k)
+    at.switch_page("views/learn.py").run()  # no page that reads K: said, and dropped from the address
+    assert [w.value for w in at.warning] == [f"Part of this link could not be used: n_cores = '{k}' (K is 'auto' or "
+                                             "a whole number, at least 1): using 'auto' instead. Change it on the "
+                                             "Select page."]
+    assert "n_cores" not in at.query_params
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(data="digits", n_cores="500")  # above the budget: for a page that knows B
+    at.switch_page("views/learn.py").run()
+    assert not at.warning and at.query_params["n_cores"] in ("500", ["500"]), [w.value for w in at.warning]
+
+
+def test_every_unusable_value_of_a_link_opened_on_finetune_is_in_its_one_warning():
+    """?method=foo&n_cores=0&protocol=zzz on Finetune said method and K but not the protocol:
+    the page reads it below a selection, which the K of 0 had refused (alone it was said)."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(data="digits", method="foo", n_cores="0", protocol="zzz")
+    at.switch_page("views/finetune.py").run()
+    _no_failure(at)
+    said = [w.value for w in at.warning if "link" in w.value]
+    assert len(said) == 1, [w.value for w in at.warning]
+    for part in ("method = 'foo'", "n_cores = '0'", "protocol = 'zzz' (protocol must be one of 'linear', 'knn', "
+                 "'finetune'): using 'linear' instead"):
+        assert part in said[0], (part, said[0])
+    assert said[0].endswith("Change them on the Finetune and Select pages."), said[0]
+    assert at.radio(key="protocol").value == "linear" and at.query_params["protocol"] in ("linear", ["linear"])
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(data="digits", protocol="zzz")  # checked when the link opens, whatever the page
+    at.switch_page("views/learn.py").run()
+    said = [w.value for w in at.warning]
+    assert len(said) == 1 and "protocol = 'zzz'" in said[0] and "protocol" not in at.query_params, said
 
 
 def test_what_a_map_keeps_per_chart_goes_with_the_charts_no_longer_drawn():

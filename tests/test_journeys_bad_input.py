@@ -2,7 +2,7 @@
 lettered budget, K above a lowered budget, a .csv upload, a file given as the image
 folder, a bad Ray address, a one-sample feature file, a link without its data source or
 to a missing feature file, a link's warning that must outlive the background map, a
-link's budget=abc opened on Learn, Compare rows differing by seed, Compare cells outside the Select page's ranges, and an Inspect
+link's budget=abc opened on Learn, a link's K of 0 opened on Inspect, Compare rows differing by seed, Compare cells outside the Select page's ranges, and an Inspect
 page number and a link's values out of range.
 Each drives Debian's chromium against `streamlit run app.py` and fails on any Streamlit
 exception box, console error or page error."""
@@ -152,10 +152,11 @@ def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, br
     wait_idle(page)
     assert_clean(page, browser)
     # A link to a missing feature file opened a page holding only an error (no title, no sidebar
-    # lines, its budget=abc unsaid): the digits open, with one warning saying all of it.
+    # lines): the digits open, with one warning saying all of it; the link's method and budget,
+    # which belong to the feature file, are not applied to the digits (they were: kmeans, B = 100).
     gone = server[1] / "gone.npz"
     page = browser.page()
-    page.goto(f"{server[0]}/inspect?data=features&file={gone}&budget=abc")
+    page.goto(f"{server[0]}/inspect?data=features&file={gone}&method=kmeans&budget=100")
     expect(page.locator('h1, [data-testid="stAlertContentError"]').first).to_be_visible(timeout=LONG)
     wait_idle(page)
     expect(page.locator('[data-testid="stAlertContentError"]')).to_have_count(0)
@@ -163,10 +164,28 @@ def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, br
     warned = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="The link's data source")
     expect(warned).to_have_count(1)
     for part in (f"The link's data source was not opened: {gone} was not found: check the path",
-                 "Showing digits instead", "budget = 'abc' (not a number): using 90 instead"):
+                 "Showing digits instead", "The link's other settings (method=kmeans, budget=100) were not applied"):
         expect(warned).to_contain_text(part)
-    expect(page.locator('[data-testid="stSidebarUserContent"]')).to_contain_text("Data digits")
+    sidebar = page.locator('[data-testid="stSidebarUserContent"]')
+    expect(sidebar).to_contain_text("Data digits")
+    expect(sidebar).to_contain_text("Run bilaf · B = 90 · K = auto")
     page.screenshot(path=str(Path(server[1]) / "link_missing_feature_file.png"))
+    assert_clean(page, browser)
+    # A link's n_cores=0 was said only on Select: Inspect refused the selection ("n_cores must be
+    # in [1, 90] ...; change them there"), the sidebar read K = 0, the warning named only the budget.
+    page = browser.page()
+    page.goto(f"{server[0]}/inspect?data=digits&backbone=pixels&n_cores=0&budget=abc")
+    expect(page.get_by_role("heading", name="Inspect the selection")).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    expect(page.locator('[data-testid="stAlertContentError"]')).to_have_count(0)
+    warned = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="link")
+    expect(warned).to_have_count(1)
+    for part in ("n_cores = '0' (K is 'auto' or a whole number, at least 1): using 'auto' instead",
+                 "budget = 'abc' (not a number): using 90 instead"):
+        expect(warned).to_contain_text(part)
+    expect(page.locator('[data-testid="stSidebarUserContent"]')).to_contain_text("Run bilaf · B = 90 · K = auto")
+    expect(page).to_have_url(re.compile(r"[?&]n_cores=auto"))
+    page.screenshot(path=str(Path(server[1]) / "link_k0_on_inspect.png"))
     assert_clean(page, browser)
     # Opened on Learn (which reads no budget), a link's budget=abc went unsaid and stayed in the
     # address: no pool takes it, so it is said at once and dropped, as any other bad value.

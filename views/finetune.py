@@ -58,8 +58,8 @@ if result is not None:
         (st.warning if not trained.size else st.info)(
             f"{effect} Runs train on the export (the samples that get labelled); clear or change the marks on "
             "the Inspect page to train on the selection as it is.")
-    protocol = session.kept(st.radio, "protocol", "Protocol", options=list(jobs.PROTOCOL_NAMES), default="linear",
-                            state=pool, format_func=jobs.PROTOCOL_NAMES.get, horizontal=True, help="Linear probe and k-NN train on frozen features in seconds; full "
+    protocol = session.kept(st.radio, "protocol", "Protocol", options=list(jobs.PROTOCOL_NAMES),
+                            default=jobs.DEFAULT_PROTOCOL, state=pool, format_func=jobs.PROTOCOL_NAMES.get, horizontal=True, help="Linear probe and k-NN train on frozen features in seconds; full "
                         "finetuning trains the backbone (slow on a CPU).")
     selected_labels = None
     unmeasured = None  # why a run on this pool could not be measured (no labelled test split)
