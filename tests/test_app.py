@@ -599,7 +599,7 @@ def test_inspect_filters_and_finetune_protocol_survive_a_visit_to_another_page()
 
 
 def test_source_from_form_checks_every_field_and_keeps_uploads_by_content(tmp_path, monkeypatch):
-    from studio.sources import source_from_form
+    from studio.sources import source_from_form, unused_upload
 
     monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("BILAF_ALLOWED_ROOTS", str(tmp_path))
@@ -609,8 +609,12 @@ def test_source_from_form_checks_every_field_and_keeps_uploads_by_content(tmp_pa
         source_from_form("folder", backbone_label="Pixels (tiny demos)")
     with pytest.raises(ValueError, match="type a timm model name"):
         source_from_form("digits", backbone_label="Other timm model")
-    with pytest.raises(ValueError, match="f.npy is attached but the source is CIFAR-10: choose 'Feature file"):
-        source_from_form("cifar10", backbone_label="Pixels (tiny demos)", upload=("f.npy", b"x"))
+    # the source chosen wins over a file attached for another (it refused until the upload was removed)
+    assert source_from_form("cifar10", backbone_label="Pixels (tiny demos)", upload=("f.npy", b"x")).dataset == "cifar10"
+    assert unused_upload("cifar10", "f.npy") == ("f.npy is attached but not loaded: the source is CIFAR-10. Choose "
+                                                 "'Feature file (upload)' to load the file, or remove it.")
+    assert "Choose 'Image folder (zip upload)'" in unused_upload("feature_path", "pics.zip")
+    assert unused_upload("features", "f.npy") is None and unused_upload("zip", "pics.zip") is None
     with pytest.raises(ValueError, match="notes.txt is not a feature file"):
         source_from_form("features", upload=("notes.txt", b"x"), backbone_label="Pixels (tiny demos)")
     data = io.BytesIO()
