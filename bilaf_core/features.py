@@ -51,6 +51,7 @@ __all__ = [
     "NPZ_FEATURE_KEYS",
     "is_backbone_name",
     "close_backbone_names",
+    "backbone_name_problem",
     "duplicate_rows",
     "thumbnails",
     "default_cache_dir",
@@ -258,12 +259,20 @@ def close_backbone_names(name: str, *, preferred: tuple[str, ...] = (), n: int =
     return sorted(dict.fromkeys([*containing, *close]), key=rank)[:n]
 
 
-def _check_timm_name(name: str) -> None:
+def backbone_name_problem(name: str, *, preferred: tuple[str, ...] = ()) -> str | None:
+    """Why ``name`` is no backbone :func:`load_backbone` knows, with the close names
+    (:func:`close_backbone_names`, the ``preferred`` first); None when it is one."""
     if is_backbone_name(name):
-        return
-    close = close_backbone_names(name)
+        return None
+    close = close_backbone_names(name, preferred=preferred)
     hint = f"; close names: {', '.join(close)}" if close else "; see timm.list_models() for the names"
-    raise ValueError(f"unknown backbone {name!r}{hint}")
+    return f"unknown backbone {name!r}{hint}"
+
+
+def _check_timm_name(name: str) -> None:
+    problem = backbone_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _cached_hub_weights(model_name: str) -> bool:

@@ -46,7 +46,8 @@ class FinetuneConfig:
 
     ``warmup_epochs`` is capped at ``epochs - 1`` so short runs still decay.
     ``eval_every``: evaluate after every that many epochs, and always after the last.
-    ``eval_limit``: evaluate on at most that many (seeded) samples of the evaluation split.
+    ``eval_limit``: evaluate on at most that many (seeded) samples of the evaluation split;
+    more than the split holds (or None): all of it.
     """
 
     epochs: int = 10
@@ -87,6 +88,12 @@ class FinetuneConfig:
         except ValueError as exc:
             found["random_state"] = str(exc).removeprefix("random_state ")
         return found
+
+    @property
+    def warmup_used(self) -> int:
+        """The warm-up epochs a run spends: ``warmup_epochs`` capped at ``epochs - 1`` (so
+        that a short run still decays)."""
+        return min(self.warmup_epochs, self.epochs - 1)
 
     def validate(self) -> "FinetuneConfig":
         """Self, or a ValueError naming the first setting :meth:`problems` finds."""
@@ -294,7 +301,7 @@ def finetune(
     eval_set = _Split(eval_pool, eval_indices, eval_pool.labels[eval_indices], test_tf)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
-    warmup_steps = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch
+    warmup_steps = config.warmup_used * steps_per_epoch
     evaluated_epochs = [e for e in range(config.epochs) if _evaluates(e, config)]
     eval_work = len(eval_set) * EVAL_COST  # the progress fraction's units: images trained on
 

@@ -14,7 +14,7 @@ from .state import (BACKBONE_CHOICES, FEATURE_FILE_TEXT, FEATURE_FILE_TYPES, IMA
                     unpacked_zip, upload_dir)
 
 __all__ = ["SOURCES", "LABEL_OF", "FEATURE_FILE_WAYS", "kind_of", "save_upload", "feature_file_path",
-           "source_from_form"]
+           "unused_upload", "source_from_form"]
 
 #: The Data page's source choices: label -> kind ("zip" and "features" are uploads).
 SOURCES = {"Built-in digits (offline)": "digits", "CIFAR-10": "cifar10", "CIFAR-100": "cifar100",
@@ -47,7 +47,7 @@ def save_upload(name: str, data: bytes) -> Path:
 
 def _expected(upload: tuple[str, bytes] | None, suffixes: tuple[str, ...], what: str) -> Path:
     if upload is None:
-        raise ValueError(f"choose {what} to upload")
+        raise ValueError(f"choose {what} ({', '.join(suffixes)}) to upload")
     if Path(upload[0]).suffix.lower() not in suffixes:
         raise ValueError(f"{upload[0]} is not {what} ({', '.join(suffixes)})")
     return save_upload(*upload)
@@ -71,6 +71,17 @@ def feature_file_path(typed: str) -> str:
     return str(path)
 
 
+def unused_upload(kind: str, name: str) -> str | None:
+    """What the Data page says of an attached file ``name`` that the source ``kind`` does not
+    load (None when the kind loads uploads): the source chosen wins, the file is left
+    attached (it refused to load "Feature file on this machine" until the upload was removed)."""
+    if kind in ("features", "zip"):
+        return None
+    wanted = LABEL_OF["zip" if Path(name).suffix.lower() in IMAGE_ZIP_TYPES else "features"]
+    return (f"{name} is attached but not loaded: the source is {LABEL_OF[kind]}. Choose '{wanted}' to load the "
+            "file, or remove it.")
+
+
 def source_from_form(kind: str, *, root: str = "", test_root: str = "", backbone_label: str = "",
                      timm_name: str = "", weights: str = "", feature_path: str = "", upload: tuple[str, bytes] | None = None) -> Source:
     """The source the Data page's form describes.
@@ -82,25 +93,18 @@ def source_from_form(kind: str, *, root: str = "", test_root: str = "", backbone
         roots); ``feature_path`` is the feature file of "Feature file on this machine".
     backbone_label, timm_name : a key of :data:`studio.state.BACKBONE_CHOICES`, and the
         timm name typed for "Other timm model".
-    upload : (file name, content) of the attached file, if any.
+    upload : (file name, content) of the attached file, if any; ignored by a kind that
+        loads no upload (:func:`unused_upload` says so).
 
     Raises
     ------
-    ValueError when the form is incomplete, a path is not allowed, or the upload does not
-    fit the kind.
+    ValueError when the form is incomplete, a path is not allowed, or the upload of an
+    upload kind is missing or of another type.
     """
     backbone = BACKBONE_CHOICES[backbone_label] or timm_name.strip()
     if not backbone:
         raise ValueError("type a timm model name, e.g. convnext_tiny, or pick another backbone")
     checked_weights = check_allowed(weights.strip()) if weights.strip() else ""
-    if upload is not None and kind not in ("features", "zip"):
-        suffix = Path(upload[0]).suffix.lower()
-        if suffix not in FEATURE_FILE_TYPES + IMAGE_ZIP_TYPES:  # no source loads it
-            raise ValueError(f"{upload[0]} is attached but the source is {LABEL_OF[kind]}: remove the upload to load "
-                             f"{LABEL_OF[kind]}")
-        wanted = LABEL_OF["zip" if suffix in IMAGE_ZIP_TYPES else "features"]
-        raise ValueError(f"{upload[0]} is attached but the source is {LABEL_OF[kind]}: choose '{wanted}' to load it, "
-                         "or remove the upload")
     if kind == "feature_path":
         return Source(dataset="features", feature_file=feature_file_path(feature_path), backbone="")
     if kind == "features":

@@ -574,23 +574,15 @@ def ray_address_problem(address: str) -> str | None:
     return None
 
 
-#: What the Data page's uploader takes: a feature file (the types the loader reads,
-#: :data:`bilaf_core.features.FEATURE_FILE_TYPES`), or a zip of images.
+#: A zip of images, the Data page's other upload.
 IMAGE_ZIP_TYPES = (".zip",)
+#: What the Data page's uploader takes (its ``type=``; the browser refuses any other file):
+#: a feature file (the types the loader reads, :data:`bilaf_core.features.FEATURE_FILE_TYPES`)
+#: or a zip of images.
+UPLOAD_TYPES = FEATURE_FILE_TYPES + IMAGE_ZIP_TYPES
 #: The feature files the app reads, in words: the loader's types and its .npz arrays.
 FEATURE_FILE_TEXT = (f"{', '.join(FEATURE_FILE_TYPES)}; an .npz holds its rows under "
                      f"{' or '.join(map(repr, NPZ_FEATURE_KEYS))}")
-
-
-def upload_problem(name: str) -> str | None:
-    """Why an uploaded file's type is none the Data page loads (None when it is one). The
-    uploader takes any file, so that this names the file: one that restricts the types
-    refused a .csv in the browser, and the page then said "choose a feature file to upload"."""
-    if Path(name).suffix.lower() in FEATURE_FILE_TYPES + IMAGE_ZIP_TYPES:
-        return None
-    return (f"{name} is not a feature file nor a zip of images: upload a feature file ({FEATURE_FILE_TEXT}) "
-            "with 'Feature file (upload)', or a .zip of images "
-            "(class subfolders give labels) with 'Image folder (zip upload)'")
 
 
 def folder_problem(path: str) -> str | None:

@@ -344,6 +344,8 @@ def test_finetune_page_full_finetuning_one_short_epoch(tmp_path, monkeypatch):
     at = _launch("finetune", ft_epochs=1, ft_image_size=32, ft_batch_size=64, ft_eval_limit=20)
     assert any("best top-1" in s.value for s in at.success), [e.value for e in at.error]
     assert any("on 20 samples of the unselected pool;" in s.value for s in at.success), [s.value for s in at.success]
+    # 1 epoch with the default 5 warm-up epochs: the library's cap (FinetuneConfig.warmup_used) is said
+    assert any("(warm-up is cut to 0)" in w.value for w in at.warning), [w.value for w in at.warning]
     assert list(tmp_path.glob("checkpoints/*/last.pt"))
 
 
@@ -597,7 +599,7 @@ def test_inspect_filters_and_finetune_protocol_survive_a_visit_to_another_page()
 
 
 def test_source_from_form_checks_every_field_and_keeps_uploads_by_content(tmp_path, monkeypatch):
-    from studio.sources import source_from_form
+    from studio.sources import source_from_form, unused_upload
 
     monkeypatch.setenv("BILAF_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("BILAF_ALLOWED_ROOTS", str(tmp_path))
@@ -607,8 +609,12 @@ def test_source_from_form_checks_every_field_and_keeps_uploads_by_content(tmp_pa
         source_from_form("folder", backbone_label="Pixels (tiny demos)")
     with pytest.raises(ValueError, match="type a timm model name"):
         source_from_form("digits", backbone_label="Other timm model")
-    with pytest.raises(ValueError, match="f.npy is attached but the source is CIFAR-10: choose 'Feature file"):
-        source_from_form("cifar10", backbone_label="Pixels (tiny demos)", upload=("f.npy", b"x"))
+    # the source chosen wins over a file attached for another (it refused until the upload was removed)
+    assert source_from_form("cifar10", backbone_label="Pixels (tiny demos)", upload=("f.npy", b"x")).dataset == "cifar10"
+    assert unused_upload("cifar10", "f.npy") == ("f.npy is attached but not loaded: the source is CIFAR-10. Choose "
+                                                 "'Feature file (upload)' to load the file, or remove it.")
+    assert "Choose 'Image folder (zip upload)'" in unused_upload("feature_path", "pics.zip")
+    assert unused_upload("features", "f.npy") is None and unused_upload("zip", "pics.zip") is None
     with pytest.raises(ValueError, match="notes.txt is not a feature file"):
         source_from_form("features", upload=("notes.txt", b"x"), backbone_label="Pixels (tiny demos)")
     data = io.BytesIO()
@@ -1090,6 +1096,29 @@ def test_finetune_settings_out_of_range_are_named_and_nothing_is_launched():
     assert "job_id" not in at.session_state or jobs.get(at.session_state["job_id"]) is None
     for key in keys:  # the values typed stay, so the user sees what was refused
         assert at.number_input(key=key).value in (0, -1)
+    # a bound beyond the evaluation split (99999999999 was taken without a word): all of it
+    assert "a number beyond what it holds evaluates on all of it" in at.number_input(key="ft_eval_limit").help
+
+
+def test_an_unknown_finetuning_backbone_is_refused_before_launch_with_the_close_names():
+    """In Chromium a misspelt backbone was found only by the run, which stayed in the history
+    as failed ("ValueError: unknown backbone ..."); the library's check names it first."""
+    from studio import jobs
+
+    at = _app("views/finetune.py")
+    at.radio(key="protocol").set_value("finetune").run()
+    at.text_input[0].set_value("no_such_model_xyz")  # Backbone (timm)
+    at.text_input[1].set_value("")
+    next(b for b in at.button if b.label == "Launch").click().run()
+    _no_failure(at)
+    said = [e.value for e in at.error]
+    assert any(e.startswith("Not launched: Backbone (timm): unknown backbone 'no_such_model_xyz'") for e in said), said
+    assert "job_id" not in at.session_state or jobs.get(at.session_state["job_id"]) is None
+    at.text_input[0].set_value("resnet_18")  # a misspelling: the close names, the Data page's first
+    next(b for b in at.button if b.label == "Launch").click().run()
+    said = [e.value for e in at.error]
+    assert any("close names: resnet18" in e for e in said), said
+    assert "job_id" not in at.session_state or jobs.get(at.session_state["job_id"]) is None
 
 
 def test_a_cancelled_finetuning_says_where_it_stopped_in_one_short_line(tmp_path):

@@ -370,14 +370,14 @@ def test_data_page_says_an_image_folder_that_is_a_file_is_a_file(tmp_path, monke
                                            "give the folder that holds the images"]
 
 
-def test_an_upload_of_another_type_is_named_with_the_types_the_page_takes():
-    from studio.state import upload_problem
+def test_the_data_pages_uploader_takes_only_the_types_its_label_names():
+    """It took a .txt (its label lists .npy, .npz, .parquet and .zip): one list, the loader's."""
+    from bilaf_core.features import FEATURE_FILE_TYPES
 
-    assert upload_problem("pool.NPZ") is None and upload_problem("images.zip") is None
-    said = upload_problem("notes.csv")
-    assert said.startswith("notes.csv is not a feature file nor a zip of images: upload a feature file (.npy, .npz, "
-                           ".parquet"), said
-    assert "'Image folder (zip upload)'" in said
+    at = _page("views/data.py")
+    uploader = at.get("file_uploader")[0].proto
+    assert list(uploader.type) == [*FEATURE_FILE_TYPES, ".zip"], list(uploader.type)
+    assert all(t in uploader.label for t in uploader.type), uploader.label
 
 
 def test_a_link_without_data_says_its_settings_were_not_read():

@@ -354,3 +354,9 @@ def test_finetune_says_which_backbone_it_trained_after_an_offline_fallback(cifar
     assert result.backbone == BUNDLED_BACKBONE and result.to_dict()["backbone"] == BUNDLED_BACKBONE
     assert "bundled" in result.weights
     assert started == [{"backbone": BUNDLED_BACKBONE, "weights": result.weights}]
+
+
+def test_the_warm_up_a_run_spends_is_capped_below_its_epochs():
+    """The one place of the cap (the Finetune page says it: 'warm-up is cut to 0')."""
+    assert FinetuneConfig(epochs=1, warmup_epochs=99).warmup_used == 0
+    assert FinetuneConfig(epochs=10, warmup_epochs=5).warmup_used == 5

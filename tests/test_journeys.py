@@ -175,11 +175,13 @@ def _download(page, button: str, target: Path) -> Path:
     return target
 
 
-def _load_source(page, choice: str, *, folder: str = "", upload: Path | None = None) -> None:
+def _load_source(page, choice: str, *, folder: str = "", path: str = "", upload: Path | None = None) -> None:
     go(page, "Data", "Data")
     choose(page, "Source", choice)
     if folder:
         page.get_by_role("textbox", name="Folder (local copy").fill(folder)
+    if path:
+        page.get_by_role("textbox", name="Feature file path").fill(path)
     if upload is not None:
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
         expect(page.get_by_text(upload.name)).to_be_visible(timeout=30_000)
@@ -322,10 +324,18 @@ def test_data_sources_upload_zip_and_bad_files_say_what_is_wrong(server, browser
     page = open_select(server[0], browser)
     bad = tmp_path / "notes renamed.npz"
     bad.write_text("this is a text file\n")
-    _load_source(page, "Built-in digits (offline)", upload=bad)  # attached, but another source chosen
-    expect(page.get_by_text("notes renamed.npz is attached but the source is Built-in digits")).to_be_visible(
+    # attached, but another source chosen: the source chosen loads, and the page says the file was not
+    # (it refused to load "Feature file on this machine" with a path typed until the upload was removed)
+    _load_source(page, "Feature file on this machine", path=str(_feature_file(server[1] / "typed.npz")),
+                 upload=bad)
+    expect(page.get_by_text("notes renamed.npz is attached but not loaded: the source is Feature file on this "
+                            "machine. Choose 'Feature file (upload)' to load the file, or remove it.")).to_be_visible(
         timeout=30_000)
-    _load_source(page, "Feature file (upload)", upload=bad)
+    expect(page.get_by_role("heading", name="feature file typed.npz")).to_be_visible(timeout=LONG)
+    expect(page.get_by_text("Cannot load this source")).to_have_count(0)
+    choose(page, "Source", "Feature file (upload)")
+    page.get_by_role("button", name="Load and extract features").click()
+    wait_idle(page)
     error = page.locator('[data-testid="stAlertContentError"]').first
     expect(error).to_contain_text("notes renamed.npz is not a .npz file", timeout=60_000)
     expect(page.get_by_text("Loading upload")).to_have_count(0)  # the status box says it failed

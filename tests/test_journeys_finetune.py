@@ -66,15 +66,18 @@ def _smallest_images(page) -> None:
 def test_settings_out_of_range_are_named_and_a_run_draws_titled_charts_in_percent(server, browser):
     """Epochs / Batch size / Evaluate at most of 0 turned the input red, a tooltip held the
     range and Launch did nothing. Then a finished run's curves had no titles and top-1 read
-    0.2 where the page says 20 %."""
+    0.2 where the page says 20 %. A misspelt backbone was found only by the run, which stayed
+    in the history as failed: it is refused before launch, with the close names."""
     page = _full_finetuning(server, browser)
+    _type(page, "Backbone (timm)", "no_such_model_xyz")
     _type(page, "Epochs", 0)
     _type(page, "Batch size", 0)
     _type(page, "Evaluate on at most", 0)
     page.get_by_role("button", name="Launch").click()
     for line in ("Not launched: Epochs must be an integer ≥ 1, got 0",
                  "Not launched: Batch size must be an integer ≥ 1, got 0",
-                 "Not launched: Evaluate on at most must be an integer ≥ 1, got 0"):
+                 "Not launched: Evaluate on at most must be an integer ≥ 1, got 0",
+                 "Not launched: Backbone (timm): unknown backbone 'no_such_model_xyz'"):
         expect(page.get_by_text(line, exact=False)).to_be_visible(timeout=30_000)
     wait_idle(page)
     _shot(page, "1_refused")
@@ -82,6 +85,7 @@ def test_settings_out_of_range_are_named_and_a_run_draws_titled_charts_in_percen
     assert page.get_by_role("button", name="Cancel").count() == 0
     assert page.get_by_label("Epochs", exact=True).input_value() == "0"  # what was typed stays
 
+    _type(page, "Backbone (timm)", "tf_efficientnet_lite0")
     _type(page, "Epochs", 2)
     _type(page, "Batch size", 64)
     _type(page, "Warm-up epochs", 0)
@@ -92,6 +96,7 @@ def test_settings_out_of_range_are_named_and_a_run_draws_titled_charts_in_percen
     expect(page.locator('[data-testid="stAlertContentSuccess"]').filter(has_text="best top-1")).to_be_visible(
         timeout=LONG)
     expect(page.get_by_text("must be an integer", exact=False)).to_have_count(0)
+    expect(page.get_by_text("unknown backbone", exact=False)).to_have_count(0)
     for title in ("Training loss per epoch", "Top-1 per epoch"):
         expect(page.locator(".gtitle").filter(has_text=title)).to_have_count(1, timeout=30_000)
     top1 = page.locator(".js-plotly-plot").filter(has=page.locator(".gtitle", has_text="Top-1 per epoch"))

@@ -36,10 +36,10 @@ with st.form("data_source"):
     test_root = keep(st.text_input, "source_test_root",
                      "Test folder (optional, image folders): class subfolders, used to measure accuracy",
                      current.test_root)
-    # Any type: a .csv refused by the browser never reached the page, which then said "choose
-    # a feature file to upload"; state.upload_problem names the file and the types instead.
+    # the types its label names (it took a .txt): the browser refuses another file where it is dropped
     upload = st.file_uploader(f"Upload: a feature file ({state.FEATURE_FILE_TEXT}) "
-                              f"or a zip of images ({', '.join(state.IMAGE_ZIP_TYPES)}; class subfolders give labels)")
+                              f"or a zip of images ({', '.join(state.IMAGE_ZIP_TYPES)}; class subfolders give labels)",
+                              type=list(state.UPLOAD_TYPES))
     backbone_label = keep(st.selectbox, "backbone_choice", "Backbone", options=list(state.BACKBONE_CHOICES),
                           default=next((label for label, name in state.BACKBONE_CHOICES.items()
                                         if name and name == (current.backbone or state.Source().backbone)),
@@ -63,8 +63,7 @@ if submitted:
     # checked when given: a bad Ray address failed only when a load first reached the cluster
     # (never, for features already cached); a file typed as the image folder was "not found"
     try:
-        problem = next(filter(None, (  # a source that loads no upload says so of a stray one (source_from_form)
-            upload is not None and dataset in ("features", "zip") and state.upload_problem(upload.name),
+        problem = next(filter(None, (
             engine == "ray" and ray_address.strip() and state.ray_address_problem(ray_address.strip()),
             dataset == "folder" and (state.folder_problem(root) or state.folder_problem(test_root)))), None)
         if problem:
@@ -75,7 +74,9 @@ if submitted:
     except ValueError as exc:
         st.error(f"Cannot load this source: {exc}")
     else:
-        notices, problem = [], None
+        # the source chosen wins over a file attached for another (sources.unused_upload)
+        unused = None if upload is None else sources.unused_upload(dataset, upload.name)
+        notices, problem = [unused] if unused else [], None
         with st.status(f"Loading {source.label} ...", expanded=True) as status:
             try:
                 with session.progress_bar("Features") as report:

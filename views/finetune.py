@@ -6,7 +6,7 @@ import streamlit as st
 
 from bilaf_core.data import read_label_csv
 from bilaf_core.export import exported_indices
-from bilaf_core.features import BUNDLED_BACKBONE
+from bilaf_core.features import BUNDLED_BACKBONE, backbone_name_problem
 from bilaf_core.errors import Cancelled
 from bilaf_core.finetune import FinetuneConfig
 from bilaf_core.store import run_method
@@ -30,11 +30,12 @@ pool = session.pool_state(source)
 emptied: list[str] = []  # what the page says of the number fields left empty or holding no number
 
 
-def whole_number(column, name: str, label: str, default: int) -> int:
+def whole_number(column, name: str, label: str, default: int, **kwargs) -> int:
     """A number field kept for the pool. Emptied, or holding text that is no number (a
     browser sends both as no value), it keeps the last value given and the page says so, as
     the Select page does (it became 0, and Launch was refused for "got 0", never typed)."""
-    value = session.kept(column.number_input, name, label, default=default, step=1, value=None, state=pool)
+    value = session.kept(column.number_input, name, label, default=default, step=1, value=None, state=pool,
+                         **kwargs)
     if value is None:
         value = session.setting(pool, name, default)
         emptied.append(f"The {label} field is empty or not a number: using {value:,}, the last value given.")
@@ -98,7 +99,7 @@ if result is not None:
             default = FinetuneConfig()
             a, b, c = st.columns(3)
             backbone = source.backbone if source.backbone not in ("", "pixels") else BUNDLED_BACKBONE
-            options["backbone"] = a.text_input("Backbone (timm)", backbone)
+            options["backbone"] = a.text_input("Backbone (timm)", backbone).strip()
             options["weights"] = b.text_input("Weights file (optional)", source.weights).strip() or None
             # No bounds in the browser (there a value outside them only turned the input red, its
             # range in a tooltip, and Launch did nothing): FinetuneConfig's check names what it refuses.
@@ -109,7 +110,9 @@ if result is not None:
             options["batch_size"] = whole_number(b, "ft_batch_size", SETTINGS["batch_size"], default.batch_size)
             options["warmup_epochs"] = whole_number(c, "ft_warmup", SETTINGS["warmup_epochs"], default.warmup_epochs)
             options["eval_every"] = whole_number(a, "ft_eval_every", SETTINGS["eval_every"], default.eval_every)
-            options["eval_limit"] = whole_number(b, "ft_eval_limit", SETTINGS["eval_limit"], default.eval_limit)
+            options["eval_limit"] = whole_number(b, "ft_eval_limit", SETTINGS["eval_limit"], default.eval_limit,
+                                                 help="Samples of the test split (else of the unselected pool); a "
+                                                      "number beyond what it holds evaluates on all of it.")
             # no bounds, as the Select page's seed (in a browser a number outside them only turned
             # the input red, its range in a tooltip, and the last seed stayed): the warning names them
             asked_seed = whole_number(c, "ft_seed", "Seed", 0)
@@ -119,14 +122,20 @@ if result is not None:
             moved_seed = state.seed_warning(asked_seed, doing="training", again="for another run")
             if moved_seed is not None:
                 st.warning(moved_seed)
-            refused = FinetuneConfig(**{k: options[k] for k in SETTINGS}).problems()
-            for name, why in refused.items():
-                st.error(f"{'Not launched: ' if launch_asked() else ''}{SETTINGS[name]} {why}. Type a value in that "
-                         "range to launch a run.")
+            config = FinetuneConfig(**{k: options[k] for k in SETTINGS})
+            refused = [f"{SETTINGS[name]} {why}. Type a value in that range" for name, why in config.problems().items()]
+            # known before launch (a misspelt name ended as a failed run in the history), the
+            # Data page's backbones first among the close names
+            unknown = backbone_name_problem(options["backbone"],
+                                            preferred=tuple(filter(None, state.BACKBONE_CHOICES.values())))
+            if unknown is not None:
+                refused.append(f"Backbone (timm): {unknown}. Type a timm model name")
+            for why in refused:
+                st.error(f"{'Not launched: ' if launch_asked() else ''}{why} to launch a run.")
             if not refused and options["warmup_epochs"] and options["epochs"] < 2 * options["warmup_epochs"]:
                 st.warning(f"{options['epochs']} epoch(s) with {options['warmup_epochs']} warm-up epoch(s): the "
                            "learning rate spends most of the run warming up "
-                           + (f"(warm-up is cut to {options['epochs'] - 1}) " if options["epochs"] <=
+                           + (f"(warm-up is cut to {config.warmup_used}) " if config.warmup_used <
                               options["warmup_epochs"] else "")
                            + "and accuracy stays low. Train at least twice as many epochs as warm-up epochs, or "
                            "lower the warm-up.")
