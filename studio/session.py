@@ -29,7 +29,7 @@ from bilaf_core.features import close_backbone_names, default_cache_dir, is_back
 
 from .jobs import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from .sources import FEATURE_FILE_WAYS, feature_file_path
-from .state import (BACKBONE_CHOICES, DEFAULT_BUDGET_TEXT, PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of,
+from .state import (DEFAULT_BUDGET_TEXT, OFFERED_BACKBONES, PAGE_OPTIONS, RANGED_PARAMS, Source, budget_of,
                     budget_problem, budget_warning, check_allowed, current_source, feature_set, n_cores_problem,
                     page_range, param_problem, select_defaults, selection, selection_params, values_in_use)
 
@@ -405,10 +405,10 @@ def source_from_url(params: dict[str, str]) -> tuple[Source | None, str | None]:
 
 def _backbone_problem(name: str) -> str:
     """Why a link's ``backbone=`` is none: the names the Data page offers and a close guess."""
-    offered = tuple(choice for choice in BACKBONE_CHOICES.values() if choice)
-    near = close_backbone_names(name, preferred=offered, n=1)
+    near = close_backbone_names(name, preferred=OFFERED_BACKBONES, n=1)
     return (f"backbone={name!r}" + (f" (did you mean {near[0]}?)" if near else "") + " is no backbone this app "
-            f"knows; it takes {', '.join(offered)} or another timm model name (the Data page's 'Other timm model').")
+            f"knows; it takes {', '.join(OFFERED_BACKBONES)} or another timm model name (the Data page's 'Other "
+            "timm model').")
 
 
 def unknown_url_keys(params: dict[str, str]) -> str | None:

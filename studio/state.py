@@ -62,6 +62,8 @@ BACKBONE_CHOICES = {
     "Pixels (tiny demos)": "pixels",
     "Other timm model": "",
 }
+#: The backbones the Data page names (suggested first for a misspelt one: a link's, Finetune's).
+OFFERED_BACKBONES = tuple(filter(None, BACKBONE_CHOICES.values()))
 
 
 @dataclass(frozen=True)

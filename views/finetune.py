@@ -126,8 +126,7 @@ if result is not None:
             refused = [f"{SETTINGS[name]} {why}. Type a value in that range" for name, why in config.problems().items()]
             # known before launch (a misspelt name ended as a failed run in the history), the
             # Data page's backbones first among the close names
-            unknown = backbone_name_problem(options["backbone"],
-                                            preferred=tuple(filter(None, state.BACKBONE_CHOICES.values())))
+            unknown = backbone_name_problem(options["backbone"], preferred=state.OFFERED_BACKBONES)
             if unknown is not None:
                 refused.append(f"Backbone (timm): {unknown}. Type a timm model name")
             for why in refused:
