@@ -132,6 +132,20 @@ def test_a_one_sample_feature_file_says_why_k_is_one(server, browser, tmp_path):
     assert_clean(page, browser)
 
 
+def _open_link(browser, url: str, title: str, warning: str):
+    """A new tab on ``url``: the page titled ``title`` opens, with no error and one warning
+    holding ``warning``; return the tab and that warning."""
+    page = browser.page()
+    page.goto(url)
+    expect(page.locator('h1, [data-testid="stAlertContentError"]').first).to_be_visible(timeout=LONG)
+    wait_idle(page)
+    expect(page.locator('[data-testid="stAlertContentError"]')).to_have_count(0)
+    expect(page.get_by_role("heading", name=title)).to_be_visible()
+    warned = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text=warning)
+    expect(warned).to_have_count(1)
+    return page, warned
+
+
 def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, browser):
     page = open_select(server[0], browser, "/?budget=120&n_cores=7")
     expect(page.get_by_text("The link's settings (budget=120, n_cores=7) were not read", exact=False)).to_be_visible()
@@ -150,14 +164,8 @@ def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, br
     # lines): the digits open, with one warning saying all of it; the link's method and budget,
     # which belong to the feature file, are not applied to the digits (they were: kmeans, B = 100).
     gone = server[1] / "gone.npz"
-    page = browser.page()
-    page.goto(f"{server[0]}/inspect?data=features&file={gone}&method=kmeans&budget=100")
-    expect(page.locator('h1, [data-testid="stAlertContentError"]').first).to_be_visible(timeout=LONG)
-    wait_idle(page)
-    expect(page.locator('[data-testid="stAlertContentError"]')).to_have_count(0)
-    expect(page.get_by_role("heading", name="Inspect the selection")).to_be_visible()
-    warned = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="The link's data source")
-    expect(warned).to_have_count(1)
+    page, warned = _open_link(browser, f"{server[0]}/inspect?data=features&file={gone}&method=kmeans&budget=100",
+                              "Inspect the selection", "The link's data source")
     for part in (f"The link's data source was not opened: {gone} was not found: check the path",
                  "Showing digits instead", "The link's other settings (method=kmeans, budget=100) were not applied"):
         expect(warned).to_contain_text(part)
@@ -168,13 +176,8 @@ def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, br
     assert_clean(page, browser)
     # A link's n_cores=0 was said only on Select: Inspect refused the selection ("n_cores must be
     # in [1, 90] ...; change them there"), the sidebar read K = 0, the warning named only the budget.
-    page = browser.page()
-    page.goto(f"{server[0]}/inspect?data=digits&backbone=pixels&n_cores=0&budget=abc")
-    expect(page.get_by_role("heading", name="Inspect the selection")).to_be_visible(timeout=LONG)
-    wait_idle(page)
-    expect(page.locator('[data-testid="stAlertContentError"]')).to_have_count(0)
-    warned = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="link")
-    expect(warned).to_have_count(1)
+    page, warned = _open_link(browser, f"{server[0]}/inspect?data=digits&backbone=pixels&n_cores=0&budget=abc",
+                              "Inspect the selection", "link")
     for part in ("n_cores = '0' (K is 'auto' or a whole number, at least 1): using 'auto' instead",
                  "budget = 'abc' (not a number): using 90 instead"):
         expect(warned).to_contain_text(part)
@@ -184,12 +187,8 @@ def test_a_link_without_data_and_a_link_warning_that_outlives_the_map(server, br
     assert_clean(page, browser)
     # Opened on Learn (which reads no budget), a link's budget=abc went unsaid and stayed in the
     # address: no pool takes it, so it is said at once and dropped, as any other bad value.
-    page = browser.page()
-    page.goto(f"{server[0]}/learn?data=digits&budget=abc")
-    expect(page.get_by_role("heading", name="Learn: BiLAF step by step")).to_be_visible(timeout=LONG)
-    wait_idle(page)
-    warned = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="link")
-    expect(warned).to_have_count(1)
+    page, warned = _open_link(browser, f"{server[0]}/learn?data=digits&budget=abc", "Learn: BiLAF step by step",
+                              "link")
     expect(warned).to_have_text("Part of this link could not be used: budget = 'abc' (not a number): using 5 % of "
                                 "the pool instead. Change it on the Select page.")
     expect(page).not_to_have_url(re.compile(r"[?&]budget="))
