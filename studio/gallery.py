@@ -24,7 +24,7 @@ _PICK_ROUND = "pick_round"
 
 
 def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn: tuple, coords: np.ndarray,
-                   height: int | None = None) -> np.ndarray:
+                   height: int | None = None, focus: np.ndarray | None = None) -> np.ndarray:
     """Draw ``fig`` with lasso, box and click selection; return the picked feature-set rows.
     The pick belongs to the pool: it is shown again when the page comes back. Where the
     pool is a density image (:func:`studio.maps.draws_density`), the pool rows (``coords``)
@@ -39,7 +39,8 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
     as its selection (:func:`studio.maps.draw_pick`), the same pick for as long as the chart
     lives: a figure changed in place resets the chart's selection, which would read as an
     emptied pick. A lasso on it draws plotly's own selection over it; a cleared pick
-    (:func:`clear_pick`) draws a new chart."""
+    (:func:`clear_pick`) draws a new chart. ``focus``: the pool rows the map's filters keep
+    (Inspect's), the only ones of the pick drawn over a density image."""
     digest = hashlib.sha256(repr((drawn, pool.values.get(_PICK_ROUND, 0))).encode()).hexdigest()[:12]
     key = session.chart_key(f"{name}_{digest}", pool)
     fresh = key not in st.session_state
@@ -52,7 +53,7 @@ def selectable_map(fig: go.Figure, name: str, pool: session.PoolState, *, drawn:
             for gone in [k for k in memo if k not in st.session_state]:
                 del memo[gone]
         shown[key] = pool.values.get("picked", np.empty(0, dtype=np.int64))
-    maps.draw_pick(fig, shown[key], coords)
+    maps.draw_pick(fig, shown[key], coords, focus=focus)
     if height is not None:
         fig.update_layout(height=height)
     event = st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),

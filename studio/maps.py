@@ -522,18 +522,21 @@ def selection_figure(coords: np.ndarray, selection: Selection, *, ids, labels=No
 PICK_COLOUR = "#212121"
 
 
-def draw_pick(fig: go.Figure, rows: np.ndarray, coords: np.ndarray) -> None:
+def draw_pick(fig: go.Figure, rows: np.ndarray, coords: np.ndarray, *, focus: np.ndarray | None = None) -> None:
     """Draw the map pick ``rows`` (feature-set rows, ascending) on a
     :func:`selection_figure` as plotly draws a lasso's selection: in every marker layer the
     picked points in full colour, the rest faded (each trace's ``selectedpoints``). On a
-    density map (:func:`draws_density`) the pool's picked samples have no marker: a layer of
-    them goes on the image, under the overlays. Nothing changes for an empty pick."""
+    density map (:func:`draws_density`) the pool's picked samples have no marker: a light
+    veil of them goes on the image, under the overlays (the pool's colours and the picks
+    show through it), only those in ``focus`` (a mask over the pool: Inspect's filters).
+    Nothing changes for an empty pick."""
     if rows.size == 0:
         return
     if draws_density(coords.shape[0]):
+        shown = rows if focus is None else rows[focus[rows]]
         fig.add_trace(go.Scattergl(
-            x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=f"map pick ({rows.size:,})",
-            marker=dict(size=3, color=PICK_COLOUR, opacity=0.6), customdata=rows[:, None].astype(np.float32),
+            x=coords[shown, 0], y=coords[shown, 1], mode="markers", name=f"map pick ({shown.size:,})",
+            marker=dict(size=3, color=PICK_COLOUR, opacity=0.4), customdata=shown[:, None].astype(np.float32),
             hoverinfo="skip"))
         fig.data = (fig.data[-1],) + fig.data[:-1]  # under the overlays
     for trace in fig.data:

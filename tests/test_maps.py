@@ -367,3 +367,9 @@ def test_a_map_pick_is_drawn_as_each_layers_selection_and_on_a_density_map_as_a_
     assert dense.data[0].name == "map pick (3)" and list(dense.data[0].selectedpoints) == [0, 1, 2]
     assert [t.name for t in dense.data[1:]] == names  # under the overlays
     assert np.array_equal(np.asarray(dense.data[0].customdata)[:, 0], [3, 7, 11])  # a lasso reads its rows
+    # Inspect's filters: only the picked samples they keep (all 6,551 of a pick stayed dark beside "355 match")
+    kept = np.zeros(n, dtype=bool)
+    kept[[7, 11]] = True
+    filtered = selection_figure(features[:, :2], result, ids=np.arange(n).astype(str))
+    draw_pick(filtered, np.array([3, 7, 11]), features[:, :2], focus=kept)
+    assert filtered.data[0].name == "map pick (2)" and np.array_equal(np.asarray(filtered.data[0].x), features[[7, 11], 0])

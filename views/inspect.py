@@ -45,14 +45,15 @@ with tab_map:
     # the map shows the filters
     focus = dict(roles=roles, cluster=None if cluster == "all" else cluster, marks=marks, mark_kinds=mark_kinds)
     colouring = pool_colouring(result, fs.named_labels, color_by, coords=coords, **focus)
+    kept = in_focus(result, **focus)  # the rows the filters keep
     picked = gallery.selectable_map(selection_figure(coords, result, ids=fs.ids, labels=fs.named_labels, colouring=colouring,
                                                      **focus),
-                                    "inspect_map", pool, height=460, coords=coords,
+                                    "inspect_map", pool, height=460, coords=coords, focus=kept,
                                     drawn=(result.params, shown, color_by, tuple(roles), cluster, tuple(mark_kinds),
                                            session.marks_drawn(pool)))
     st.html(legend_html(colouring))
     chosen = result.members(picked if picked.size else None)
-    chosen = chosen[in_focus(result, **focus)[chosen]]
+    chosen = chosen[kept[chosen]]
     matching = f"{chosen.size:,} sample(s) match the filters; selected samples first, in selection order."
     if picked.size:  # picked here or on the Select page (drawn on both maps): a button clears it
         said, clear = st.columns([5, 1], vertical_alignment="center")
