@@ -64,7 +64,7 @@ def section(source: Source, fs, result: Selection, pool: session.PoolState) -> N
     if effect is not None:
         (st.warning if table.empty else st.caption)(effect)
     marks_line(pool, fs.ids, key="clear_marks_export")
-    stem = f"{source.dataset}_{result.params['method']}_{len(table)}"
+    stem = f"{source.file_stem}_{result.params['method']}_{len(table)}"
     about = provenance(source, fs, pool)
     c1, c2, c3 = st.columns(3)
     # Files are built when a button is pressed (not on every slider move), and a press

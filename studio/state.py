@@ -86,6 +86,13 @@ class Source:
             return f"feature file {Path(self.feature_file).name}"
         return f"{self.dataset}{f' ({self.root})' if self.root else ''}"
 
+    @property
+    def file_stem(self) -> str:
+        """The source in an exported file's name: the file's or folder's own name, else the
+        data set's ("features_bilaf_2500.csv" did not say which feature file)."""
+        named = self.upload or self.feature_file or (self.root if self.dataset == "folder" else "")
+        return Path(named).stem if named else self.dataset
+
 
 def current_source() -> Source:
     """The session's source; a new session starts on BILAF_START_FEATURES (a feature

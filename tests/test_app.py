@@ -675,6 +675,16 @@ def test_compare_names_a_new_row_by_the_values_it_takes_from_the_select_page():
     assert compare_setting(base, {"method": "random", "n_cores": None})[1] == "random"
 
 
+def test_an_exported_files_name_says_which_file_or_folder_it_came_from():
+    """A selection on a feature file was exported as features_bilaf_2500.csv."""
+    from studio.state import Source
+
+    assert Source(dataset="features", feature_file="/data/cifar10_effl0_features.npz").file_stem == "cifar10_effl0_features"
+    assert Source(dataset="features", upload="pool.npz").file_stem == "pool"
+    assert Source(dataset="folder", root="/data/flowers").file_stem == "flowers"
+    assert Source().file_stem == "digits" and Source(dataset="cifar10", root="/data/c10").file_stem == "cifar10"
+
+
 def test_a_float16_feature_file_is_converted_to_float32_once_per_source(tmp_path):
     from studio import state
 
