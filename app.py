@@ -1,8 +1,6 @@
 """BiLAF Studio: the router and frame. Pages live in views/ (wired here by st.navigation,
-not auto-discovered), computation in bilaf_core. The sidebar, the link's warning and the
-page's URL are written before the page runs (from what the previous run left: a slow page,
-Compare computing its settings, showed none of them for a minute) and again after it, so
-they show what the page just did."""
+not auto-discovered), computation in bilaf_core. The sidebar and the page's URL are
+written after the page has run, so they show what the page just did."""
 
 from pathlib import Path
 
@@ -30,17 +28,15 @@ def main() -> None:
     with st.sidebar:
         st.markdown("### BiLAF Studio")
         st.caption("Choose which images to label before finetuning.")
-        frame = st.empty()
+        frame = st.container()
     # torch's imports overlap the first page's feature loading. Started only after the first
     # element: Streamlit's first element walks the call stack (inspect.stack, a check for a
     # REPL), which beside a thread importing torch took 1.2 s instead of 0.06 s.
     state.preload_stage1()
 
-    def write_frame(*, done: bool) -> None:
-        """The sidebar's lines, the link's warning (its Dismiss button once the page is
-        ``done``: a widget's key is written once a run) and the address."""
+    def write_frame() -> None:
         source = state.current_source()
-        with frame.container():
+        with frame:
             loaded = state.loaded_feature_set(source)  # the backbone used: DINO falls back offline
             st.markdown(f"**Data** {source.label}  \n**Features** {jobs.features_line(source, loaded)}")
             st.markdown(session.run_line(source))
@@ -48,24 +44,20 @@ def main() -> None:
         if unused:  # until dismissed or a setting changes: a rerun (the background map arriving) keeps it
             with notices.container():
                 st.warning(unused)
-                if done:
-                    st.button("Dismiss", key="dismiss_link_warning", on_click=session.dismiss_url_warning,
-                              args=(source,))
-        elif done:
-            notices.empty()  # dismissed, or a setting changed, while the page ran
+                st.button("Dismiss", key="dismiss_link_warning", on_click=session.dismiss_url_warning, args=(source,))
         session.write_url(source)
 
-    # Before the page too: a reload at any moment, even while a slow page is still running,
-    # reopens the same settings.
-    write_frame(done=False)
+    # The address is written before the page runs too (from what the previous run left), so a
+    # reload at any moment, even while a slow page is still running, reopens the same settings.
+    session.write_url(state.current_source())
     try:
         page.run()
     except session.Halt:
         pass
     except Exception:  # a page's own error: Streamlit shows it; the sidebar and the URL still follow the state
-        write_frame(done=True)
+        write_frame()
         raise
-    write_frame(done=True)
+    write_frame()
 
 
 # Streamlit runs this script as __main__. The maps' background worker process ("spawn")

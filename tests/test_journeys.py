@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import time
 import zipfile
 from pathlib import Path
@@ -391,21 +390,6 @@ def test_compare_with_an_edited_row(server, browser):
     go(page, "Select", "Select samples to label")
     go(page, "Compare", "Compare selections")  # the edited row is kept
     expect(page.get_by_text("bilaf K=20", exact=False).first).to_be_visible(timeout=LONG)
-    assert_clean(page, browser)
-
-
-def test_a_link_opened_on_compare_is_warned_about_while_its_settings_compute(server, browser, tmp_path):
-    """Compare wrote the link's warning and the sidebar's lines only after its four
-    selections (a minute on CIFAR-10): nothing said the link's P_rm was not used meanwhile."""
-    page = browser.page()
-    page.goto(f"{server[0]}/compare?data=digits&seed=13&removal_ratio=zz")  # seed 13: nothing cached
-    expect(page.get_by_text(re.compile(r"^Setting \d of 4: "))).to_be_visible(timeout=LONG)  # computing
-    assert page.get_by_text("Part of this link could not be used: removal_ratio = 'zz'").count() == 1
-    assert page.locator('[data-testid="stSidebar"]').get_by_text("Features").count() == 1  # the data line
-    page.screenshot(path=str(tmp_path / "compare_link_warning_while_computing.png"))
-    expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=LONG)
-    wait_idle(page)
-    expect(page.get_by_role("button", name="Dismiss")).to_be_visible()
     assert_clean(page, browser)
 
 
