@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -74,12 +76,37 @@ def streamlit_server(cache: Path, log: Path, **env):
             proc.wait(timeout=30)
 
 
+def _digits_cache(tmp_path_factory) -> Path:
+    """A cache holding the built-in digits' features and UMAP map, made once per test run.
+
+    A server started on an empty cache computes that map in its background process, which
+    first compiles UMAP's numba code: about 45 s of CPU per server on the two cores the
+    browser and the journey share. The first-load background map is the subject of
+    test_e2e_browser's server and of the density journey, which start empty."""
+    cache = tmp_path_factory.getbasetemp() / "digits-cache"
+    if not cache.is_dir():
+        from bilaf_core.data import load_pool
+        from bilaf_core.features import extract_features, load_backbone
+        from bilaf_core.projection import project_2d
+        from studio.state import Source
+
+        made = tmp_path_factory.mktemp("digits-cache-")
+        start = Source()
+        fs = extract_features(load_pool(start.dataset), load_backbone(start.backbone), cache_dir=made)
+        project_2d(np.asarray(fs.features, dtype=np.float32), method="umap", random_state=0, cache_dir=made)
+        made.rename(cache)
+    return cache
+
+
 @contextlib.contextmanager
 def digits_server(tmp_path_factory):
-    """A module's app server (on the built-in digits) with its own cache and a data folder
-    the app may open; yields (url, that folder)."""
+    """A module's app server (on the built-in digits) with its own cache, which already
+    holds the digits' features and UMAP map (:func:`_digits_cache`), and a data folder the
+    app may open; yields (url, that folder)."""
     folder = tmp_path_factory.mktemp("data")
-    with streamlit_server(tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("log") / "streamlit.log",
+    cache = tmp_path_factory.mktemp("cache")
+    shutil.copytree(_digits_cache(tmp_path_factory), cache, dirs_exist_ok=True)
+    with streamlit_server(cache, tmp_path_factory.mktemp("log") / "streamlit.log",
                           BILAF_ALLOWED_ROOTS=str(folder)) as url:
         yield url, folder
 
