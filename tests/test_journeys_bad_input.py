@@ -249,26 +249,37 @@ def test_a_feature_file_opened_by_a_link_shows_on_the_data_page_and_a_typed_one_
     assert_clean(page, browser)
 
 
-def _edit_cell(page, row: int, column: int, text: str) -> None:
+def _edit_cell(page, row: int, column: int, text: str, said: str, *, tries: int = 3) -> None:
     """Type ``text`` into the Compare table's cell (row, column), both from 0 (column 0:
-    method): the grid is a canvas, so click the first row's method cell, step to the cell
-    with the arrow keys, open its editor with Enter."""
-    wait_idle(page)  # a rerun still drawing the page takes the grid's focus from the cell (seen under load)
-    editor = page.locator('[data-testid="stDataFrame"]').first
-    editor.scroll_into_view_if_needed()
-    box = editor.bounding_box()
-    page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)
-    for key, times in (("ArrowDown", row), ("ArrowRight", column)):
-        for _ in range(times):
-            page.keyboard.press(key)
-    page.keyboard.press("Enter")
-    cell = page.locator(".gdg-input")
-    expect(cell).to_be_focused(timeout=30_000)
-    cell.press("Control+A")
-    page.keyboard.type(text)  # as a user types: a whole-number column's editor dropped the "." of 1.5
-    cell.press("Enter")
-    time.sleep(0.5)
-    wait_idle(page)
+    method), until the page says ``said``: the grid is a canvas, so click the first row's
+    method cell, step to the cell with the arrow keys, open its editor with Enter. An edit
+    committed just after the page was drawn can be lost in the grid itself, under load: the
+    cell shows its old value and the server never hears of it (seen in 3 of 8 tries once the
+    digits' map came from the cache, never with a second's pause first); a user types it
+    again, and so does this, up to ``tries`` times."""
+    for attempt in range(tries):
+        wait_idle(page)  # a rerun still drawing the page takes the grid's focus from the cell (seen under load)
+        editor = page.locator('[data-testid="stDataFrame"]').first
+        editor.scroll_into_view_if_needed()
+        box = editor.bounding_box()
+        page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)
+        for key, times in (("ArrowDown", row), ("ArrowRight", column)):
+            for _ in range(times):
+                page.keyboard.press(key)
+        page.keyboard.press("Enter")
+        cell = page.locator(".gdg-input")
+        expect(cell).to_be_focused(timeout=30_000)
+        cell.press("Control+A")
+        page.keyboard.type(text)  # as a user types: a whole-number column's editor dropped the "." of 1.5
+        cell.press("Enter")
+        time.sleep(0.5)
+        wait_idle(page)
+        try:
+            expect(page.get_by_text(said, exact=False)).to_be_visible(timeout=15_000)
+            return
+        except AssertionError:
+            if attempt == tries - 1:
+                raise
 
 
 def _runs_with(page) -> list[list[str]]:
@@ -285,15 +296,12 @@ def test_compare_takes_the_select_pages_ranges_and_shows_what_each_row_runs_with
     go(page, "Compare", "Compare selections")
     expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=LONG)
     wait_idle(page)
-    _edit_cell(page, 0, 2, "0.95")  # row 1's removal_ratio
-    expect(page.get_by_text("Row 1 (bilaf), removal_ratio = 0.95 was not applied: it is outside 0 to 0.9, the "
-                            "Select page's range.", exact=False)).to_be_visible(timeout=LONG)
-    _edit_cell(page, 1, 5, "-1")  # row 2's seed
-    expect(page.get_by_text("Row 2 (activeft), seed = -1 was not applied: it is outside 0 to 2,147,483,647, the "
-                            "Select page's range.", exact=False)).to_be_visible(timeout=LONG)
-    _edit_cell(page, 2, 5, "1.5")  # row 3's seed: it became 15, silently
-    expect(page.get_by_text("Row 3 (kmeans), seed = 1.5 was not applied: it is not a whole number from 0 to "
-                            "2,147,483,647.", exact=False)).to_be_visible(timeout=LONG)
+    _edit_cell(page, 0, 2, "0.95", "Row 1 (bilaf), removal_ratio = 0.95 was not applied: it is outside 0 to 0.9, "
+                                   "the Select page's range.")  # row 1's removal_ratio
+    _edit_cell(page, 1, 5, "-1", "Row 2 (activeft), seed = -1 was not applied: it is outside 0 to 2,147,483,647, "
+                                 "the Select page's range.")  # row 2's seed
+    _edit_cell(page, 2, 5, "1.5", "Row 3 (kmeans), seed = 1.5 was not applied: it is not a whole number from 0 to "
+                                  "2,147,483,647.")  # row 3's seed: it became 15, silently
     wait_idle(page)
     rows = _runs_with(page)
     assert rows[0] == ["1", "bilaf", "auto", "0.1 (Select)", "1.1", "idc", "0"], rows
