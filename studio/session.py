@@ -468,7 +468,9 @@ def restore_from_url() -> None:
                    f"data=digits). Showing {Source().label} with its own settings; set them on the Select page, or "
                    "open the link with its data= part.")
     if problem and params.get(SOURCE_KEYS["dataset"]):  # the data source the link names cannot be opened
-        problem += f" Showing {current_source().label} instead" + (
+        shown = current_source()  # with its features named where the link's backbone was not taken
+        features = f" with its {shown.backbone} features" if params.get(SOURCE_KEYS["backbone"]) else ""
+        problem += f" Showing {shown.label}{features} instead" + (
             "." if "the Data page" in problem else ": choose the data source on the Data page.")  # said once
         if settings_given:  # they belong to the source not opened (a budget of 100 on another pool is another share)
             problem += (f" The link's other settings ({settings_given}) were not applied: they belong to the data "
