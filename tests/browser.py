@@ -99,13 +99,14 @@ def _digits_cache(tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def digits_server(tmp_path_factory):
+def digits_server(tmp_path_factory, *, cached_map: bool = True):
     """A module's app server (on the built-in digits) with its own cache, which already
-    holds the digits' features and UMAP map (:func:`_digits_cache`), and a data folder the
-    app may open; yields (url, that folder)."""
+    holds the digits' features and UMAP map (:func:`_digits_cache`) unless ``cached_map``
+    is False, and a data folder the app may open; yields (url, that folder)."""
     folder = tmp_path_factory.mktemp("data")
     cache = tmp_path_factory.mktemp("cache")
-    shutil.copytree(_digits_cache(tmp_path_factory), cache, dirs_exist_ok=True)
+    if cached_map:
+        shutil.copytree(_digits_cache(tmp_path_factory), cache, dirs_exist_ok=True)
     with streamlit_server(cache, tmp_path_factory.mktemp("log") / "streamlit.log",
                           BILAF_ALLOWED_ROOTS=str(folder)) as url:
         yield url, folder

